@@ -131,22 +131,32 @@ def quantization_config(device: str):
 
 def check_causal_lm(folder: Path, trust_remote_code: bool):
     """The model's config, or a clear error when it is not a causal language model."""
+    import json
+
     from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    custom = raw.get("model_type") not in CONFIG_MAPPING_NAMES and "auto_map" in raw
+    if custom and not trust_remote_code:
+        # Checked here: transformers would otherwise ask on the terminal and wait for an answer.
+        raise LoraEqError(f"{folder}: runs its own code; pass --trust-remote-code if you trust it")
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except ValueError as e:
-        text = str(e)
-        if "trust_remote_code" in text:
-            raise LoraEqError(f"{folder}: runs its own code; pass --trust-remote-code if you trust it") from None
-        raise LoraEqError(f"{folder}: unreadable config ({text.splitlines()[0]})") from None
-    except (OSError, KeyError) as e:
-        raise LoraEqError(f"{folder}: unreadable config ({e})") from None
-    auto_map = getattr(config, "auto_map", None) or {}
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and "AutoModelForCausalLM" not in auto_map:
+    except (OSError, ValueError, KeyError) as e:
+        raise LoraEqError(f"{folder}: unreadable config ({str(e).splitlines()[0]})") from None
+    if custom:
+        if "AutoModelForCausalLM" not in raw["auto_map"]:
+            raise LoraEqError(f"{folder}: its own code has no AutoModelForCausalLM, so it is not a causal LM")
+        return config
+    causal_class = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
+    # A BERT checkpoint maps to BertLMHeadModel, but a saved BertModel/BertForMaskedLM is an encoder.
+    architectures = raw.get("architectures") or [causal_class]
+    if causal_class is None or not any(a and a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        what = ", ".join(a for a in architectures if a) or "no AutoModelForCausalLM"
         raise LoraEqError(
-            f"{folder}: a {config.model_type!r} model is not a causal language model (no AutoModelForCausalLM)"
+            f"{folder}: a {config.model_type!r} model ({what}) is not a causal language model"
         )
     return config
 

