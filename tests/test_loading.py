@@ -133,7 +133,7 @@ def test_non_causal_model_is_rejected(tmp_path, cache_home):
     folder = tmp_path / "bert"
     BertModel(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=32)).save_pretrained(folder)
-    with pytest.raises(LoraEqError, match="'bert' model \(BertModel\) is not a causal language model"):
+    with pytest.raises(LoraEqError, match=r"'bert' model \(BertModel\) is not a causal language model"):
         load_model(str(folder), "fp32")
 
 
