@@ -52,12 +52,20 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         gr.Markdown("# LoRA EQ\nWhere can this model be tuned? Every decoder layer x module role LoRA can attach to.")
         with gr.Tab("Model"):
             gr.Markdown(model_summary(ctx))
-            statistic = gr.Dropdown(list(STATISTICS) + ["params"], value="spectral", label="Statistic")
+            with gr.Row():
+                statistic = gr.Dropdown(list(STATISTICS) + ["params"], value="spectral", label="Statistic")
+                per_role = gr.Checkbox(False, label="Scale each role to its own maximum")
             heatmap = gr.Plot(analysis_heatmap(ctx.analysis, "spectral"), label="Tuning points")
             gr.Dataframe(cells_table(ctx.analysis), label="Tuning points (one row per layer x role)",
                          interactive=False, max_height=420)
             gr.Dataframe(pd.DataFrame(ctx.analysis.other), label="Outside the decoder layers", interactive=False)
-            statistic.change(lambda s: analysis_heatmap(ctx.analysis, s), statistic, heatmap, api_name="heatmap")
+            gr.on(
+                [statistic.change, per_role.change],
+                lambda s, p: analysis_heatmap(ctx.analysis, s, p),
+                [statistic, per_role],
+                heatmap,
+                api_name="heatmap",
+            )
     return demo
 
 

@@ -20,9 +20,14 @@ LABELS = {
 }
 
 
-def analysis_heatmap(analysis: Analysis, statistic: str = "spectral"):
-    """Layers (rows, first layer on top) x roles (columns), colored by `statistic`, bands marked."""
+def analysis_heatmap(analysis: Analysis, statistic: str = "spectral", per_role: bool = False):
+    """Layers (rows, first layer on top) x roles (columns), colored by `statistic`, bands marked.
+
+    `per_role` divides each column by its maximum, so depth trends show within roles whose
+    scales differ (a wide MLP weight has a larger norm than a narrow key projection)."""
     grid = analysis.grid(statistic)
+    if per_role:
+        grid = grid / grid.max(axis=0).replace(0, 1)
     fig, ax = plt.subplots(figsize=(1.1 * len(analysis.roles) + 2.5, max(3.5, 0.22 * analysis.layers + 1.5)))
     image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_xticks(np.arange(len(analysis.roles)), analysis.roles, rotation=35, ha="right")
@@ -31,7 +36,8 @@ def analysis_heatmap(analysis: Analysis, statistic: str = "spectral"):
     ax.set_ylabel("decoder layer")
     for band in analysis.bands[:-1]:
         ax.axhline(band[-1] + 0.5, color="white", linewidth=1.5)
-    fig.colorbar(image, ax=ax, label=LABELS.get(statistic, statistic))
+    label = LABELS.get(statistic, statistic)
+    fig.colorbar(image, ax=ax, label=f"{label} / role max" if per_role else label)
     ax.set_title(f"{LABELS.get(statistic, statistic)} per layer x role ({len(analysis.bands)} bands)")
     fig.tight_layout()
     return fig
