@@ -1,0 +1,183 @@
+"""Variants: a name, an equalizer, hyperparameters and a data mix; sweep files that list them.
+
+A variant says everything needed to train one adapter. This module only describes variants
+(dataclasses, JSON/YAML sweep files, a preset x grid generator, safe folder names); training
+them is `training.py`. The equalizer may be given as a preset name, resolved against the base
+model's roles and bands when the run starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import LoraEqError
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_RESERVED = {"", ".", "..", "data", "checkpoints"}
+
+
+@dataclass
+class Hyper:
+    """Training hyperparameters of one variant."""
+
+    rank: int = 8  # LoRA rank of a cell at strength 1
+    alpha: float = 16.0  # LoRA alpha of a cell at strength 1 (scaling alpha / rank)
+    learning_rate: float = 2e-4
+    epochs: float = 1.0  # passes over the training stream, unless max_steps is set
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    dropout: float = 0.05
+    max_length: int = 512  # tokens per example; longer ones are cut (and reported)
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    seed: int = 0
+    save_steps: int = 25  # checkpoint interval, for resume after a crash
+
+    def __post_init__(self) -> None:
+        _positive(self, "rank", "batch_size", "grad_accum", "max_length", "save_steps")
+        for name in ("alpha", "learning_rate"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise LoraEqError(f"{name}={value!r}: must be a positive number")
+        if not (isinstance(self.epochs, (int, float)) and self.epochs >= 0):
+            raise LoraEqError(f"epochs={self.epochs!r}: must be >= 0")
+        if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps >= 0):
+            raise LoraEqError(f"max_steps={self.max_steps!r}: must be a whole number >= 0")
+        if not 0 <= self.dropout < 1:
+            raise LoraEqError(f"dropout={self.dropout!r}: must be in [0, 1)")
+        if not 0 <= self.warmup_ratio < 1:
+            raise LoraEqError(f"warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")
+
+
+@dataclass
+class DataMix:
+    """How the training stream is drawn from the categories of the data."""
+
+    weights: dict[str, float] | None = None  # category -> proportion (normalized)
+    quotas: dict[str, int] | None = None  # category -> at least N per 1000 examples
+    size: int | None = None  # stream length; default: the training split's size
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, mapping in (("weights", self.weights), ("quotas", self.quotas)):
+            for key, value in (mapping or {}).items():
+                if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                    raise LoraEqError(f"{name}[{key!r}]={value!r}: must be a number >= 0")
+        if sum((self.quotas or {}).values()) > 1000:
+            raise LoraEqError(f"quotas add up to {sum(self.quotas.values())} per 1000: more than 1000")
+        if self.size is not None and not (isinstance(self.size, int) and self.size > 0):
+            raise LoraEqError(f"size={self.size!r}: must be a whole number > 0")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.weights or self.quotas or self.size)
+
+
+@dataclass
+class Variant:
+    """One adapter to train: a name, an equalizer (preset name or grid JSON), hyperparameters, a mix."""
+
+    name: str
+    equalizer: str | dict = "uniform"
+    hyper: Hyper = field(default_factory=Hyper)
+    mix: DataMix = field(default_factory=DataMix)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise LoraEqError(f"variant name {self.name!r}: must be a non-empty string")
+        if isinstance(self.hyper, dict):
+            self.hyper = _build(Hyper, self.hyper, f"variant {self.name!r} hyper")
+        if isinstance(self.mix, dict):
+            self.mix = _build(DataMix, self.mix, f"variant {self.name!r} mix")
+        if not isinstance(self.equalizer, (str, dict)):
+            raise LoraEqError(f"variant {self.name!r}: equalizer must be a preset name or a grid object")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Variant":
+        if not isinstance(data, dict):
+            raise LoraEqError(f"a variant must be an object, got {type(data).__name__}")
+        return _build(cls, data, f"variant {data.get('name', '?')!r}")
+
+
+def _positive(obj, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise LoraEqError(f"{name}={value!r}: must be a whole number > 0")
+
+
+def _build(cls, data: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise LoraEqError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    try:
+        return cls(**data)
+    except TypeError as e:
+        raise LoraEqError(f"{where}: {e}") from None
+
+
+def safe_name(name: str, taken: set[str] | None = None) -> str:
+    """A folder name for a variant: no path separators or traversal, unique among `taken`."""
+    base = _SAFE.sub("-", name.strip()).strip(".-")[:64] or "variant"
+    if base.lower() in _RESERVED:
+        base = f"variant-{base}".strip(".-")
+    candidate, n = base, 2
+    while taken is not None and candidate.lower() in {t.lower() for t in taken}:
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
+
+
+def load_sweep(path: str | Path) -> list[Variant]:
+    """Variants from a YAML or JSON file: a list, or an object with `variants` (and optional
+    `defaults` merged into each variant's `hyper`)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LoraEqError(f"{path}: cannot read the sweep file ({e})") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml and json raise different error types
+        raise LoraEqError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'JSON'} ({str(e).splitlines()[0]})") from None
+    defaults = {}
+    if isinstance(data, dict):
+        defaults = data.get("defaults") or {}
+        data = data.get("variants")
+    if not isinstance(data, list) or not data:
+        raise LoraEqError(f"{path}: expected a non-empty list of variants (or an object with 'variants')")
+    variants = []
+    for i, item in enumerate(data, 1):
+        if not isinstance(item, dict):
+            raise LoraEqError(f"{path}: variant {i} must be an object")
+        item = {**item, "hyper": {**defaults, **(item.get("hyper") or {})}}
+        variants.append(Variant.from_json(item))
+    return variants
+
+
+def sweep_from_presets(presets: list[str], grid: dict[str, list] | None = None, base: Hyper | None = None) -> list[Variant]:
+    """Every preset x every combination of the hyperparameter grid, named after both."""
+    grid = grid or {}
+    keys = sorted(grid)
+    base_json = asdict(base or Hyper())
+    variants = []
+    for preset in presets:
+        for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+            hyper = {**base_json, **dict(zip(keys, values))}
+            suffix = "".join(f"-{k}{v}" for k, v in zip(keys, values))
+            variants.append(Variant(name=f"{preset}{suffix}", equalizer=preset, hyper=Hyper(**hyper)))
+    return variants
