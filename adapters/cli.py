@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Callable
 
+from .data.cli import register as _register_data
 from .errors import LoraEqError
 
 Handler = Callable[[argparse.Namespace], "tuple[dict, int] | dict"]
@@ -139,13 +140,15 @@ def _register_analyze(sub) -> None:
 
 # ---- wiring ----------------------------------------------------------------------------------
 
-REGISTRARS: list[Callable] = [_register_analyze]
+REGISTRARS: list[Callable] = [_register_analyze, _register_data]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import cli_train  # imported here: it builds on this module's helpers
+
     parser = _Parser(prog="loraeq", description="LoRA EQ: analyze, shape, train, compare and prove LoRA variants.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for register in REGISTRARS:
+    for register in [*REGISTRARS, cli_train.register]:
         register(sub)
     for p in sub.choices.values():
         p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -170,6 +173,10 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "reexec", False) and argv is None:
+        from .runtime import reexec_with_allocator
+
+        reexec_with_allocator("adapters.cli", sys.argv[1:])  # returns only when no re-exec is needed
     _quiet_libraries()
     try:
         outcome = args.handler(args)

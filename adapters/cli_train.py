@@ -1,0 +1,218 @@
+"""`loraeq suggest | train | status | cancel | export`: the equalizer and training stages on the command line.
+
+Each handler parses flags into library calls (data/, suggest.py, runs.py, export.py) and
+returns a JSON-able dict; `cli.py` prints it. `train` is also the worker the web app launches:
+it re-executes itself once under a fast malloc (runtime.py) and writes progress files that any
+reader can follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .cli import add_model_flags, format_table
+from .errors import LoraEqError
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="training data file (JSONL, JSON, CSV/TSV, Parquet, TXT)")
+    p.add_argument("--format", default=None, help="row shape, when auto-detection should be overridden")
+    p.add_argument("--map", action="append", default=[], metavar="SRC=DST", help="rename a column")
+
+
+def read_data(args: argparse.Namespace):
+    """The validated dataset named by --data/--format/--map (rejected rows are reported, not used)."""
+    from .data import load_dataset, parse_mapping
+
+    dataset = load_dataset(args.data, format=args.format, mapping=parse_mapping(args.map))
+    if not dataset.examples:
+        raise LoraEqError(f"{args.data}: no valid row to train on ({dataset.rows_rejected} rejected)")
+    return dataset
+
+
+# ---- suggest ---------------------------------------------------------------------------------
+
+
+def _suggest(args: argparse.Namespace) -> dict:
+    from .cli import _progress_bar
+    from .loading import load_model
+    from .suggest import suggest_equalizer
+
+    dataset = read_data(args)
+    base = load_model(args.model, args.precision, trust_remote_code=args.trust_remote_code)
+    conversations = [e.messages for e in dataset.examples]
+    result = suggest_equalizer(
+        base, conversations, bands=args.bands, max_examples=args.examples, progress=_progress_bar("sensitivity")
+    )
+    if args.save:
+        import json
+
+        Path(args.save).write_text(json.dumps(result.equalizer.to_json(), indent=1), encoding="utf-8")
+    return {"model": base.info()["model"], "data": args.data, **result.to_json()}
+
+
+def _render_suggest(data: dict, args) -> str:
+    eq = data["equalizer"]
+    rows = [
+        {"band": b, "layers": f"{ls[0]}-{ls[-1]}", **dict(zip(eq["roles"], eq["strengths"][b]))}
+        for b, ls in enumerate(eq["bands"])
+    ]
+    return (
+        f"data-suggested equalizer for {data['model']['id']} from {data['examples']} examples "
+        f"({data['tokens']} tokens, {data['seconds']:.1f} s)\n" + format_table(rows)
+    )
+
+
+# ---- train -----------------------------------------------------------------------------------
+
+
+def _variants_from_args(args: argparse.Namespace):
+    from .variants import Hyper, Variant, load_sweep
+
+    overrides = {
+        k: v
+        for k, v in {
+            "max_steps": args.max_steps,
+            "epochs": args.epochs,
+            "rank": args.rank,
+            "learning_rate": args.lr,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+        }.items()
+        if v is not None
+    }
+    if args.sweep:
+        variants = load_sweep(args.sweep)
+        for v in variants:
+            v.hyper = Hyper(**{**v.hyper.__dict__, **overrides})
+        return variants
+    if not args.preset:
+        raise LoraEqError("give --sweep FILE or at least one --preset NAME")
+    return [Variant(name=p, equalizer=p, hyper=Hyper(**overrides)) for p in args.preset]
+
+
+def _train(args: argparse.Namespace) -> tuple[dict, int]:
+    from .runs import create_run, run_queue, run_status
+
+    out = Path(args.resume or args.out)
+    if args.resume:
+        run_status(out)  # checks it is a run folder
+    else:
+        if not args.out:
+            raise LoraEqError("give --out RUN_DIR (or --resume RUN_DIR)")
+        from .data import prepare_run_data
+
+        variants = _variants_from_args(args)
+        dataset = read_data(args)
+        train, heldout, info = prepare_run_data(dataset, heldout_fraction=args.heldout, seed=args.seed)
+        create_run(
+            out,
+            variants=variants,
+            train_rows=train,
+            heldout_rows=heldout,
+            data_info=info,
+            model=args.model,
+            precision=args.precision,
+            bands=args.bands,
+        )
+
+    def echo(record: dict) -> None:
+        if not args.json:
+            print(f"[{record['variant']}] {record['status']}", file=sys.stderr, flush=True)
+
+    results = run_queue(out, on_event=echo)
+    code = 0 if all(r["status"] == "done" for r in results) else 1
+    return {"run_dir": str(out), "variants": [_summary(r) for r in results]}, code
+
+
+def _summary(result: dict) -> dict:
+    keys = ("name", "status", "path", "steps", "final_loss", "seconds", "trained_tokens", "tokens_per_s", "error")
+    return {k: result.get(k) for k in keys}
+
+
+def _render_train(data: dict, args) -> str:
+    return f"run {data['run_dir']}\n" + format_table(data["variants"], ["name", "status", "steps", "final_loss",
+                                                                         "seconds", "tokens_per_s", "error"])
+
+
+# ---- status / cancel / export -----------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> dict:
+    from .runs import run_status
+
+    return run_status(Path(args.run_dir))
+
+
+def _render_status(data: dict, args) -> str:
+    rows = []
+    for v in data["variants"]:
+        last = v["last"] or {}
+        rows.append({"name": v["name"], "status": v["status"], "step": last.get("step"),
+                     "of": last.get("max_steps"), "loss": last.get("loss"), "eta_s": last.get("eta_s"),
+                     "error": v["error"]})
+    return f"run {data['run_dir']}\n" + format_table(rows)
+
+
+def _cancel(args: argparse.Namespace) -> dict:
+    from .runs import request_cancel, run_status
+
+    run_status(Path(args.run_dir))
+    request_cancel(Path(args.run_dir))
+    return {"run_dir": args.run_dir, "cancel_requested": True}
+
+
+def _export(args: argparse.Namespace) -> dict:
+    from .export import export_adapter_zip, export_merged
+
+    folder = Path(args.variant_dir)
+    path = export_merged(folder, Path(args.out)) if args.merged else export_adapter_zip(folder, Path(args.out))
+    return {"variant": str(folder), "kind": "merged" if args.merged else "adapter", "path": str(path)}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("suggest", help="a data-suggested equalizer: where the data pulls hardest")
+    add_model_flags(p)
+    add_data_flags(p)
+    p.add_argument("--bands", type=int, default=4)
+    p.add_argument("--examples", type=int, default=32, help="examples to measure (default 32)")
+    p.add_argument("--save", default=None, help="also write the equalizer JSON to this file")
+    p.set_defaults(handler=_suggest, render=_render_suggest)
+
+    p = sub.add_parser("train", help="train one LoRA adapter per variant into a run folder")
+    add_model_flags(p)
+    p.add_argument("--data", help="training data file")
+    p.add_argument("--format", default=None)
+    p.add_argument("--map", action="append", default=[], metavar="SRC=DST")
+    p.add_argument("--sweep", help="YAML/JSON file listing variants")
+    p.add_argument("--preset", action="append", default=[], help="an equalizer preset; one variant each")
+    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an existing run folder")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--rank", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--heldout", type=float, default=0.1, help="held-out fraction (default 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bands", type=int, default=4)
+    p.set_defaults(handler=_train, render=_render_train, reexec=True)
+
+    p = sub.add_parser("status", help="where each variant of a run stands")
+    p.add_argument("run_dir")
+    p.set_defaults(handler=_status, render=_render_status)
+
+    p = sub.add_parser("cancel", help="stop a running training queue after its current step")
+    p.add_argument("run_dir")
+    p.set_defaults(handler=_cancel, render=lambda d, a: f"cancel requested for {d['run_dir']}")
+
+    p = sub.add_parser("export", help="export a variant: adapter zip or merged full-precision model")
+    p.add_argument("variant_dir", help="RUN_DIR/VARIANT")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--adapter", action="store_true", help="the PEFT adapter + model card as a zip")
+    kind.add_argument("--merged", action="store_true", help="base + adapter merged, fp32 safetensors")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=_export, render=lambda d, a: f"{d['kind']} written to {d['path']}")

@@ -1,0 +1,138 @@
+"""Export a trained variant: the adapter as a zip, a merged full-precision model, a model card.
+
+The merge always goes into a full-precision (fp32) copy of the base loaded from its original
+files, never into 4-bit weights, so the result loads with plain transformers. Nothing here
+trains or evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from .cache import publish_dir
+from .errors import LoraEqError
+
+CARD_NAME = "README.md"
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def check_variant_dir(folder: Path) -> Path:
+    folder = Path(folder)
+    if not (folder / "adapter_model.safetensors").is_file() or not (folder / "adapter_config.json").is_file():
+        raise LoraEqError(f"{folder}: no trained adapter here (adapter_config.json + adapter_model.safetensors)")
+    if _read(folder / "metrics.json").get("status") != "done":
+        raise LoraEqError(f"{folder}: this variant has not finished training")
+    return folder
+
+
+def model_card(folder: Path) -> str:
+    """A README.md for the adapter: base model, data, equalizer table, hyperparameters, metrics."""
+    from .equalizer import Equalizer, equalizer_table
+
+    variant = _read(folder / "variant.json")
+    metrics = _read(folder / "metrics.json")
+    base = variant.get("base", {})
+    data = variant.get("data", {})
+    hyper = variant.get("hyper", {})
+    lines = [
+        "---",
+        f"base_model: {base.get('hub_id') or base.get('id', 'unknown')}",
+        "library_name: peft",
+        "tags: [lora, loraeq]",
+        "---",
+        "",
+        f"# {variant.get('name', folder.name)}",
+        "",
+        f"A LoRA adapter trained with LoRA EQ on **{base.get('id', 'unknown')}** "
+        f"(fingerprint `{base.get('fingerprint', '?')}`, trained on a {variant.get('precision', '?')} base).",
+        "",
+        "## Data",
+        "",
+        f"- file: `{data.get('file', '?')}` (fingerprint `{data.get('fingerprint', '?')}`)",
+        f"- training rows: {data.get('train_rows', '?')}, held-out rows: {data.get('heldout_rows', '?')}",
+    ]
+    if data.get("categories"):
+        lines.append("- categories: " + ", ".join(f"{k} {v}" for k, v in data["categories"].items()))
+    lines += ["", "## Equalizer (LoRA strength per layer band x module role)", ""]
+    if isinstance(variant.get("equalizer_grid"), dict):
+        rows = equalizer_table(Equalizer.from_json(variant["equalizer_grid"]))
+        if rows:
+            cols = list(rows[0])
+            lines.append("| " + " | ".join(cols) + " |")
+            lines.append("|" + "---|" * len(cols))
+            lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["", "## Hyperparameters", ""]
+    lines += [f"- {k}: {v}" for k, v in hyper.items()]
+    lines += ["", "## Training", ""]
+    for key in ("steps", "final_loss", "seconds", "trained_tokens", "tokens_per_s"):
+        if key in metrics:
+            lines.append(f"- {key}: {metrics[key]}")
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM",
+        "from peft import PeftModel",
+        f"base = AutoModelForCausalLM.from_pretrained({base.get('hub_id') or base.get('id', 'BASE')!r})",
+        "model = PeftModel.from_pretrained(base, 'path/to/this/folder')",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_adapter_zip(folder: Path, out: Path) -> Path:
+    """A zip of the adapter in PEFT format plus its variant.json, metrics.json and model card."""
+    folder = check_variant_dir(folder)
+    out = Path(out)
+    if out.suffix != ".zip":
+        out = out / f"{folder.name}.zip" if out.is_dir() else out.with_suffix(".zip")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name in ("adapter_config.json", "adapter_model.safetensors", "variant.json", "metrics.json"):
+            if (folder / name).is_file():
+                z.write(folder / name, name)
+        z.writestr(CARD_NAME, model_card(folder))
+    tmp.replace(out)
+    return out
+
+
+def export_merged(folder: Path, out: Path) -> Path:
+    """The base in fp32 with the adapter merged in, saved as safetensors + tokenizer + card."""
+    from peft import PeftModel
+
+    from .loading import load_model
+
+    folder = check_variant_dir(folder)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise LoraEqError(f"{out}: already exists and is not empty")
+    variant = _read(folder / "variant.json")
+    base = load_model(variant.get("base", {}).get("spec"), "fp32")
+    if variant.get("base", {}).get("fingerprint") not in (None, base.fingerprint):
+        raise LoraEqError(f"{folder}: was trained on a different base than {base.source.id}")
+    merged = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        base.tokenizer.save_pretrained(tmp)
+        (tmp / CARD_NAME).write_text(model_card(folder), encoding="utf-8")
+        if out.exists():
+            out.rmdir()
+        publish_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

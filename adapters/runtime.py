@@ -1,0 +1,64 @@
+"""Process set-up for fast CPU training: a better malloc, preloaded before Python starts.
+
+glibc's malloc makes PyTorch CPU training 1.5-1.9x slower through allocation churn; tcmalloc (or
+jemalloc) removes most of that. A library can only be preloaded at process start, so the
+training command re-executes itself once with LD_PRELOAD set when such a library is installed
+(Debian: libgoogle-perftools4 / libtcmalloc-minimal4, or libjemalloc2). It changes nothing on
+CUDA machines, or when LORAEQ_NO_PRELOAD=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Best first: tcmalloc measured ~1.65x faster than glibc for LoRA training here; jemalloc less.
+CANDIDATES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libjemalloc.so.2")
+LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+
+
+def allocator_library() -> str | None:
+    """Path of the best installed malloc replacement, or None."""
+    for name in CANDIDATES:
+        for folder in LIB_DIRS:
+            path = Path(folder) / name
+            if path.is_file():
+                return str(path)
+    return None
+
+
+def allocator_env(env: dict | None = None) -> dict:
+    """`env` (default: this process's) with the fast allocator preloaded, for a child process."""
+    env = dict(os.environ if env is None else env)
+    lib = allocator_library()
+    if lib and env.get("LORAEQ_NO_PRELOAD") != "1" and lib not in env.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] = ":".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
+        # tcmalloc otherwise prints a line for every allocation over 1 GiB.
+        env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
+    return env
+
+
+def active_allocator() -> str:
+    """The allocator this process runs with: a preloaded library's name, or glibc."""
+    for lib in os.environ.get("LD_PRELOAD", "").split(":"):
+        if any(c in lib for c in CANDIDATES):
+            return Path(lib).name
+    return "glibc"
+
+
+def reexec_with_allocator(module: str, argv: list[str]) -> None:
+    """Replace this process with `python -m module argv` under the fast allocator, once."""
+    if os.environ.get("LORAEQ_NO_PRELOAD") == "1" or active_allocator() != "glibc":
+        return
+    if _cuda_present():
+        return
+    env = allocator_env()
+    if "LD_PRELOAD" in env and env.get("LD_PRELOAD") != os.environ.get("LD_PRELOAD"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+
+
+def _cuda_present() -> bool:
+    return Path("/dev/nvidia0").exists() or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))

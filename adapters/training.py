@@ -1,0 +1,317 @@
+"""Train one LoRA adapter per variant on a frozen base, through the Hugging Face Trainer.
+
+`train_variant` wraps the loaded base with the variant's LoRA config (compiled from its
+equalizer), trains it with `transformers.Trainer` (so `accelerate launch` runs the same code on
+several GPUs), writes progress as JSONL, checkpoints for resume, saves the adapter atomically and
+unwraps the base again, bit-identical. It knows nothing about queues or run folders (`runs.py`)
+nor about reading files (`data/`): it takes conversations already chosen for training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .cache import write_json_atomic
+from .errors import LoraEqError
+from .tokenize import IGNORE, Encoded, encode_chat
+from .variants import Variant
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class CancelledError(Exception):
+    """Training stopped because a cancel was requested."""
+
+
+@dataclass
+class VariantResult:
+    name: str
+    status: str  # done | cancelled | failed
+    steps: int
+    final_loss: float | None
+    seconds: float
+    trained_tokens: int
+    tokens_per_s: float
+    cut_examples: int
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+class TokenCounter:
+    """Counts real (non-padding) tokens as batches are built, for tokens/s."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+
+
+class PadCollator:
+    """Right-pads a batch to its longest example; labels of padding are ignored."""
+
+    def __init__(self, pad_id: int, counter: TokenCounter):
+        self.pad_id, self.counter = pad_id, counter
+
+    def __call__(self, batch: list[dict]) -> dict:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[i, :n] = torch.tensor(b["input_ids"])
+            labels[i, :n] = torch.tensor(b["labels"])
+            mask[i, :n] = 1
+        self.counter.tokens += int(mask.sum())
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    def __init__(self, examples: list[Encoded]):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict:
+        e = self.examples[i]
+        return {"input_ids": e.input_ids, "labels": e.labels}
+
+
+def encode_all(tokenizer, conversations: list[list[dict]], max_length: int) -> list[Encoded]:
+    """Encode conversations; ones with no assistant token left after the cut are dropped here
+    (the data stage has already reported them as cut)."""
+    encoded = [encode_chat(tokenizer, c, max_length) for c in conversations]
+    return [e for e in encoded if e.trained_tokens > 0]
+
+
+def _progress_callback(log_path: Path, cancel_path: Path | None, counter: TokenCounter):
+    from transformers import TrainerCallback
+
+    class ProgressLog(TrainerCallback):
+        """Appends one JSON line per optimizer step; stops the Trainer when a cancel is asked."""
+
+        def __init__(self) -> None:
+            self.started = time.perf_counter()
+            self.start_tokens = 0
+            self.cancelled = False
+            self.last_loss: float | None = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            # On resume the Trainer has already restored global_step from the checkpoint.
+            self.started, self.start_tokens, self.first_step = time.perf_counter(), counter.tokens, state.global_step
+            _append(log_path, {"event": "start", "step": state.global_step, "max_steps": state.max_steps})
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs:
+                return
+            elapsed = time.perf_counter() - self.started
+            tokens = counter.tokens - self.start_tokens
+            remaining = state.max_steps - state.global_step
+            done_here = max(1, state.global_step - self.first_step)
+            self.last_loss = float(logs["loss"])
+            _append(
+                log_path,
+                {
+                    "step": state.global_step,
+                    "max_steps": state.max_steps,
+                    "epoch": round(state.epoch or 0.0, 4),
+                    "loss": self.last_loss,
+                    "learning_rate": logs.get("learning_rate"),
+                    "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None,
+                    "eta_s": round(elapsed / done_here * remaining, 1),
+                    "time": time.time(),
+                },
+            )
+
+        def on_step_end(self, args, state, control, **kw):
+            if cancel_path is not None and cancel_path.exists():
+                self.cancelled = True
+                control.should_training_stop = True
+                control.should_save = False
+
+    return ProgressLog()
+
+
+def _append(path: Path, record: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete Trainer checkpoint in `folder`, if any."""
+    found = []
+    for p in folder.glob("checkpoint-*"):
+        step = p.name.split("-")[-1]
+        if step.isdigit() and (p / "trainer_state.json").is_file() and (p / "adapter_model.safetensors").is_file():
+            found.append((int(step), p))
+    return max(found)[1] if found else None
+
+
+def use_bf16_autocast(base) -> bool:
+    """Mixed bf16 where the hardware computes it natively; on CPU only with AVX512-BF16/AMX."""
+    from .loading import cpu_has_fast_bf16
+
+    if base.precision == "fp32":
+        return False
+    if base.device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_fast_bf16()
+
+
+def training_arguments(variant: Variant, out: Path, base, n_examples: int):
+    from transformers import TrainingArguments
+
+    h = variant.hyper
+    return TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=h.batch_size,
+        gradient_accumulation_steps=h.grad_accum,
+        learning_rate=h.learning_rate,
+        weight_decay=h.weight_decay,
+        num_train_epochs=h.epochs,
+        max_steps=h.max_steps if h.max_steps is not None else -1,
+        warmup_steps=h.warmup_ratio,
+        lr_scheduler_type="cosine",
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=h.save_steps,
+        save_total_limit=1,
+        report_to="none",
+        seed=h.seed,
+        data_seed=h.seed,
+        bf16=use_bf16_autocast(base),
+        use_cpu=base.device == "cpu",
+        optim="adamw_torch",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        # Similar lengths share a batch: little padding, so compute goes to real tokens.
+        train_sampling_strategy="group_by_length" if n_examples > h.batch_size else "random",
+        disable_tqdm=True,
+    )
+
+
+def resolve_equalizer(base, variant: Variant, bands: int = 4):
+    """The variant's equalizer as a grid over this base's roles and layer bands."""
+    from .analysis import layer_bands, tuning_map
+    from .equalizer import Equalizer, preset
+
+    tmap = tuning_map(base.model)
+    if isinstance(variant.equalizer, str):
+        return preset(variant.equalizer, tmap.roles, layer_bands(tmap.layers, bands)), tmap
+    return Equalizer.from_json(variant.equalizer), tmap
+
+
+def attach_lora(base, variant: Variant, bands: int = 4):
+    """The base wrapped in a PeftModel carrying the variant's LoRA config (from its equalizer)."""
+    from peft import get_peft_model
+
+    from .equalizer import compile_lora_config
+
+    eq, tmap = resolve_equalizer(base, variant, bands)
+    h = variant.hyper
+    config = compile_lora_config(eq, tmap, rank=h.rank, alpha=h.alpha, dropout=h.dropout)
+    torch.manual_seed(h.seed)  # LoRA A init is random: seeded so a variant is reproducible
+    return get_peft_model(base.model, config)
+
+
+def detach_lora(peft_model) -> None:
+    """Remove the LoRA layers again; the base modules come back exactly as they were."""
+    peft_model.unload()
+
+
+def save_adapter_atomically(peft_model, folder: Path) -> None:
+    """Write the adapter files next to each other in a temp folder, then move them in place."""
+    tmp = folder / ".adapter-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    peft_model.save_pretrained(tmp)
+    for name in ADAPTER_FILES:
+        os.replace(tmp / name, folder / name)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_variant(
+    base,
+    variant: Variant,
+    conversations: list[list[dict]],
+    folder: Path,
+    *,
+    bands: int = 4,
+    cancel_path: Path | None = None,
+) -> VariantResult:
+    """Train `variant` on `conversations` into `folder` (adapter files, train_log.jsonl)."""
+    from transformers import PrinterCallback, Trainer
+
+    started = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    h = variant.hyper
+    examples = encode_all(base.tokenizer, conversations, h.max_length)
+    if not examples:
+        raise LoraEqError(f"variant {variant.name!r}: no example keeps an assistant token within max_length={h.max_length}")
+    cut = sum(1 for e in examples if e.cut)
+    counter = TokenCounter()
+    peft_model = attach_lora(base, variant, bands)
+    try:
+        steps, loss, trained = 0, None, 0
+        if h.max_steps == 0 or (h.max_steps is None and h.epochs == 0):
+            _append(folder / "train_log.jsonl", {"event": "start", "step": 0, "max_steps": 0})
+        else:
+            progress = _progress_callback(folder / "train_log.jsonl", cancel_path, counter)
+            trainer = Trainer(
+                model=peft_model,
+                args=training_arguments(variant, folder / "checkpoints", base, len(examples)),
+                train_dataset=EncodedDataset(examples),
+                data_collator=PadCollator(base.tokenizer.pad_token_id, counter),
+                callbacks=[progress],
+            )
+            trainer.remove_callback(PrinterCallback)  # stdout belongs to the CLI's JSON; progress goes to the log
+            resume = last_checkpoint(folder / "checkpoints")
+            if resume is not None:
+                _append(folder / "train_log.jsonl", {"event": "resume", "checkpoint": resume.name})
+            output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            steps, loss = trainer.state.global_step, progress.last_loss
+            trained = counter.tokens
+            if progress.cancelled:
+                raise CancelledError(f"variant {variant.name!r} cancelled at step {steps}")
+            del output
+        save_adapter_atomically(peft_model, folder)
+    finally:
+        detach_lora(peft_model)
+        base.model.requires_grad_(False)
+    seconds = time.perf_counter() - started
+    return VariantResult(
+        name=variant.name,
+        status="done",
+        steps=steps,
+        final_loss=loss,
+        seconds=round(seconds, 2),
+        trained_tokens=trained,
+        tokens_per_s=round(trained / seconds, 1) if seconds > 0 and trained else 0.0,
+        cut_examples=cut,
+    )
+
+
+def read_log(path: Path) -> list[dict]:
+    """The progress records of a variant, skipping a last line still being written."""
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def write_metrics(folder: Path, result: VariantResult, extra: dict | None = None) -> None:
+    write_json_atomic(folder / "metrics.json", {**result.to_json(), **(extra or {})})
