@@ -24,9 +24,15 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
 
 def read_data(args: argparse.Namespace):
     """The validated dataset named by --data/--format/--map (rejected rows are reported, not used)."""
-    from .data import load_dataset, parse_mapping
+    from .data import load_dataset
 
-    dataset = load_dataset(args.data, format=args.format, mapping=parse_mapping(args.map))
+    mapping = {}
+    for item in args.map:
+        src, sep, dst = item.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise LoraEqError(f"--map expects SRC=DST, got {item!r}")
+        mapping[src.strip()] = dst.strip()
+    dataset = load_dataset(args.data, format=args.format, mapping=mapping)
     if not dataset.examples:
         raise LoraEqError(f"{args.data}: no valid row to train on ({dataset.rows_rejected} rejected)")
     return dataset
@@ -80,6 +86,7 @@ def _variants_from_args(args: argparse.Namespace):
             "learning_rate": args.lr,
             "batch_size": args.batch_size,
             "max_length": args.max_length,
+            "save_steps": args.save_steps,
         }.items()
         if v is not None
     }
@@ -102,17 +109,17 @@ def _train(args: argparse.Namespace) -> tuple[dict, int]:
     else:
         if not args.out:
             raise LoraEqError("give --out RUN_DIR (or --resume RUN_DIR)")
-        from .data import prepare_run_data
+        from .data import split_heldout
+        from .runs import data_info
 
         variants = _variants_from_args(args)
         dataset = read_data(args)
-        train, heldout, info = prepare_run_data(dataset, heldout_fraction=args.heldout, seed=args.seed)
+        split = split_heldout(dataset, fraction=args.heldout, seed=args.seed, group=args.group)
         create_run(
             out,
             variants=variants,
-            train_rows=train,
-            heldout_rows=heldout,
-            data_info=info,
+            split=split,
+            data_info=data_info(dataset, split, args.data),
             model=args.model,
             precision=args.precision,
             bands=args.bands,
@@ -196,7 +203,11 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--save-steps", type=int, default=None, help="checkpoint interval (default 25)")
     p.add_argument("--heldout", type=float, default=0.1, help="held-out fraction (default 0.1)")
+    p.add_argument("--group", default=None, metavar="FIELD",
+                   help="keep rows sharing this field together in the split (e.g. fact_id: held-out rows are "
+                        "paraphrases of trained facts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bands", type=int, default=4)
     p.set_defaults(handler=_train, render=_render_train, reexec=True)

@@ -12,6 +12,7 @@ the queue goes on; a rerun resumes from the last checkpoint and skips finished v
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -35,20 +36,6 @@ def _read(path: Path) -> dict:
         return {}
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
-def read_rows(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -65,8 +52,7 @@ def create_run(
     run_dir: Path,
     *,
     variants: list[Variant],
-    train_rows: list[dict],
-    heldout_rows: list[dict],
+    split,
     data_info: dict,
     model: str | None,
     precision: str,
@@ -97,8 +83,10 @@ def create_run(
         return existing
     if run_dir.exists() and any(run_dir.iterdir()):
         raise LoraEqError(f"{run_dir}: exists and is not a LoRA EQ run folder")
-    _write_jsonl(run_dir / "data" / "train.jsonl", train_rows)
-    _write_jsonl(run_dir / "data" / "heldout.jsonl", heldout_rows)
+    from .data import write_jsonl
+
+    write_jsonl(split.train.examples, run_dir / "data" / "train.jsonl")
+    write_jsonl(split.heldout.examples, run_dir / "data" / "heldout.jsonl")
     for entry in plan["variants"]:
         set_status(run_dir / entry["folder"], "queued")
     plan["created"] = time.time()
@@ -183,7 +171,7 @@ def run_queue(run_dir: Path, base=None, on_event=None) -> list[dict]:
     with run_lock(run_dir):
         (run_dir / CANCEL_FILE).unlink(missing_ok=True)
         base = base or load_model(plan.get("model"), plan.get("precision", "auto"))
-        train_rows = read_rows(run_dir / "data" / "train.jsonl")
+        train = run_split(run_dir, "train")
         results = []
         for entry in plan["variants"]:
             folder = run_dir / entry["folder"]
@@ -196,12 +184,12 @@ def run_queue(run_dir: Path, base=None, on_event=None) -> list[dict]:
                 set_status(folder, "cancelled")
                 results.append({"name": variant.name, "status": "cancelled", "path": str(folder)})
                 continue
-            eq, _ = resolve_equalizer(base, variant, plan.get("bands", 4))
-            write_json_atomic(folder / "variant.json", _variant_record(run_dir, plan, entry, base, eq.to_json()))
             set_status(folder, "running", pid=os.getpid())
             emit({"variant": variant.name, "status": "running"})
             try:
-                conversations = training_stream(train_rows, variant)
+                eq, _ = resolve_equalizer(base, variant, plan.get("bands", 4))
+                write_json_atomic(folder / "variant.json", _variant_record(run_dir, plan, entry, base, eq.to_json()))
+                conversations = training_stream(train, variant)
                 result = train_variant(
                     base, variant, conversations, folder, bands=plan.get("bands", 4), cancel_path=run_dir / CANCEL_FILE
                 )
@@ -224,13 +212,41 @@ def run_queue(run_dir: Path, base=None, on_event=None) -> list[dict]:
         return results
 
 
-def training_stream(train_rows: list[dict], variant: Variant) -> list[list[dict]]:
+def training_stream(train, variant: Variant) -> list[list[dict]]:
     """The conversations one variant trains on: the training split, or its mix when one is set."""
     if not variant.mix.active:
-        return [row["messages"] for row in train_rows]
-    from .data import mix_rows
+        return [e.messages for e in train.examples]
+    from .data import build_mixture
 
-    return [row["messages"] for row in mix_rows(train_rows, variant.mix)]
+    m = variant.mix
+    mixture = build_mixture(train, weights=m.weights, quotas=m.quotas, size=m.size, seed=m.seed)
+    return [e.messages for e in mixture.stream]
+
+
+def run_split(run_dir: Path, side: str):
+    """The run's training or held-out rows as a validated Dataset."""
+    from .data import load_dataset
+
+    return load_dataset(Path(run_dir) / "data" / f"{side}.jsonl", format="chat")
+
+
+def data_info(dataset, split, path: str) -> dict:
+    """What variant.json and the model card say about the data."""
+    digest = hashlib.sha256()
+    for e in dataset.examples:
+        digest.update(e.content_hash.encode())
+    return {
+        "file": str(path),
+        "fingerprint": digest.hexdigest()[:16],
+        "format": dataset.format,
+        "rows_in": dataset.rows_in,
+        "rows_valid": dataset.rows_valid,
+        "rows_rejected": dataset.rows_rejected,
+        "train_rows": split.train.rows_valid,
+        "heldout_rows": split.heldout.rows_valid,
+        "categories": dataset.categories(),
+        "split": split.to_json(),
+    }
 
 
 def run_status(run_dir: Path) -> dict:
