@@ -187,10 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         print("loraeq: interrupted", file=sys.stderr)
         return 130
     data, code = outcome if isinstance(outcome, tuple) else (outcome, 0)
-    if args.json:
-        print(json.dumps(data, ensure_ascii=False, default=str))
-    else:
-        print(args.render(data, args))
+    try:
+        if args.json:
+            print(json.dumps(data, ensure_ascii=False, default=str), flush=True)
+        else:
+            print(args.render(data, args), flush=True)
+    except BrokenPipeError:  # `loraeq ... | head` closed the pipe: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
 
 
