@@ -175,7 +175,7 @@ def tuning_map(model: nn.Module) -> TuningMap:
     grouped: dict[tuple[int, str], list[tuple[str, nn.Module]]] = {}
     for index, path, name, mod in found:
         grouped.setdefault((index, roles_by_path[path]), []).append((name, mod))
-    cells = [_tuning_point(layer, role, members) for (layer, role), members in grouped.items()]
+    cells = [_tuning_point(layer, role, members, f"{layers_path}.{layer}.") for (layer, role), members in grouped.items()]
     in_layers = {name for members in grouped.values() for name, _ in members}
     return TuningMap(
         layers_path=layers_path,
@@ -187,14 +187,15 @@ def tuning_map(model: nn.Module) -> TuningMap:
     )
 
 
-def _tuning_point(layer: int, role: str, members: list[tuple[str, nn.Module]]) -> TuningPoint:
+def _tuning_point(layer: int, role: str, members: list[tuple[str, nn.Module]], prefix: str) -> TuningPoint:
     first_name, first = members[0]
     fin, fout = features(first)
     params = sum(
         logical_numel(m.weight) + (m.bias.numel() if getattr(m, "bias", None) is not None else 0)
         for _, m in members
     )
-    name = first_name if len(members) == 1 else _role_path(first_name)
+    # Several numbered modules (experts) in one cell: name them with a wildcard, within this layer only.
+    name = first_name if len(members) == 1 else prefix + _role_path(first_name[len(prefix):])
     return TuningPoint(
         layer=layer,
         role=role,

@@ -205,7 +205,7 @@ def resolve_equalizer(base, variant: Variant, bands: int = 4):
 
     tmap = tuning_map(base.model)
     if isinstance(variant.equalizer, str):
-        return preset(variant.equalizer, tmap.roles, layer_bands(tmap.layers, bands)), tmap
+        return preset(variant.equalizer, tmap, layer_bands(tmap.layers, bands)), tmap
     return Equalizer.from_json(variant.equalizer), tmap
 
 

@@ -128,3 +128,34 @@ def test_zero_bands_is_an_error():
 def test_model_without_layer_stack_is_rejected():
     with pytest.raises(LoraEqError, match="no stack of decoder layers"):
         tuning_map(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+
+
+def test_numbered_sub_modules_share_a_cell_within_their_layer():
+    class Expert(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = torch.nn.Linear(8, 16)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = torch.nn.Linear(8, 8)
+            self.experts = torch.nn.ModuleList([Expert() for _ in range(3)])
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([Block() for _ in range(2)])
+
+    from adapters.analysis import _measure
+
+    model = Model()
+    with torch.no_grad():
+        model.layers[1].experts[2].w1.weight.mul_(100)
+    tmap = tuning_map(model)
+    assert tmap.roles == ["q", "w1"]
+    cell = tmap.cell(1, "w1")
+    assert cell.name == "layers.1.experts.*.w1" and cell.params == 3 * (8 * 16 + 16)
+    measured = {(c["layer"], c["role"]): c for c in _measure(tmap, model, None)}
+    # Layer 1's experts carry the scaled weight; layer 0's average must not include it.
+    assert measured[(1, "w1")]["frobenius"] > 10 * measured[(0, "w1")]["frobenius"]
