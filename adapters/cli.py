@@ -187,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         print("loraeq: interrupted", file=sys.stderr)
         return 130
     data, code = outcome if isinstance(outcome, tuple) else (outcome, 0)
+    from .runtime import is_main_process
+
+    if not is_main_process():  # under `accelerate launch`, one report for the whole job
+        return code
     try:
         if args.json:
             print(json.dumps(data, ensure_ascii=False, default=str), flush=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .cache import write_json_atomic
 from .errors import LoraEqError
+from .runtime import is_main_process, process_rank
 from .variants import Variant, safe_name
 
 RUN_FILE = "run.json"
@@ -73,6 +74,8 @@ def create_run(
         "data": data_info,
         "variants": [{"name": v.name, "folder": f, "config": v.to_json()} for v, f in zip(variants, folders)],
     }
+    if not is_main_process():
+        return _wait_for_plan(run_dir)
     existing = _read(run_dir / RUN_FILE)
     if existing:
         same = existing.get("data", {}).get("fingerprint") == data_info.get("fingerprint") and [
@@ -94,8 +97,21 @@ def create_run(
     return plan
 
 
+def _wait_for_plan(run_dir: Path, timeout: float = 600.0) -> dict:
+    """Other ranks wait for the main process to write run.json."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        plan = _read(run_dir / RUN_FILE)
+        if plan:
+            return plan
+        time.sleep(0.5)
+    raise LoraEqError(f"{run_dir}: the main process did not create {RUN_FILE} in {timeout:.0f} s")
+
+
 def set_status(folder: Path, status: str, **extra) -> None:
     assert status in STATUSES, status
+    if not is_main_process():
+        return
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "status.json", {"status": status, "updated": time.time(), **extra})
 
@@ -127,7 +143,8 @@ def _alive(pid) -> bool:
 def run_lock(run_dir: Path):
     """One queue per run folder at a time; the OS drops the lock if the process dies."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as handle:
+    name = ".lock" if is_main_process() else f".lock-rank{process_rank()}"
+    with open(run_dir / name, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -169,7 +186,8 @@ def run_queue(run_dir: Path, base=None, on_event=None) -> list[dict]:
         raise LoraEqError(f"{run_dir}: no {RUN_FILE}; create the run first")
     emit = on_event or (lambda record: None)
     with run_lock(run_dir):
-        (run_dir / CANCEL_FILE).unlink(missing_ok=True)
+        if is_main_process():
+            (run_dir / CANCEL_FILE).unlink(missing_ok=True)
         base = base or load_model(plan.get("model"), plan.get("precision", "auto"))
         train = run_split(run_dir, "train")
         results = []
@@ -188,7 +206,8 @@ def run_queue(run_dir: Path, base=None, on_event=None) -> list[dict]:
             emit({"variant": variant.name, "status": "running"})
             try:
                 eq, _ = resolve_equalizer(base, variant, plan.get("bands", 4))
-                write_json_atomic(folder / "variant.json", _variant_record(run_dir, plan, entry, base, eq.to_json()))
+                if is_main_process():
+                    write_json_atomic(folder / "variant.json", _variant_record(run_dir, plan, entry, base, eq.to_json()))
                 conversations = training_stream(train, variant)
                 result = train_variant(
                     base, variant, conversations, folder, bands=plan.get("bands", 4), cancel_path=run_dir / CANCEL_FILE
@@ -205,7 +224,8 @@ def run_queue(run_dir: Path, base=None, on_event=None) -> list[dict]:
                                | {"path": str(folder)})
                 emit({"variant": variant.name, "status": "failed", "error": message})
                 continue
-            write_metrics(folder, result)
+            if is_main_process():
+                write_metrics(folder, result)
             set_status(folder, "done")
             results.append({**result.to_json(), "path": str(folder)})
             emit({"variant": variant.name, "status": "done", "final_loss": result.final_loss})

@@ -62,3 +62,13 @@ def reexec_with_allocator(module: str, argv: list[str]) -> None:
 
 def _cuda_present() -> bool:
     return Path("/dev/nvidia0").exists() or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def process_rank() -> int:
+    """This process's rank under `accelerate launch` / torchrun (0 when not distributed)."""
+    return int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0)
+
+
+def is_main_process() -> bool:
+    """Only the main process writes run files; every process trains its share of the batches."""
+    return process_rank() == 0

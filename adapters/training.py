@@ -20,6 +20,7 @@ import torch
 
 from .cache import write_json_atomic
 from .errors import LoraEqError
+from .runtime import is_main_process
 from .tokenize import IGNORE, Encoded, encode_chat
 from .variants import Variant
 
@@ -107,10 +108,12 @@ def _progress_callback(log_path: Path, cancel_path: Path | None, counter: TokenC
         def on_train_begin(self, args, state, control, **kw):
             # On resume the Trainer has already restored global_step from the checkpoint.
             self.started, self.start_tokens, self.first_step = time.perf_counter(), counter.tokens, state.global_step
-            _append(log_path, {"event": "start", "step": state.global_step, "max_steps": state.max_steps})
+            if state.is_world_process_zero:
+                _append(log_path, {"event": "start", "step": state.global_step, "max_steps": state.max_steps,
+                                   "world_size": args.world_size})
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if not logs or "loss" not in logs:
+            if not logs or "loss" not in logs or not state.is_world_process_zero:
                 return
             elapsed = time.perf_counter() - self.started
             tokens = counter.tokens - self.start_tokens
@@ -281,7 +284,8 @@ def train_variant(
             if progress.cancelled:
                 raise CancelledError(f"variant {variant.name!r} cancelled at step {steps}")
             del output
-        save_adapter_atomically(peft_model, folder)
+        if is_main_process():
+            save_adapter_atomically(peft_model, folder)
     finally:
         detach_lora(peft_model)
         base.model.requires_grad_(False)

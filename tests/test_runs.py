@@ -172,3 +172,26 @@ def test_export_refuses_an_unfinished_variant(tiny_run):
     run = tiny_run([Variant("v", "uniform", Hyper(max_steps=1))])
     with pytest.raises(LoraEqError, match="no trained adapter"):
         export_adapter_zip(run / "v", run / "x.zip")
+
+
+def test_the_train_command_runs_distributed(tmp_path, tiny_model_dir, cache_home):
+    """Two CPU processes under torchrun (what `accelerate launch` uses for several GPUs): both train
+    their share of the batches, only the main one writes the run and prints the report."""
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    data = _write_data(tmp_path / "data.jsonl")
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "-m", "adapters.cli", "train", "--data", str(data), "--preset", "uniform",
+         "--out", str(run), "--model", str(tiny_model_dir), "--precision", "fp32", "--max-steps", "4", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1 and reports[0]["variants"][0]["status"] == "done"
+    log = read_log(run / "uniform" / "train_log.jsonl")
+    assert [r["world_size"] for r in log if r.get("event") == "start"] == [2]
+    steps = [r["step"] for r in log if "loss" in r]
+    assert steps == [1, 2, 3, 4]  # one log line per step, from the main process only
+    assert (run / "uniform" / "adapter_model.safetensors").is_file()
