@@ -1,71 +1,55 @@
-"""LoRA EQ web app: builds the Gradio Blocks from a loaded base model and its analysis.
+"""LoRA EQ web app: tabs in pipeline order over one shared, read-only base model.
 
-The app holds no logic of its own: every value it shows comes from `adapters/` (and later
-`evals/`). The loaded base is shared read-only between sessions; anything a user changes lives
-in that user's session state.
+The app holds no logic of its own: every tab calls `adapters/` and `evals/`. Per-user work is in
+a `Session` (gr.State), restored after a page reload from the browser's storage; long jobs run
+in worker processes (`jobs.py`) and the page follows their progress files.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
-from adapters.analysis import STATISTICS, Analysis, analyze_loaded
 from adapters.errors import LoraEqError
-from adapters.loading import PRECISIONS, LoadedModel, load_model
-from playground.plots import analysis_heatmap
+from adapters.loading import PRECISIONS
+from playground import tab_data, tab_model, tab_train
+from playground.jobs import JobQueue
+from playground.shared import ModelRegistry, Session, Shared
 
-CELL_COLUMNS = ["layer", "role", "name", "in_features", "out_features", "params", "lora_params_per_rank",
-                *STATISTICS]
-
-
-@dataclass(frozen=True)
-class AppContext:
-    """Read-only objects every session shares."""
-
-    loaded: LoadedModel
-    analysis: Analysis
+AUTH_ENV = "LORAEQ_AUTH"
+MAX_UPLOAD = "200mb"
 
 
-def model_summary(ctx: AppContext) -> str:
-    a, m = ctx.analysis, ctx.loaded
-    return (
-        f"**{m.source.id}**  \n"
-        f"precision **{m.precision}** ({m.precision_reason}) · memory {m.memory_bytes / 2**20:.0f} MiB · "
-        f"loaded in {m.load_seconds:.1f} s  \n"
-        f"{a.layers} layers x {len(a.roles)} roles = {len(a.cells)} tuning points · "
-        f"{a.total_params:,} parameters, {sum(c['params'] for c in a.cells):,} of them in the grid"
-    )
-
-
-def cells_table(analysis: Analysis) -> pd.DataFrame:
-    frame = pd.DataFrame(analysis.cells)[CELL_COLUMNS]
-    return frame.round({s: 3 for s in STATISTICS})
-
-
-def build_app(ctx: AppContext) -> gr.Blocks:
+def build_app(shared: Shared) -> gr.Blocks:
     with gr.Blocks(title="LoRA EQ") as demo:
-        gr.Markdown("# LoRA EQ\nWhere can this model be tuned? Every decoder layer x module role LoRA can attach to.")
-        with gr.Tab("Model"):
-            gr.Markdown(model_summary(ctx))
-            with gr.Row():
-                statistic = gr.Dropdown(list(STATISTICS) + ["params"], value="spectral", label="Statistic")
-                per_role = gr.Checkbox(False, label="Scale each role to its own maximum")
-            heatmap = gr.Plot(analysis_heatmap(ctx.analysis, "spectral"), label="Tuning points")
-            gr.Dataframe(cells_table(ctx.analysis), label="Tuning points (one row per layer x role)",
-                         interactive=False, max_height=420)
-            gr.Dataframe(pd.DataFrame(ctx.analysis.other), label="Outside the decoder layers", interactive=False)
-            gr.on(
-                [statistic.change, per_role.change],
-                lambda s, p: analysis_heatmap(ctx.analysis, s, p),
-                [statistic, per_role],
-                heatmap,
-                api_name="heatmap",
-            )
+        session = gr.State(Session())
+        browser = gr.BrowserState({"id": None, "run_dir": None}, storage_key="loraeq-session")
+        gr.Markdown("# LoRA EQ\nShape where LoRA adapts a model, train variants, compare them with the original, "
+                    "and prove what they learned.")
+        with gr.Tabs():
+            with gr.Tab("Model", id="model"):
+                tab_model.build(shared, session)
+            with gr.Tab("Data", id="data"):
+                tab_data.build(shared, session)
+            with gr.Tab("Equalizer & Train", id="train"):
+                tab_train.build(shared, session)
+
+        def restore(saved: dict, state: Session):
+            # A reload keeps the user's session folder and the run they were following; a new
+            # visitor gets a fresh id (the initial State value is one copy shared by all).
+            if saved and saved.get("id"):
+                state.id, state.run_dir = saved["id"], saved.get("run_dir")
+            else:
+                state.id = secrets.token_hex(8)
+            return state, {"id": state.id, "run_dir": state.run_dir}
+
+        demo.load(restore, [browser, session], [session, browser])
+        gr.on([session.change], lambda s: {"id": s.id, "run_dir": s.run_dir}, session, browser)
     return demo
 
 
@@ -73,24 +57,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="app.py", description="LoRA EQ web app")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
+    p.add_argument("--auth", default=os.environ.get(AUTH_ENV), help=f"USER:PASS login (or ${AUTH_ENV})")
     p.add_argument("--model", default=None, help="Hub id, model folder or .gguf (default: embedded SmolLM2)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--runs-dir", default="runs", help="where runs, uploads and votes are kept (default ./runs)")
     return p.parse_args(argv)
 
 
-def load_context(model: str | None, precision: str, trust_remote_code: bool = False) -> AppContext:
-    loaded = load_model(model, precision, trust_remote_code=trust_remote_code)
-    return AppContext(loaded, analyze_loaded(loaded))
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise LoraEqError("--auth expects USER:PASS")
+    return user, password
+
+
+def make_shared(model: str | None, precision: str, runs_dir: str) -> Shared:
+    runs = Path(runs_dir).resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    registry = ModelRegistry()
+    registry.get(model, precision)  # load (and analyze) the default base before serving
+    return Shared(registry, JobQueue(), runs, model, precision)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     try:
-        ctx = load_context(args.model, args.precision, args.trust_remote_code)
+        auth = parse_auth(args.auth)
+        shared = make_shared(args.model, args.precision, args.runs_dir)
     except LoraEqError as e:
         raise SystemExit(f"app.py: error: {e}") from None
-    demo = build_app(ctx)
-    print(f"LoRA EQ: {ctx.loaded.source.id} ready in {time.perf_counter() - started:.1f} s", flush=True)
-    demo.launch(server_name=args.host, server_port=args.port)
+    demo = build_app(shared)
+    demo.queue(default_concurrency_limit=4, max_size=64)
+    print(f"LoRA EQ: ready in {time.perf_counter() - started:.1f} s", flush=True)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        auth=auth,
+        max_file_size=MAX_UPLOAD,
+        allowed_paths=[str(shared.runs_dir)],
+    )

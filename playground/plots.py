@@ -41,3 +41,61 @@ def analysis_heatmap(analysis: Analysis, statistic: str = "spectral", per_role: 
     ax.set_title(f"{LABELS.get(statistic, statistic)} per layer x role ({len(analysis.bands)} bands)")
     fig.tight_layout()
     return fig
+
+
+# ---- the equalizer grid, drawn as an image the user clicks on ---------------------------------
+
+CELL_W, CELL_H, LEFT, TOP = 92, 46, 96, 34
+
+
+def equalizer_image(eq, max_strength: float = 2.0):
+    """The equalizer as a clickable heatmap: one box per band x role with its strength written in.
+
+    Drawn with PIL at fixed cell sizes so that a click's pixel position maps back to a cell
+    (`cell_at`) exactly, whatever the browser does with matplotlib's margins."""
+    from PIL import Image, ImageDraw
+
+    cmap = plt.get_cmap("magma")
+    width, height = LEFT + CELL_W * len(eq.roles) + 8, TOP + CELL_H * len(eq.bands) + 8
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for j, role in enumerate(eq.roles):
+        draw.text((LEFT + j * CELL_W + 6, 10), role[:13], fill="black")
+    for b, layers in enumerate(eq.bands):
+        draw.text((6, TOP + b * CELL_H + 16), f"layers {layers[0]}-{layers[-1]}", fill="black")
+        for j in range(len(eq.roles)):
+            value = eq.strengths[b][j]
+            r, g, bl, _ = cmap(0.15 + 0.8 * min(value, max_strength) / max_strength) if value > 0 else (0.93, 0.93, 0.93, 1)
+            box = (LEFT + j * CELL_W, TOP + b * CELL_H, LEFT + (j + 1) * CELL_W - 3, TOP + (b + 1) * CELL_H - 3)
+            draw.rectangle(box, fill=(int(r * 255), int(g * 255), int(bl * 255)))
+            text = "off" if value == 0 else f"{value:.2f}"
+            draw.text((box[0] + 30, box[1] + 16), text, fill="white" if 0 < value < 0.6 * max_strength else "black")
+    return image
+
+
+def cell_at(eq, x: int, y: int) -> tuple[int, int] | None:
+    """(band, role index) under pixel (x, y) of `equalizer_image`, or None outside the grid."""
+    if x < LEFT or y < TOP:
+        return None
+    band, role = (y - TOP) // CELL_H, (x - LEFT) // CELL_W
+    if band < len(eq.bands) and role < len(eq.roles):
+        return int(band), int(role)
+    return None
+
+
+def loss_curves(status: dict):
+    """Training loss per variant of a run (from `runs.run_status`)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for v in status["variants"]:
+        if v["losses"]:
+            steps, losses = zip(*v["losses"])
+            ax.plot(steps, losses, label=f"{v['name']} ({v['status']})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no steps yet", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return fig

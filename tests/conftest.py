@@ -85,3 +85,11 @@ def real_model_nf4():
     from adapters.loading import load_model
 
     return load_model(None, "nf4")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Let fixtures see whether the test failed (the browser tests screenshot a failure)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

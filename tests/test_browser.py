@@ -1,0 +1,128 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against the served app.
+
+Screenshots of every tab are saved to test-artifacts/ (kept by CI as the run's artifacts).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+DOLLY = ROOT / "datasets" / "dolly-15k-sample.jsonl"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("log") / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--runs-dir", str(runs)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url, timeout=5).status == 200:
+                break
+        except OSError:
+            assert proc.poll() is None, Path(log.name).read_text()[-3000:]
+            time.sleep(1)
+    yield {"url": url, "runs": runs}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "install Debian's chromium (scripts/setup.sh does)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    page.wait_for_timeout(500)
+
+
+@pytest.fixture
+def page(browser, request):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    yield page
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        _shot(page, f"failed-{request.node.name}")
+    page.close()
+
+
+def test_full_flow_in_chromium(server, page):
+    page.goto(server["url"])
+    summary = page.locator("#model-summary")
+    summary.wait_for(timeout=60_000)
+    assert "30 layers x 7 roles = 210 tuning points" in summary.inner_text()
+    _shot(page, "1-model")
+
+    _tab(page, "Data")
+    page.locator("#data-upload input[type=file]").set_input_files(str(DOLLY))
+    page.get_by_text("dolly-15k-sample.jsonl").first.wait_for(timeout=30_000)  # the upload has landed
+    page.get_by_role("button", name="Validate").click()
+    report = page.locator("#data-report")
+    report.get_by_text(re.compile("rows in")).wait_for(timeout=120_000)
+    text = report.inner_text()
+    assert "valid 160" in text and "rejected 0" in text, text
+    assert page.get_by_text("creative_writing").first.is_visible()
+    _shot(page, "2-data")
+
+    _tab(page, "Equalizer & Train")
+    page.get_by_role("button", name="Apply preset").click()
+    page.wait_for_timeout(1500)
+    grid = page.locator("#equalizer-grid img")
+    grid.wait_for()
+    # Brush 0, then click the first cell (band 0 x q_proj): it must read "off" in the table.
+    brush = page.get_by_label("number input for Brush strength")
+    brush.fill("0")
+    brush.press("Enter")
+    box = grid.bounding_box()
+    natural = page.evaluate("(img) => [img.naturalWidth, img.naturalHeight]", grid.element_handle())
+    sx, sy = box["width"] / natural[0], box["height"] / natural[1]
+    grid.click(position={"x": (96 + 40) * sx, "y": (34 + 20) * sy})
+    page.wait_for_timeout(2500)
+    words = page.locator("#equalizer-table").inner_text().split()
+    first_band = words[words.index("0-7") + 1: words.index("0-7") + 8]
+    assert first_band == ["0", "1", "1", "1", "1", "1", "1"], words  # q_proj off, the rest untouched
+    page.get_by_label("Max steps").fill("5")
+    page.get_by_label("Batch size").fill("2")
+    page.get_by_role("button", name="Add variant").click()
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Start training").click()
+    progress = page.locator("#train-progress")
+    progress.get_by_text(re.compile(r"variant-1\s+done")).wait_for(timeout=300_000)
+    _shot(page, "3-train")
