@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import time
 from pathlib import Path
 
@@ -40,12 +39,9 @@ def build_app(shared: Shared) -> gr.Blocks:
                 tab_train.build(shared, session)
 
         def restore(saved: dict, state: Session):
-            # A reload keeps the user's session folder and the run they were following; a new
-            # visitor gets a fresh id (the initial State value is one copy shared by all).
+            # A reload keeps the user's session folder and the run they were following.
             if saved and saved.get("id"):
                 state.id, state.run_dir = saved["id"], saved.get("run_dir")
-            else:
-                state.id = secrets.token_hex(8)
             return state, {"id": state.id, "run_dir": state.run_dir}
 
         demo.load(restore, [browser, session], [session, browser])

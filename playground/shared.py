@@ -64,10 +64,13 @@ class Shared:
     default_model: str | None
     default_precision: str
 
-    def session_dir(self, session_id: str) -> Path:
-        if not _SESSION_ID.match(session_id or ""):
-            raise ValueError("bad session id")
-        path = self.runs_dir / session_id
+    def session_dir(self, session: "Session") -> Path:
+        """The session's own folder (uploads, runs); a session gets its id on first use."""
+        if session.id is None:
+            session.id = secrets.token_hex(8)
+        if not _SESSION_ID.match(session.id):
+            raise ValueError(f"bad session id {session.id!r}")
+        path = self.runs_dir / session.id
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -76,7 +79,7 @@ class Shared:
 class Session:
     """One browser session's own work."""
 
-    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    id: str | None = None  # set on first use: the initial State value is one copy shared by all
     model: str | None = None
     precision: str = "auto"
     data_path: str | None = None

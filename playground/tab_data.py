@@ -58,7 +58,7 @@ def validate(shared: Shared, state: Session, path: str, fmt: str, mapping: str, 
                       max_length=int(max_length), tokenizer=tokenizer)
     rejects = None
     if ds.rows_rejected:
-        rejects = str(write_rejects(ds, Path(shared.session_dir(state.id)) / "uploads" / f"{Path(path).stem}.rejects.jsonl"))
+        rejects = str(write_rejects(ds, Path(shared.session_dir(state)) / "uploads" / f"{Path(path).stem}.rejects.jsonl"))
     return ds, rejects
 
 
@@ -92,7 +92,7 @@ def build(shared: Shared, session: gr.State) -> None:
             source = Path(file if isinstance(file, str) else file.name)
         else:
             raise gr.Error("upload a file or choose a sample dataset first")
-        own = shared.session_dir(state.id) / "uploads" / source.name
+        own = shared.session_dir(state) / "uploads" / source.name
         own.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, own)  # the session's own copy: uploads of others never mix in
         try:

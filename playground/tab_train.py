@@ -186,7 +186,7 @@ def build(shared: Shared, session: gr.State) -> None:
             split = split_heldout(ds, fraction=0.1, seed=0, group=group)
             variants = [Variant.from_json({**v, "mix": DataMix(weights=weights, quotas=quotas).__dict__})
                         for v in state.variants]
-            run_dir = shared.session_dir(state.id) / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+            run_dir = shared.session_dir(state) / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
             create_run(run_dir, variants=variants, split=split, data_info=data_info(ds, split, state.data_path),
                        model=state.model or shared.default_model,
                        precision=state.precision or shared.default_precision)

@@ -1,19 +1,17 @@
-"""The web app, served for real on a tiny model and driven through its API with gradio_client."""
+"""The web app served for real on a tiny model and driven through its API with gradio_client."""
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.request
 
 import pytest
 
-from playground.app import build_app, cells_table, load_context, model_summary, parse_args
-from playground.plots import analysis_heatmap
-
-
-@pytest.fixture
-def tiny_context(tiny_model_dir, cache_home):
-    return load_context(str(tiny_model_dir), "fp32")
+from playground.app import build_app, make_shared, parse_args, parse_auth
+from playground.plots import analysis_heatmap, cell_at, equalizer_image
+from playground.shared import Session
+from playground.tab_model import cells_table, model_summary
 
 
 def _free_port() -> int:
@@ -22,39 +20,83 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def shared(tiny_model_dir, cache_home, tmp_path):
+    return make_shared(str(tiny_model_dir), "fp32", str(tmp_path / "runs"))
+
+
+@pytest.fixture
+def served(shared):
+    demo = build_app(shared)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                allowed_paths=[str(shared.runs_dir)])
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
 def test_defaults_listen_on_localhost_7860():
     args = parse_args([])
-    assert (args.host, args.port, args.model, args.precision) == ("127.0.0.1", 7860, None, "auto")
+    assert (args.host, args.port, args.model, args.precision, args.share) == ("127.0.0.1", 7860, None, "auto", False)
+    assert parse_auth("ann:secret") == ("ann", "secret")
+    with pytest.raises(Exception, match="USER:PASS"):
+        parse_auth("nopassword")
 
 
-def test_summary_and_table_come_from_the_analysis(tiny_context):
-    summary = model_summary(tiny_context)
-    assert "2 layers x 7 roles = 14 tuning points" in summary and "fp32" in summary
-    table = cells_table(tiny_context.analysis)
-    assert len(table) == 14 and table["params"].sum() == sum(c["params"] for c in tiny_context.analysis.cells)
+def test_summary_and_table_come_from_the_analysis(shared):
+    loaded = shared.registry.get(shared.default_model, "fp32")
+    assert "2 layers x 7 roles = 14 tuning points" in model_summary(loaded)
+    table = cells_table(loaded)
+    assert len(table) == 14 and table["params"].sum() == sum(c["params"] for c in loaded.analysis.cells)
 
 
-def test_heatmap_shows_every_layer_and_role(tiny_context):
-    fig = analysis_heatmap(tiny_context.analysis, "effective_rank")
-    image = fig.axes[0].images[0].get_array()
+def test_heatmap_shows_every_layer_and_role(shared):
+    analysis = shared.registry.get(shared.default_model, "fp32").analysis
+    image = analysis_heatmap(analysis, "effective_rank").axes[0].images[0].get_array()
     assert image.shape == (2, 7)
-    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    assert labels == tiny_context.analysis.roles
-    scaled = analysis_heatmap(tiny_context.analysis, "spectral", per_role=True).axes[0].images[0].get_array()
+    scaled = analysis_heatmap(analysis, "spectral", per_role=True).axes[0].images[0].get_array()
     assert list(scaled.max(axis=0)) == pytest.approx([1.0] * 7)
 
 
-def test_served_app_answers_the_heatmap_api(tiny_context):
+def test_equalizer_clicks_map_back_to_cells(shared):
+    from adapters.equalizer import preset
+
+    analysis = shared.registry.get(shared.default_model, "fp32").analysis
+    eq = preset("uniform", analysis.roles, [[0], [1]])
+    image = equalizer_image(eq)
+    assert image.size[0] > 7 * 80
+    assert cell_at(eq, 96 + 92 * 3 + 10, 34 + 46 + 10) == (1, 3)
+    assert cell_at(eq, 5, 5) is None and cell_at(eq, 96 + 92 * 7 + 1, 40) is None
+
+
+def test_served_app_runs_the_stages_through_its_api(served, shared):
     from gradio_client import Client
 
-    demo = build_app(tiny_context)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        assert urllib.request.urlopen(url, timeout=30).status == 200
-        client = Client(url, verbose=False)
-        result = client.predict("stable_rank", True, api_name="/heatmap")
-        assert result is not None and "plot" in str(result)
-    finally:
-        demo.close()
+    assert urllib.request.urlopen(served, timeout=30).status == 200
+    client = Client(served, verbose=False)
+    assert "plot" in str(client.predict("stable_rank", True, api_name="/heatmap"))
+    report, issues, rejects, mix = client.predict(None, "dolly-15k-sample.jsonl", "auto", "", 64,
+                                                     api_name="/validate")
+    assert "valid **160**" in report
+    categories = {row[0] for row in mix["data"]}
+    assert len(categories) == 8 and "creative_writing" in categories
+    _, grid = client.predict(1, "q_proj", 0.5, api_name="/set_cell")
+    assert grid["data"][1][2] == 0.5 and grid["data"][0][2] == 1
+    variants, _ = client.predict("my variant", 4, 1e-3, 2, 4, api_name="/add_variant")
+    assert variants["data"][0][:2] == ["my-variant", "custom grid"]
+
+
+def test_two_sessions_keep_their_uploads_apart(served, shared, tmp_path):
+    from gradio_client import Client
+
+    first, second = Client(served, verbose=False), Client(served, verbose=False)
+    data = tmp_path / "mine.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "w1"},
+                                             {"role": "assistant", "content": "w2"}]}) + "\n")
+    from gradio_client import handle_file
+
+    first.predict(handle_file(str(data)), None, "auto", "", 64, api_name="/validate")
+    second.predict(None, "autumn-voice.jsonl", "auto", "", 64, api_name="/validate")
+    sessions = [p for p in shared.runs_dir.iterdir() if p.is_dir()]
+    uploads = sorted(sorted(f.name for f in (p / "uploads").iterdir()) for p in sessions)
+    assert uploads == [["autumn-voice.jsonl"], ["mine.jsonl"]]
