@@ -51,8 +51,10 @@ def build_app(shared: Shared) -> gr.Blocks:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="app.py", description="LoRA EQ web app")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7860)
+    # Hugging Face Spaces sets GRADIO_SERVER_NAME=0.0.0.0; locally the app stays on this machine.
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
     p.add_argument("--auth", default=os.environ.get(AUTH_ENV), help=f"USER:PASS login (or ${AUTH_ENV})")
     p.add_argument("--model", default=None, help="Hub id, model folder or .gguf (default: embedded SmolLM2)")

@@ -100,3 +100,23 @@ def test_two_sessions_keep_their_uploads_apart(served, shared, tmp_path):
     sessions = [p for p in shared.runs_dir.iterdir() if p.is_dir()]
     uploads = sorted(sorted(f.name for f in (p / "uploads").iterdir()) for p in sessions)
     assert uploads == [["autumn-voice.jsonl"], ["mine.jsonl"]]
+
+
+def test_spaces_settings_are_honoured(monkeypatch):
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
+    args = parse_args([])
+    assert (args.host, args.port) == ("0.0.0.0", 7861)
+
+
+def test_requirements_match_the_package_dependencies():
+    """Spaces installs requirements.txt: it must name every runtime dependency of pyproject.toml."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = [l.strip() for l in (root / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert sorted(lines) == sorted(deps)
+    front = (root / "README.md").read_text().split("---")[1]
+    assert "sdk: gradio" in front and "app_file: app.py" in front
