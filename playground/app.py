@@ -16,7 +16,7 @@ import gradio as gr
 
 from adapters.errors import LoraEqError
 from adapters.loading import PRECISIONS
-from playground import tab_data, tab_model, tab_train
+from playground import tab_data, tab_export, tab_model, tab_train
 from playground.jobs import JobQueue
 from playground.shared import ModelRegistry, Session, Shared
 
@@ -37,6 +37,8 @@ def build_app(shared: Shared) -> gr.Blocks:
                 tab_data.build(shared, session)
             with gr.Tab("Equalizer & Train", id="train"):
                 tab_train.build(shared, session)
+            with gr.Tab("Export", id="export"):
+                tab_export.build(shared, session)
 
         def restore(saved: dict, state: Session):
             # A reload keeps the user's session folder and the run they were following.
