@@ -1,0 +1,212 @@
+"""Mixed-adapter batches: every row of one batch through its own LoRA adapter, or none, in one forward.
+
+Two mixers, the same answers:
+
+- `PeftMixer` hands PEFT's `adapter_names` (one per row, "__base__" for the original) to every
+  forward; each LoRA layer then splits its batch per adapter (`_mixed_batch_forward`). It is the
+  reference, and the path for adapters that are not plain LoRA (DoRA, LoRA bias, ...).
+- `FusedMixer` (the default for plain LoRA) routes each LoRA layer, for the batch, to its base
+  layer plus every row's update, computed with two batched matmuls:
+  the rows' A and B matrices are gathered once per batch into stacked tensors (zeros for the base
+  and for an adapter that does not touch that layer, zero-padded up to the largest rank there).
+  PEFT's split costs about a dozen small tensor ops per adapter per layer at every token; on a
+  CPU that overhead outweighed the whole base model (measured with four adapters: see
+  benchmarks/compare_speed.py). The fused update is three ops per layer whatever the number of
+  adapters. Its arithmetic follows PEFT's one-adapter forward op for op (input cast to the
+  adapter's dtype, B(A(x)) * scaling, then that layer type's own cast and add), so a row's output
+  is bit for bit what `set_adapter` + a plain forward gives when its rank is the layer's largest
+  (tested in fp32, bf16 and NF4). A lower rank padded with zeros is the same sum, but the matmul
+  may then take another kernel and differ in the last bits, as the base's own matmuls do between
+  batch sizes; greedy answers stay token-identical in every test and benchmark here.
+
+Live equalizer: the fused mixer takes a multiplier per row and LoRA layer and multiplies that
+row's scaling by it, so one adapter can answer scaled and as trained in the same batch without a
+copy; PEFT's path reads `scaling[adapter]`, so scaled rows there need their own adapter copies
+(the engine makes them). Neither mixer is thread-safe: both change the shared model's LoRA layers
+for the batch (the engine serializes batches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from .errors import LoraEqError
+
+BASE_ROW = "__base__"  # PEFT's name for "no adapter" in mixed batches
+# PEFT LoRA layer classes whose one-adapter forward casts the update to the output dtype before adding
+# (the bitsandbytes ones); PEFT's plain Linear adds first and casts the sum.
+_CAST_BEFORE_ADD = ("Linear4bit", "Linear8bitLt")
+_FUSABLE = ("Linear",) + _CAST_BEFORE_ADD
+
+Multipliers = dict[nn.Module, float]  # LoRA layer -> factor on its scaling (live_eq.CellMap)
+
+
+def _lora_modules(model: nn.Module) -> list[nn.Module]:
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def _plain_model(model: nn.Module) -> nn.Module:
+    """The transformers model under a PeftModel (the mixers call it directly)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def supports_prefill_slicing(model: nn.Module) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(_plain_model(model).forward).parameters
+
+
+def _not_plain(module: nn.Module, adapter: str) -> str | None:
+    """What keeps one LoRA layer's `adapter` off the fused path, or None."""
+    kind = type(module).__name__
+    if kind not in _FUSABLE or adapter not in module.lora_A:
+        return f"a LoRA layer of kind {kind}"
+    if adapter in getattr(module, "lora_variant", {}):
+        return f"a LoRA variant ({type(module.lora_variant[adapter]).__name__})"
+    if getattr(module, "lora_bias", {}).get(adapter):
+        return "a LoRA bias"
+    if not isinstance(module.lora_A[adapter], nn.Linear) or not isinstance(module.lora_B[adapter], nn.Linear):
+        return "LoRA factors that are not linear layers"
+    return None
+
+
+def fusable(model: nn.Module, adapter: str) -> str | None:
+    """Why `adapter` cannot go through the fused mixer, or None when it can (plain LoRA on linear layers)."""
+    for module in _lora_modules(model):
+        if adapter in module.lora_A or adapter in getattr(module, "lora_embedding_A", {}):
+            reason = _not_plain(module, adapter)
+            if reason:
+                return reason
+    return None
+
+
+class _Forward:
+    """The shared forward: last position's logits as float32, slicing the prefill where the model can."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.config = _plain_model(model).config
+        self._slice = supports_prefill_slicing(model)
+
+    def _logits(self, call: nn.Module, inputs: dict, extra: dict) -> torch.Tensor:
+        if self._slice:
+            extra = {**extra, "logits_to_keep": 1}
+        out = call(**inputs, use_cache=True, **extra)
+        return out.logits[:, -1, :].float()
+
+
+class PeftMixer(_Forward):
+    """PEFT's own mixed-adapter batches: `adapter_names=` on every forward."""
+
+    def __init__(self, model: nn.Module, row_adapters: list[str], row_multipliers: list[Multipliers | None] | None = None):
+        super().__init__(model)
+        if any(m is not None for m in row_multipliers or []):
+            raise LoraEqError("PEFT's mixed batches read each adapter's own scaling: scale a copy of the adapter instead")
+        self.names = list(row_adapters)
+        self._modules = _lora_modules(model)
+
+    def forward(self, **inputs) -> torch.Tensor:
+        if not self._modules:  # a base without any adapter
+            return self._logits(self.model, inputs, {})
+        return self._logits(self.model, inputs, {"adapter_names": self.names})
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.names = [self.names[i] for i in rows.tolist()]
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _LayerRows:
+    """One LoRA layer's factors for the rows of a batch, stacked: zeros where a row's adapter does
+    not touch the layer (or for the base), and zero-padded up to the largest rank present."""
+
+    a: torch.Tensor  # (rows, rank, in), laid out as lora_A weights
+    b: torch.Tensor  # (rows, out, rank), laid out as lora_B weights
+    scaling: torch.Tensor  # (rows, 1, 1)
+    cast_before_add: bool
+
+    def __post_init__(self) -> None:
+        # Used transposed, as F.linear uses a weight, so each row's sums run in PEFT's order.
+        self.a_t, self.b_t = self.a.transpose(1, 2), self.b.transpose(1, 2)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.a, self.b, self.scaling = self.a[rows], self.b[rows], self.scaling[rows]
+        self.__post_init__()
+
+    def add_update(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        update = torch.bmm(torch.bmm(x.to(self.a.dtype), self.a_t), self.b_t) * self.scaling
+        if self.cast_before_add:
+            return result + update.to(result.dtype)
+        return (result + update).to(result.dtype)
+
+
+def gather_rows(module: nn.Module, row_adapters: list[str], row_multipliers: list[Multipliers | None]) -> _LayerRows | None:
+    """Stack the rows' LoRA factors of one layer, or None when no row's adapter touches it."""
+    present = [name for name in dict.fromkeys(row_adapters) if name in module.lora_A]
+    if not present:
+        return None
+    for name in present:
+        reason = _not_plain(module, name)
+        if reason:
+            raise LoraEqError(f"adapter {name!r} uses {reason}: use the 'peft' backend")
+    rank = max(module.lora_A[name].weight.shape[0] for name in present)
+    weight_a, weight_b = module.lora_A[present[0]].weight, module.lora_B[present[0]].weight
+    a = weight_a.new_zeros((len(row_adapters), rank, weight_a.shape[1]))
+    b = weight_b.new_zeros((len(row_adapters), weight_b.shape[0], rank))
+    scaling = weight_a.new_zeros((len(row_adapters), 1, 1))
+    for i, name in enumerate(row_adapters):
+        if name in module.lora_A:
+            r = module.lora_A[name].weight.shape[0]
+            a[i, :r] = module.lora_A[name].weight
+            b[i, :, :r] = module.lora_B[name].weight
+            factor = row_multipliers[i].get(module, 1.0) if row_multipliers[i] is not None else 1.0
+            scaling[i] = module.scaling[name] * factor
+    return _LayerRows(a, b, scaling, type(module).__name__ in _CAST_BEFORE_ADD)
+
+
+class FusedMixer(_Forward):
+    """All rows' LoRA updates in two batched matmuls per layer (plain LoRA only; see the module doc).
+
+    For the batch, every LoRA layer's `forward` is replaced on the instance (as accelerate's hooks
+    do) by its base layer plus the rows' update, which skips PEFT's per-call bookkeeping; `close`
+    puts PEFT's forward back."""
+
+    def __init__(self, model: nn.Module, row_adapters: list[str], row_multipliers: list[Multipliers | None] | None = None):
+        super().__init__(model)
+        row_multipliers = row_multipliers or [None] * len(row_adapters)
+        self._modules = _lora_modules(model)
+        self._rows: dict[nn.Module, _LayerRows] = {}
+        for module in self._modules:
+            rows = gather_rows(module, row_adapters, row_multipliers)
+            if rows is not None:
+                self._rows[module] = rows
+        for module in self._modules:
+            rows = self._rows.get(module)
+            module.forward = module.base_layer.forward if rows is None else partial(_base_plus_update, module.base_layer, rows)
+
+    def forward(self, **inputs) -> torch.Tensor:
+        return self._logits(_plain_model(self.model), inputs, {})
+
+    def keep(self, rows: torch.Tensor) -> None:
+        for r in self._rows.values():
+            r.keep(rows)
+
+    def close(self) -> None:
+        for module in self._modules:
+            module.__dict__.pop("forward", None)
+        self._modules, self._rows = [], {}
+
+
+def _base_plus_update(base_layer: nn.Module, rows: _LayerRows, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return rows.add_update(x, base_layer(x, *args, **kwargs))
+
+
+MIXERS = {"fused": FusedMixer, "peft": PeftMixer}

@@ -1,0 +1,150 @@
+"""Votes in SQLite (WAL) inside a run folder: concurrent writers, restarts, Wilson intervals, CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import threading
+
+import pytest
+
+from adapters.errors import LoraEqError
+from evals.votes import VoteStore, config_fingerprint, wilson_interval
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A run folder with two finished variants (only the files votes read)."""
+    run = tmp_path / "run"
+    for name in ("uniform", "attention"):
+        folder = run / name
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": name}))
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        (folder / "variant.json").write_text(json.dumps({"name": name, "base": {"fingerprint": "basefp"}}))
+        (folder / "metrics.json").write_text(json.dumps({"status": "done"}))
+    plan = {"model": None, "precision": "nf4", "variants": [{"name": n, "folder": n, "config": {}} for n in ("uniform", "attention")]}
+    (run / "run.json").write_text(json.dumps(plan))
+    return run
+
+
+def test_votes_from_8_threads_at_once_are_all_stored_and_survive_a_restart(run_dir):
+    store = VoteStore(run_dir)
+    assert store.journal_mode() == "wal"
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def vote(t: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(15):
+                store.cast(f"prompt {i}", ["uniform", "attention"][t % 2], "pass" if (t + i) % 3 else "fail",
+                           settings={"temperature": 0.0, "thread": t}, note=f"t{t} i{i}", similarity_base=0.5)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=vote, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    del store  # "restart": a new store object reads the same file
+    again = VoteStore(run_dir)
+    votes = again.votes()
+    assert len(votes) == 8 * 15
+    assert {(v.settings["thread"], v.note) for v in votes} == {(t, f"t{t} i{i}") for t in range(8) for i in range(15)}
+    expected_passes = sum(1 for t in range(8) for i in range(15) if (t + i) % 3)
+    assert sum(s.passes for s in again.leaderboard()) == expected_passes
+    # And plain sqlite3 sees them too (the data is in the file, not in a cache of ours).
+    with sqlite3.connect(run_dir / "votes.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == 120
+
+
+def test_wilson_interval_matches_a_hand_worked_value_and_scipy():
+    # 8 passes of 10, z = 1.96: center (0.8 + 0.19208) / 1.38416, half 1.96 * sqrt(0.025604) / 1.38416.
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    low, high = wilson_interval(0, 5)
+    assert low == 0.0 and 0 < high < 0.5
+    stats = pytest.importorskip("scipy.stats")
+    for passes, n in [(0, 1), (1, 1), (3, 7), (17, 40), (99, 100), (250, 1000)]:
+        ci = stats.binomtest(passes, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(passes, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_leaderboard_ranks_by_the_lower_wilson_bound_with_mean_similarity(run_dir):
+    store = VoteStore(run_dir)
+    for verdict, sim in [("pass", 0.9), ("pass", 0.8), ("fail", 0.4)]:
+        store.cast("p", "uniform", verdict, similarity_reference=sim, similarity_base=0.5)
+    store.cast("p", "attention", "pass", similarity_reference=0.2)  # 1 of 1: higher rate, fewer votes
+    for i in range(20):
+        store.cast(f"q{i}", "base", "pass" if i < 15 else "fail")
+    board = store.leaderboard()
+    assert [s.variant for s in board] == ["base", "uniform", "attention"]
+    uniform = board[1]
+    assert (uniform.votes, uniform.passes, uniform.fails) == (3, 2, 1)
+    assert uniform.pass_rate == pytest.approx(2 / 3)
+    assert (uniform.wilson_low, uniform.wilson_high) == pytest.approx(wilson_interval(2, 3))
+    assert uniform.mean_similarity_reference == pytest.approx(0.7) and uniform.mean_similarity_base == pytest.approx(0.5)
+    assert board[2].pass_rate == 1.0 and board[2].mean_similarity_base is None
+    assert board[0].fingerprint == "base-basefp"
+
+
+def test_a_voter_changes_their_vote_and_anonymous_votes_add_up(run_dir):
+    store = VoteStore(run_dir)
+    first = store.cast("p", "uniform", "fail", voter="ana", settings={"t": 0})
+    second = store.cast("p", "uniform", "pass", voter="ana", settings={"t": 0}, note="on reflection")
+    other_settings = store.cast("p", "uniform", "fail", voter="ana", settings={"t": 1})
+    assert first == second != other_settings
+    store.cast("p", "uniform", "fail")
+    store.cast("p", "uniform", "fail")
+    votes = store.votes("uniform")
+    assert [(v.voter, v.verdict) for v in votes] == [("ana", "pass"), ("ana", "fail"), (None, "fail"), (None, "fail")]
+    assert votes[0].note == "on reflection"
+
+
+def test_the_fingerprint_follows_the_variants_config(run_dir):
+    store = VoteStore(run_dir)
+    before = store.fingerprint("uniform")
+    assert before == config_fingerprint(run_dir / "uniform") != store.fingerprint("attention")
+    assert store.fingerprint("uniform@eq") == before  # a scaled view is its variant (the grid is in the settings)
+    (run_dir / "uniform" / "variant.json").write_text(json.dumps({"name": "uniform", "hyper": {"rank": 16}}))
+    assert store.fingerprint("uniform") != before  # retrained differently: its votes are kept apart
+    store.cast("p", "uniform", "pass")
+    assert store.votes()[0].fingerprint == store.fingerprint("uniform")
+
+
+def test_csv_export_of_leaderboard_and_votes(run_dir, tmp_path):
+    store = VoteStore(run_dir)
+    store.cast("p, with a comma", "uniform", "pass", note='says "hi"\nand more', settings={"b": 1, "a": 2})
+    store.cast("p", "attention", "fail")
+    board = list(csv.DictReader(store.export_csv(tmp_path / "out" / "board.csv").open()))
+    assert [r["variant"] for r in board] == ["uniform", "attention"]
+    assert board[0]["votes"] == "1" and float(board[0]["pass_rate"]) == 1.0 and float(board[1]["wilson_high"]) > 0
+    rows = list(csv.DictReader(store.export_csv(tmp_path / "votes.csv", table="votes").open()))
+    assert rows[0]["prompt"] == "p, with a comma" and rows[0]["note"] == 'says "hi"\nand more'
+    assert rows[0]["settings"] == '{"a":2,"b":1}' and rows[1]["verdict"] == "fail"
+    with pytest.raises(LoraEqError, match="'everything'"):
+        store.export_csv(tmp_path / "x.csv", table="everything")
+
+
+def test_bad_votes_name_the_bad_value(run_dir, tmp_path):
+    store = VoteStore(run_dir)
+    with pytest.raises(LoraEqError, match="'maybe'"):
+        store.cast("p", "uniform", "maybe")
+    with pytest.raises(LoraEqError, match="'ghost'"):
+        store.cast("p", "ghost", "pass")
+    with pytest.raises(LoraEqError, match="similarity_base=1.5"):
+        store.cast("p", "uniform", "pass", similarity_base=1.5)
+    with pytest.raises(LoraEqError, match="prompt"):
+        store.cast(" ", "uniform", "pass")
+    with pytest.raises(LoraEqError, match="plain JSON"):
+        store.cast("p", "uniform", "pass", settings={"x": object()})
+    with pytest.raises(LoraEqError, match="no such run folder"):
+        VoteStore(tmp_path / "missing")
+    assert store.votes() == []
