@@ -1,0 +1,63 @@
+"""`loraeq eval RUN_DIR`: the proof of learning on the command line.
+
+The handler calls `evals.proof.evaluate_run` (which writes report.json/.md/.html into the run
+folder) and returns the report's JSON: per variant at least name, verdict, held-out loss of base
+and variant, similarity of base and variant, the similarity difference's interval and p-value, and
+the KL to the base. The readable form is a table per variant plus the verdict lines. Per-example
+answers stay in report.json; they are not printed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .cli import _progress_bar, format_table
+
+_TABLE = [
+    ("heldout loss", "heldout_loss_base", "heldout_loss"),
+    ("heldout ppl", "heldout_ppl_base", "heldout_ppl"),
+    ("train loss", "train_loss_base", "train_loss"),
+    ("similarity", "similarity_base", "similarity"),
+]
+
+
+def _eval(args: argparse.Namespace) -> dict:
+    from evals.proof import evaluate_run
+
+    report = evaluate_run(Path(args.run_dir), limit=args.limit, seed=args.seed, progress=_progress_bar("proof"))
+    data = report.to_json()
+    for v in data["variants"]:
+        v.pop("per_example")  # every answer and loss is in report.json; the summary stays small
+    data.pop("rows")
+    data["report"] = {name: str(Path(args.run_dir) / name) for name in ("report.json", "report.md", "report.html")}
+    return data
+
+
+def _render_eval(data: dict, args) -> str:
+    lines = [f"proof of learning: {data['run_dir']} ({data['heldout_rows']} held-out rows, seed {data['seed']})", ""]
+    for v in data["variants"]:
+        rows = [{"measure": label, "base": v[b], v["name"]: v[x]} for label, b, x in _TABLE]
+        lo, hi = v["diff_ci"]
+        lines += [
+            f"{v['name']}  ({v['steps']} steps)",
+            format_table(rows),
+            f"similarity diff {v['similarity_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] p={v['p_value']:.4g}   "
+            f"KL to base {v['kl_to_base']:.3g}   max |dlogit| {v['max_logit_diff']:.3g}   "
+            f"membership AUC {v['membership_auc']:.2f}   Min-K% AUC {v['min_k_auc']:.2f}",
+            "",
+        ]
+    lines += ["verdicts:", *[f"  {v['name']}: {v['verdict_line']}" for v in data["variants"]]]
+    lines += [f"  {s['name']}: not evaluated ({s['status']})" for s in data["skipped"]]
+    lines += [f"  note: {n}" for n in data["notes"]]
+    lines += ["", f"report: {data['report']['report.html']}"]
+    return "\n".join(lines)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="prove what each variant of a run learned: losses, similarity, statistics, verdict")
+    p.add_argument("run_dir", help="a run folder made by `loraeq train`")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="measure a seeded sample of N held-out rows")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples, bootstrap and permutations (default 0)")
+    # Re-executed under the fast malloc like `train` (runtime.py): generation churns small tensors.
+    p.set_defaults(handler=_eval, render=_render_eval, reexec=True)

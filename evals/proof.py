@@ -1,0 +1,510 @@
+"""The proof of learning for a run: did each variant learn the data, memorize it, or do nothing?
+
+`evaluate_run` loads the run's base once with every finished variant as a named adapter
+(`adapter_set.py`) and measures, for the base and each variant:
+- loss and perplexity on the assistant tokens of the held-out split and of an equal-size seeded
+  sample of the rows that variant trained on (`losses.py`);
+- greedy answers to the held-out prompts, all models in mixed-adapter batches, and each answer's
+  MiniLM cosine similarity to the reference answer (`similarity.py`);
+- per variant against the base: bootstrap intervals and sign-flip p-values of the paired
+  differences, train/held-out gap, membership AUCs (loss ratio, Min-K% Prob), KL and max |logit
+  difference| (`stats.py`), and the verdict (`verdict.py`).
+It writes report.json, report.md and report.html into the run folder (`report.py`). Generation is
+injectable: `generate(adapter_set, prompts, adapter_names) -> answers`; `greedy_generate` here is
+the default. It never trains nor changes an adapter, and the base comes back unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from adapters.errors import LoraEqError
+from adapters.tokenize import Encoded, encode_chat, encode_prompt
+
+from .adapter_set import BASE, AdapterSet, load_adapter_set, release
+from .losses import Divergence, Scores, score
+from .stats import min_k_prob, roc_auc
+from .verdict import Evidence, Paired, Thresholds, Verdict, decide
+
+Generate = Callable[[AdapterSet, list[list[dict]], list[str]], list[str]]
+Progress = Callable[[int, int], None]
+
+MAX_LENGTH = 1024  # tokens per scored conversation; longer ones are cut (their tail is not scored)
+MIN_K = 0.2  # Min-K% Prob: the 20% least likely answer tokens
+GENERATE_BATCH = 64  # sequences per generate call: bigger batches amortize the per-step overhead
+
+
+@dataclass
+class Row:
+    """One held-out conversation as the proof uses it."""
+
+    id: str
+    category: str
+    prompt: list[dict]  # the conversation up to its last assistant turn
+    reference: str  # the last assistant turn
+    encoded: Encoded
+
+    def __post_init__(self) -> None:
+        if self.encoded.trained_tokens < 1:
+            raise LoraEqError(f"row {self.id}: no assistant token to score")
+
+
+@dataclass
+class VariantProof:
+    """Everything measured for one variant, and its verdict."""
+
+    name: str
+    folder: str
+    steps: int | None
+    verdict: Verdict
+    evidence: Evidence
+    heldout_losses: list[float]
+    train_losses: list[float]
+    train_losses_base: list[float]
+    similarities: list[float]
+    answers: list[str]
+    loss_curve: list[list[float]]  # [step, loss] from train_log.jsonl
+    divergence: Divergence
+
+    def to_json(self) -> dict:
+        e = self.evidence
+        return {
+            "name": self.name,
+            "folder": self.folder,
+            "steps": self.steps,
+            "verdict": self.verdict.label,
+            "verdict_line": self.verdict.sentence,
+            "heldout_loss_base": e.heldout_loss.base,
+            "heldout_loss": e.heldout_loss.variant,
+            "heldout_ppl_base": _ppl(e.heldout_loss.base),
+            "heldout_ppl": _ppl(e.heldout_loss.variant),
+            "heldout_loss_diff_ci": list(e.heldout_loss.ci),
+            "heldout_loss_p_value": e.heldout_loss.p_value,
+            "train_loss_base": e.train_loss.base,
+            "train_loss": e.train_loss.variant,
+            "train_ppl_base": _ppl(e.train_loss.base),
+            "train_ppl": _ppl(e.train_loss.variant),
+            "train_loss_diff_ci": list(e.train_loss.ci),
+            "train_loss_p_value": e.train_loss.p_value,
+            "train_rows": e.train_loss.n,
+            "gap_base": e.heldout_loss.base - e.train_loss.base,
+            "gap": e.heldout_loss.variant - e.train_loss.variant,
+            "similarity_base": e.similarity.base,
+            "similarity": e.similarity.variant,
+            "similarity_diff": e.similarity.diff,
+            "diff_ci": list(e.similarity.ci),
+            "p_value": e.similarity.p_value,
+            "membership_auc": e.membership_auc,
+            "min_k_auc": e.min_k_auc,
+            "kl_to_base": e.kl_to_base,
+            "max_logit_diff": e.max_logit_diff,
+            "logit_resolution": e.logit_resolution,
+            "loss_curve": self.loss_curve,
+            "per_example": {
+                "similarity": self.similarities,
+                "heldout_loss": self.heldout_losses,
+                "train_loss": self.train_losses,
+                "train_loss_base": self.train_losses_base,
+                "answers": self.answers,
+            },
+        }
+
+
+@dataclass
+class Report:
+    """The proof report of one run."""
+
+    run_dir: str
+    model: str | None
+    precision: str
+    seed: int
+    n_resamples: int
+    thresholds: Thresholds
+    rows: list[Row]
+    base_answers: list[str]
+    base_similarities: list[float]
+    base_heldout_losses: list[float]
+    variants: list[VariantProof]
+    skipped: list[dict] = field(default_factory=list)  # variants not finished: name, status
+    notes: list[str] = field(default_factory=list)  # e.g. held-out rows that could not be measured
+    seconds: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.rows)
+        for v in self.variants:
+            if len(v.similarities) != n or len(v.answers) != n:
+                raise LoraEqError(f"variant {v.name!r}: {len(v.answers)} answers for {n} held-out rows")
+
+    def to_json(self) -> dict:
+        return {
+            "run_dir": self.run_dir,
+            "model": self.model,
+            "precision": self.precision,
+            "seed": self.seed,
+            "n_resamples": self.n_resamples,
+            "thresholds": self.thresholds.to_json(),
+            "heldout_rows": len(self.rows),
+            "base": {
+                "heldout_loss": float(np.mean(self.base_heldout_losses)),
+                "heldout_ppl": _ppl(float(np.mean(self.base_heldout_losses))),
+                "similarity": float(np.mean(self.base_similarities)),
+            },
+            "variants": [v.to_json() for v in self.variants],
+            "skipped": self.skipped,
+            "notes": self.notes,
+            "rows": [
+                {"id": r.id, "category": r.category, "prompt": r.prompt[-1]["content"], "reference": r.reference,
+                 "base_answer": a, "base_similarity": s, "base_loss": l}
+                for r, a, s, l in zip(self.rows, self.base_answers, self.base_similarities, self.base_heldout_losses)
+            ],
+            "seconds": self.seconds,
+        }
+
+
+def _ppl(loss: float) -> float:
+    return float(np.exp(min(loss, 700.0)))
+
+
+# ---- generation (default; an engine may be passed in instead) ---------------------------------
+
+
+def greedy_generate(
+    adapters: AdapterSet,
+    prompts: list[list[dict]],
+    adapter_names: list[str],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = GENERATE_BATCH,
+) -> list[str]:
+    """Greedy answers, prompt i answered by adapter `adapter_names[i]`, many adapters per batch."""
+    if len(prompts) != len(adapter_names):
+        raise LoraEqError(f"{len(prompts)} prompts for {len(adapter_names)} adapter names")
+    tok = adapters.tokenizer
+    ids = [encode_prompt(tok, p) for p in prompts]
+    answers = [""] * len(ids)
+    for batch in pack_by_prompt(ids, batch_size):
+        out = _generate_batch(adapters, [ids[i] for i in batch], [adapter_names[i] for i in batch], max_new_tokens)
+        for i, text in zip(batch, out):
+            answers[i] = text
+    return answers
+
+
+def pack_by_prompt(ids: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Batches of row indices, shortest prompts first, rows with the same prompt in the same batch.
+
+    Every model then sees a prompt with the same left padding, so an adapter that is numerically
+    the base (a 0-step LoRA) answers exactly like the base instead of differing at near-ties."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(ids):
+        groups.setdefault(tuple(x), []).append(i)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for group in sorted(groups.values(), key=lambda g: (len(ids[g[0]]), g[0])):
+        for k in range(0, len(group), batch_size):
+            piece = group[k : k + batch_size]
+            if current and len(current) + len(piece) > batch_size:
+                batches.append(current)
+                current = []
+            current += piece
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _generate_batch(adapters: AdapterSet, ids: list[list[int]], names: list[str], max_new_tokens: int) -> list[str]:
+    tok = adapters.tokenizer
+    width = max(len(x) for x in ids)
+    # Left padding: every row's next token comes right after its own prompt.
+    input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, x in enumerate(ids):
+        input_ids[row, width - len(x):] = torch.tensor(x)
+        mask[row, width - len(x):] = 1
+    with torch.inference_mode():
+        out = adapters.model.generate(
+            input_ids=input_ids.to(adapters.device),
+            attention_mask=mask.to(adapters.device),
+            adapter_names=names,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+        )
+    return [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out.cpu()]
+
+
+def answer_budget(tokenizer, references: list[str]) -> int:
+    """New tokens to generate: 1.5 x the longest reference plus 8, between 16 and 256.
+
+    An answer is compared with its reference; text far beyond the reference's length adds little
+    to that comparison, while a base that rambles to the limit sets the time of every batch."""
+    longest = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references)
+    return int(min(256, max(16, 1.5 * longest + 8)))
+
+
+# ---- the rows --------------------------------------------------------------------------------
+
+
+def heldout_rows(examples, tokenizer, limit: int | None, seed: int) -> tuple[list[Row], list[str]]:
+    """The held-out rows to measure (a seeded sample of `limit` when given), and notes on dropped ones."""
+    notes = []
+    if limit is not None:
+        if limit < 1:
+            raise LoraEqError(f"--limit {limit}: must be at least 1")
+        if limit < len(examples):
+            keep = sorted(random.Random(f"{seed}:heldout").sample(range(len(examples)), limit))
+            examples = [examples[i] for i in keep]
+    rows = []
+    for e in examples:
+        last = max((i for i, m in enumerate(e.messages) if m["role"] == "assistant"), default=None)
+        encoded = encode_chat(tokenizer, e.messages, MAX_LENGTH)
+        if last is None or encoded.trained_tokens == 0:
+            notes.append(f"held-out row {e.id}: no assistant token within {MAX_LENGTH} tokens, not measured")
+            continue
+        rows.append(Row(e.id, e.category, e.messages[:last], e.messages[last]["content"], encoded))
+    return rows, notes
+
+
+def train_sample(train, variant_config: dict, tokenizer, size: int, seed: int) -> list[Encoded]:
+    """A seeded sample of `size` distinct rows from what this variant trained on (its mix, if any)."""
+    from adapters.runs import training_stream
+    from adapters.variants import Variant
+
+    stream = training_stream(train, Variant.from_json(variant_config))
+    unique = list({json.dumps(c, sort_keys=True): c for c in stream}.values())
+    picked = random.Random(f"{seed}:train").sample(unique, min(size, len(unique)))
+    encoded = [encode_chat(tokenizer, c, MAX_LENGTH) for c in picked]
+    return [e for e in encoded if e.trained_tokens > 0]
+
+
+# ---- the evaluation --------------------------------------------------------------------------
+
+
+def _read_plan(run_dir: Path) -> dict:
+    from adapters.runs import RUN_FILE
+
+    try:
+        return json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise LoraEqError(f"{run_dir}: not a LoRA EQ run folder (no readable {RUN_FILE})") from None
+
+
+def finished_variants(run_dir: Path, plan: dict) -> tuple[list[dict], list[dict]]:
+    """The run's finished variants (plan entries) and the others, with their status."""
+    from adapters.runs import variant_status
+
+    done, skipped = [], []
+    for entry in plan.get("variants", []):
+        status = variant_status(run_dir / entry["folder"])
+        if status == "done":
+            done.append(entry)
+        else:
+            skipped.append({"name": entry["name"], "status": status})
+    return done, skipped
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    limit: int | None = None,
+    generate: Generate | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    base=None,
+    thresholds: Thresholds | None = None,
+    n_resamples: int = 2000,
+    write: bool = True,
+) -> Report:
+    """Measure every finished variant of the run against its base, decide, and write the report.
+
+    `base` may be the run's base already loaded (`adapters.loading.load_model`), to save loading it."""
+    from adapters.loading import load_model
+    from adapters.runs import run_split
+
+    run_dir = Path(run_dir)
+    plan = _read_plan(run_dir)
+    entries, skipped = finished_variants(run_dir, plan)
+    if not entries:
+        raise LoraEqError(f"{run_dir}: no finished variant to evaluate (train the run first)")
+    if n_resamples < 2000:
+        raise LoraEqError(f"n_resamples={n_resamples}: the proof uses at least 2,000 bootstrap resamples")
+    thresholds = thresholds or Thresholds()
+    clock = _Clock()
+    base = base or load_model(plan.get("model"), plan.get("precision", "auto"))
+    clock.lap("load")
+    rows, notes = heldout_rows(run_split(run_dir, "heldout").examples, base.tokenizer, limit, seed)
+    if not rows:
+        raise LoraEqError(f"{run_dir}: the held-out split has no row to measure")
+    adapters = load_adapter_set(base, {e["name"]: run_dir / e["folder"] for e in entries})
+    try:
+        clock.lap("load")
+        measured = _measure(adapters, run_dir, entries, rows, generate, seed, progress, clock)
+    finally:
+        release(adapters)
+    variants = [_prove(entry, measured, i, thresholds, n_resamples, seed, run_dir)
+                for i, entry in enumerate(entries)]
+    clock.lap("statistics")
+    report = Report(
+        run_dir=str(run_dir),
+        model=plan.get("model"),
+        precision=base.precision,
+        seed=seed,
+        n_resamples=n_resamples,
+        thresholds=thresholds,
+        rows=rows,
+        base_answers=measured.answers[BASE],
+        base_similarities=measured.similarity[BASE],
+        base_heldout_losses=measured.heldout[BASE].loss.tolist(),
+        variants=variants,
+        skipped=skipped,
+        notes=notes,
+    )
+    report.seconds = dict(clock.laps)
+    if write:
+        from .report import write_report
+
+        write_report(report, run_dir)
+    return report
+
+
+@dataclass
+class _Measured:
+    """Raw measurements of all models, keyed by adapter id."""
+
+    ids: dict[str, str]  # variant name -> adapter id
+    heldout: dict[str, Scores]
+    divergence: dict[str, Divergence]
+    train: dict[str, tuple[Scores, Scores]]  # adapter id -> (base, variant) on its train sample
+    answers: dict[str, list[str]]
+    similarity: dict[str, list[float]]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.last, self.laps = time.perf_counter(), {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self.last, 2)
+        self.last = now
+
+
+def _measure(adapters: AdapterSet, run_dir: Path, entries, rows, generate, seed, progress, clock) -> _Measured:
+    from adapters.runs import run_split
+
+    stages = 3
+    heldout, divergence = score(adapters, [r.encoded for r in rows], adapters.names, divergence=True)
+    clock.lap("heldout_loss")
+    _tick(progress, 1, stages)
+    train = _train_scores(adapters, run_split(run_dir, "train"), entries, len(rows), seed)
+    clock.lap("train_loss")
+    _tick(progress, 2, stages)
+    answers, similarity = _answers(adapters, rows, generate, clock)
+    _tick(progress, 3, stages)
+    return _Measured(adapters.ids, heldout, divergence, train, answers, similarity)
+
+
+def _answers(adapters: AdapterSet, rows: list[Row], generate: Generate | None, clock: _Clock):
+    """Every model's answer to every held-out prompt (one flat, mixed-adapter call) and its
+    similarity to the reference, keyed by adapter id."""
+    from .similarity import cosine_pairs
+
+    names, n = adapters.names, len(rows)
+    refs = [r.reference for r in rows]
+    generate = generate or partial(greedy_generate, max_new_tokens=answer_budget(adapters.tokenizer, refs))
+    prompts = [r.prompt for r in rows] * len(names)
+    flat = generate(adapters, prompts, [name for name in names for _ in rows])
+    if len(flat) != len(prompts):
+        raise LoraEqError(f"the generate function returned {len(flat)} answers for {len(prompts)} prompts")
+    clock.lap("generate")
+    sims = cosine_pairs(list(flat), refs * len(names))
+    clock.lap("similarity")
+    answers = {name: list(flat[i * n : (i + 1) * n]) for i, name in enumerate(names)}
+    similarity = {name: sims[i * n : (i + 1) * n] for i, name in enumerate(names)}
+    return answers, similarity
+
+
+def _tick(progress: Progress | None, done: int, total: int) -> None:
+    if progress:
+        progress(done, total)
+
+
+def _train_scores(adapters: AdapterSet, train, entries, size: int, seed: int) -> dict[str, tuple[Scores, Scores]]:
+    """Base and variant scores on each variant's train sample; variants with the same sample share
+    one base pass."""
+    groups: dict[tuple, list[str]] = {}
+    samples: dict[tuple, list[Encoded]] = {}
+    for entry in entries:
+        sample = train_sample(train, entry["config"], adapters.tokenizer, size, seed)
+        if not sample:
+            raise LoraEqError(f"variant {entry['name']!r}: no training row to measure")
+        key = tuple(tuple(e.input_ids) for e in sample)
+        groups.setdefault(key, []).append(adapters.ids[entry["name"]])
+        samples[key] = sample
+    out = {}
+    for key, ids in groups.items():
+        scores, _ = score(adapters, samples[key], [BASE, *ids])
+        out.update({i: (scores[BASE], scores[i]) for i in ids})
+    return out
+
+
+def _prove(entry: dict, m: _Measured, index: int, t: Thresholds, n_resamples: int, seed: int,
+           run_dir: Path) -> VariantProof:
+    from adapters.training import read_log
+
+    aid = m.ids[entry["name"]]
+    held_b, held_v = m.heldout[BASE], m.heldout[aid]
+    train_b, train_v = m.train[aid]
+    pair = partial(Paired.of, n_resamples=n_resamples, seed=seed + index)
+    evidence = Evidence(
+        similarity=pair(m.similarity[BASE], m.similarity[aid]),
+        heldout_loss=pair(held_b.loss, held_v.loss),
+        train_loss=pair(train_b.loss, train_v.loss),
+        kl_to_base=m.divergence[aid].kl_mean,
+        max_logit_diff=m.divergence[aid].max_logit_diff,
+        logit_resolution=m.divergence[aid].logit_resolution,
+        membership_auc=membership_auc(train_b, train_v, held_b, held_v),
+        min_k_auc=roc_auc([min_k_prob(x, MIN_K) for x in train_v.token_logprobs],
+                          [min_k_prob(x, MIN_K) for x in held_v.token_logprobs]),
+    )
+    folder = run_dir / entry["folder"]
+    log = read_log(folder / "train_log.jsonl")
+    metrics = _read_json(folder / "metrics.json")
+    return VariantProof(
+        name=entry["name"],
+        folder=entry["folder"],
+        steps=metrics.get("steps"),
+        verdict=decide(evidence, t),
+        evidence=evidence,
+        heldout_losses=held_v.loss.tolist(),
+        train_losses=train_v.loss.tolist(),
+        train_losses_base=train_b.loss.tolist(),
+        similarities=m.similarity[aid],
+        answers=m.answers[aid],
+        loss_curve=[[r["step"], r["loss"]] for r in log if "loss" in r and "step" in r],
+        divergence=m.divergence[aid],
+    )
+
+
+def membership_auc(train_base: Scores, train_variant: Scores, held_base: Scores, held_variant: Scores) -> float:
+    """Reference-based membership score: a row the variant trained on has a lower loss ratio
+    variant/base than an unseen one. AUC of train rows against held-out rows (0.5: no signal)."""
+    def ratio(v: Scores, b: Scores) -> np.ndarray:
+        return v.loss / np.maximum(b.loss, 1e-8)
+
+    return roc_auc(-ratio(train_variant, train_base), -ratio(held_variant, held_base))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}

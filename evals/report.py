@@ -1,0 +1,262 @@
+"""Write a proof report into the run folder: report.json, report.md and a self-contained report.html.
+
+The HTML carries its plots as inline SVG (matplotlib's object API, no pyplot state, no files
+next to it): training loss per variant, per-example held-out similarity of base vs variant, and
+the paired differences with their 95% intervals. Model answers are escaped before they go in.
+It measures nothing: every number comes from the `Report` it is given (`proof.py`).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from pathlib import Path
+
+from adapters.cache import write_json_atomic
+
+from .verdict import format_p
+
+REPORT_FILES = ("report.json", "report.md", "report.html")
+ANSWER_ROWS = 20  # held-out rows whose answers are shown in the md/html reports (all are in the JSON)
+
+
+def write_report(report, run_dir: Path) -> dict[str, Path]:
+    """report.json, report.md and report.html in `run_dir`; returns their paths."""
+    run_dir = Path(run_dir)
+    data = report.to_json()
+    paths = {name: run_dir / name for name in REPORT_FILES}
+    write_json_atomic(paths["report.json"], data)
+    _write_text(paths["report.md"], render_markdown(data))
+    _write_text(paths["report.html"], render_html(data))
+    return paths
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+# ---- shared pieces ---------------------------------------------------------------------------
+
+
+def summary_rows(data: dict) -> list[dict]:
+    """One row per model (base first) with the headline numbers, for tables."""
+    base = data["base"]
+    rows = [{"model": "base", "verdict": "", "heldout_loss": base["heldout_loss"], "heldout_ppl": base["heldout_ppl"],
+             "similarity": base["similarity"]}]
+    for v in data["variants"]:
+        lo, hi = v["diff_ci"]
+        rows.append({
+            "model": v["name"],
+            "verdict": v["verdict"],
+            "heldout_loss": v["heldout_loss"],
+            "heldout_ppl": v["heldout_ppl"],
+            "train_loss": f"{v['train_loss_base']:.3f} -> {v['train_loss']:.3f}",
+            "similarity": v["similarity"],
+            "sim_diff": f"{v['similarity_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+            "p": format_p(v["p_value"]).removeprefix("p ").replace("= ", ""),
+            "kl_to_base": f"{v['kl_to_base']:.2g}",
+            "max_dlogit": f"{v['max_logit_diff']:.2g}",
+            "member_auc": v["membership_auc"],
+            "min_k_auc": v["min_k_auc"],
+        })
+    return rows
+
+
+_HEAD = ["model", "verdict", "heldout_loss", "heldout_ppl", "train_loss", "similarity", "sim_diff", "p",
+         "kl_to_base", "max_dlogit", "member_auc", "min_k_auc"]
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+def _rules(data: dict) -> list[str]:
+    t = data["thresholds"]
+    return [
+        f"significance: 95% bootstrap interval of the mean paired difference ({data['n_resamples']} seeded "
+        f"resamples) excludes 0 and the two-sided sign-flip permutation p < {t['alpha']:g}",
+        f"no effect: mean KL(base || variant) < {t['no_effect_kl']:g} nats/token and max |logit difference| "
+        f"< {t['no_effect_logit']:g} (or twice the logits' rounding step, for bf16/fp16)",
+        f"memorized (checked before learned): train loss significantly lower by >= {t['memorized_train_drop']:.0%} "
+        f"of the base's, held-out loss down by < {t['memorized_generalization']:.0%} of that drop, membership AUC "
+        f">= {t['memorized_auc']:g}",
+        "learned: held-out similarity to the reference significantly higher than the base's; or held-out loss "
+        "significantly lower with similarity not significantly lower",
+        "worse than base: held-out similarity significantly lower or held-out loss significantly higher",
+        "inconclusive: changed from the base, none of the above shown at this sample size",
+    ]
+
+
+# ---- markdown --------------------------------------------------------------------------------
+
+
+def render_markdown(data: dict) -> str:
+    lines = [
+        f"# Proof of learning: {data['run_dir']}",
+        "",
+        f"Base `{data['model'] or 'embedded default'}` ({data['precision']}); {data['heldout_rows']} held-out rows; "
+        f"seed {data['seed']}.",
+        "",
+        "## Verdicts",
+        "",
+        *[f"- **{v['name']}**: {v['verdict_line']}" for v in data["variants"]],
+        *[f"- {s['name']}: not evaluated ({s['status']})" for s in data["skipped"]],
+        *[f"- note: {n}" for n in data["notes"]],
+        "",
+        "## Numbers",
+        "",
+        "| " + " | ".join(_HEAD) + " |",
+        "|" + "---|" * len(_HEAD),
+        *["| " + " | ".join(_cell(r.get(c)).replace("|", "\\|") for c in _HEAD) + " |" for r in summary_rows(data)],
+        "",
+        "Losses are mean negative log-likelihoods of the assistant tokens (per example, then averaged); "
+        "train loss is on a sample of the rows each variant trained on, as many as the held-out rows.",
+        "",
+        "## Rules",
+        "",
+        *[f"- {rule}" for rule in _rules(data)],
+        "",
+        f"## Answers (first {min(ANSWER_ROWS, data['heldout_rows'])} held-out rows)",
+    ]
+    for i, row in enumerate(data["rows"][:ANSWER_ROWS]):
+        lines += ["", f"**{i + 1}. {_md(row['prompt'])}**", "", f"- reference: {_md(row['reference'])}",
+                  f"- base ({row['base_similarity']:.2f}): {_md(row['base_answer'])}"]
+        for v in data["variants"]:
+            ex = v["per_example"]
+            lines.append(f"- {v['name']} ({ex['similarity'][i]:.2f}): {_md(ex['answers'][i])}")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+# ---- html ------------------------------------------------------------------------------------
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .5em;text-align:right}
+td:first-child,th:first-child,td:nth-child(2){text-align:left}
+.learned{color:#176f2c}.memorized{color:#9a5b00}.worse{color:#a61b1b}.no-effect,.inconclusive{color:#555}
+figure{margin:1.5em 0}.answers td{text-align:left;vertical-align:top}
+"""
+_CLASS = {"learned": "learned", "memorized": "memorized", "worse than base": "worse", "no effect": "no-effect",
+          "inconclusive": "inconclusive"}
+
+
+def render_html(data: dict) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Proof of learning: {e(data['run_dir'])}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>Proof of learning</h1><p>{e(data['run_dir'])}<br>base <code>{e(data['model'] or 'embedded default')}"
+        f"</code> ({e(data['precision'])}), {data['heldout_rows']} held-out rows, seed {data['seed']}</p>",
+        "<h2>Verdicts</h2><ul>",
+        *[f"<li class='{_CLASS.get(v['verdict'], '')}'><b>{e(v['name'])}</b>: {e(v['verdict_line'])}</li>"
+          for v in data["variants"]],
+        *[f"<li>{e(s['name'])}: not evaluated ({e(s['status'])})</li>" for s in data["skipped"]],
+        *[f"<li>note: {e(n)}</li>" for n in data["notes"]],
+        "</ul><h2>Numbers</h2><table><tr>", *[f"<th>{e(c)}</th>" for c in _HEAD], "</tr>",
+        *["<tr>" + "".join(f"<td>{e(_cell(r.get(c)))}</td>" for c in _HEAD) + "</tr>" for r in summary_rows(data)],
+        "</table><h2>Plots</h2>",
+        _figure(loss_curves(data), "Training loss per variant (train_log.jsonl)."),
+        _figure(similarity_scatter(data), "Held-out similarity to the reference, per example: base (x) vs variant "
+                                          "(y). Above the diagonal the variant's answer is closer."),
+        _figure(intervals(data), "Mean paired difference, variant minus base, with its 95% bootstrap interval "
+                                 "(train loss: on each variant's own train sample)."),
+        "<h2>Rules</h2><ul>", *[f"<li>{e(rule)}</li>" for rule in _rules(data)], "</ul>",
+        f"<h2>Answers (first {min(ANSWER_ROWS, data['heldout_rows'])} held-out rows)</h2>",
+        _answers_table(data), "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _answers_table(data: dict) -> str:
+    e = html.escape
+    names = ["reference", "base"] + [v["name"] for v in data["variants"]]
+    out = ["<table class='answers'><tr><th>prompt</th>", *[f"<th>{e(n)}</th>" for n in names], "</tr>"]
+    for i, row in enumerate(data["rows"][:ANSWER_ROWS]):
+        cells = [e(row["reference"]), f"{e(row['base_answer'])} <i>({row['base_similarity']:.2f})</i>"]
+        for v in data["variants"]:
+            ex = v["per_example"]
+            cells.append(f"{e(ex['answers'][i])} <i>({ex['similarity'][i]:.2f})</i>")
+        out.append(f"<tr><td>{e(row['prompt'])}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "".join(out) + "</table>"
+
+
+def _figure(fig, caption: str) -> str:
+    return f"<figure>{svg(fig)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def svg(fig) -> str:
+    """A matplotlib Figure as an inline <svg> element (text kept as text, so it stays small)."""
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight")
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+# ---- plots -----------------------------------------------------------------------------------
+
+
+def loss_curves(data: dict):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.2), layout="constrained")
+    ax = fig.subplots()
+    for v in data["variants"]:
+        if v["loss_curve"]:
+            steps, losses = zip(*v["loss_curve"])
+            ax.plot(steps, losses, label=v["name"], marker="." if len(steps) < 30 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    if ax.lines:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no training steps logged", ha="center", va="center", transform=ax.transAxes)
+    return fig
+
+
+def similarity_scatter(data: dict):
+    from matplotlib.figure import Figure
+
+    variants = data["variants"]
+    fig = Figure(figsize=(3.0 * len(variants) + 0.4, 3.3), layout="constrained")
+    axes = fig.subplots(1, len(variants), squeeze=False, sharey=True)[0]
+    base = [r["base_similarity"] for r in data["rows"]]
+    for ax, v in zip(axes, variants):
+        ax.scatter(base, v["per_example"]["similarity"], s=10, alpha=0.7)
+        ax.plot([-0.1, 1], [-0.1, 1], color="#999", linewidth=0.8)
+        ax.set_title(f"{v['name']}: {v['verdict']}", fontsize=9)
+        ax.set_xlabel("base similarity")
+    axes[0].set_ylabel("variant similarity")
+    return fig
+
+
+def intervals(data: dict):
+    from matplotlib.figure import Figure
+
+    variants = data["variants"]
+    fig = Figure(figsize=(10, 1.2 + 0.45 * len(variants)), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    panels = (("similarity", "diff_ci", "held-out similarity (higher is better)"),
+              ("heldout_loss", "heldout_loss_diff_ci", "held-out loss (lower is better)"),
+              ("train_loss", "train_loss_diff_ci", "train loss, on rows it trained on"))
+    for ax, (key, ci_key, title) in zip(axes, panels):
+        for y, v in enumerate(variants):
+            mid = v[key] - v[f"{key}_base"]
+            lo, hi = v[ci_key]
+            # A percentile interval need not contain the mean of a skewed sample: clamp the bar lengths.
+            ax.errorbar([mid], [y], xerr=[[max(mid - lo, 0)], [max(hi - mid, 0)]], fmt="o", capsize=3)
+        ax.axvline(0, color="#999", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+    axes[0].set_yticks(range(len(variants)), [v["name"] for v in variants])
+    axes[0].set_ylim(-0.7, len(variants) - 0.3)
+    return fig

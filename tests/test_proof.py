@@ -1,0 +1,273 @@
+"""The proof of learning on a tiny model run (report files, JSON, no effect, train loss), the verdict
+rules on synthetic numbers, the losses against a plain forward pass, and `loraeq eval`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from adapters.cli import main
+from adapters.data import load_dataset, split_heldout
+from adapters.errors import LoraEqError
+from adapters.loading import load_model
+from adapters.runs import create_run, data_info, run_queue
+from adapters.tokenize import IGNORE, encode_chat
+from adapters.variants import Hyper, Variant
+from evals.adapter_set import BASE, load_adapter_set, release
+from evals.losses import plan_batches, score
+from evals.proof import evaluate_run, greedy_generate
+from evals.verdict import Evidence, Paired, Thresholds, decide
+
+JSON_KEYS = {"name", "verdict", "heldout_loss_base", "heldout_loss", "similarity_base", "similarity", "diff_ci",
+             "p_value", "kl_to_base"}
+
+
+def _write_data(path, n=80):
+    """Distinct rows whose answer is a fixed function of the question, so a LoRA can learn it."""
+    with path.open("w") as f:
+        for i in range(n):
+            a, b = i % 20, (i * 7) % 23
+            row = {"messages": [{"role": "user", "content": f"w{a} w{b} ?"},
+                                {"role": "assistant", "content": f"w{40 + a} paris w{60 + b}"}],
+                   "category": ["a", "b"][i % 2]}
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One run, trained once: a 0-step variant and a variant trained hard on the train split."""
+    from conftest import tiny_causal_lm, tiny_tokenizer
+
+    root = tmp_path_factory.mktemp("proof")
+    model_dir = root / "tiny-llama"
+    tiny_causal_lm("llama").save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    data = _write_data(root / "data.jsonl")
+    dataset = load_dataset(data)
+    split = split_heldout(dataset, fraction=0.25, seed=0)
+    run = root / "run"
+    create_run(run, variants=[
+        Variant("zero", "uniform", Hyper(max_steps=0)),
+        Variant("hard", "uniform", Hyper(max_steps=80, learning_rate=3e-2, batch_size=8, rank=16)),
+    ], split=split, data_info=data_info(dataset, split, str(data)), model=str(model_dir), precision="fp32", bands=2)
+    results = run_queue(run)
+    assert [r["status"] for r in results] == ["done", "done"]
+    return run
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tiny_run):
+    return evaluate_run(tiny_run, seed=0)
+
+
+def test_report_files_and_json_keys(tiny_run, tiny_report):
+    for name in ("report.json", "report.md", "report.html"):
+        assert (tiny_run / name).stat().st_size > 500, name
+    data = json.loads((tiny_run / "report.json").read_text())
+    assert [v["name"] for v in data["variants"]] == ["zero", "hard"]
+    for v in data["variants"]:
+        assert JSON_KEYS <= set(v)
+        assert len(v["diff_ci"]) == 2 and v["diff_ci"][0] <= v["diff_ci"][1]
+        assert 0 < v["p_value"] <= 1
+        assert len(v["per_example"]["answers"]) == data["heldout_rows"] == len(data["rows"])
+    html = (tiny_run / "report.html").read_text()
+    assert html.count("<svg") == 3 and "src=\"http" not in html and "<script" not in html
+    md = (tiny_run / "report.md").read_text()
+    assert "**zero**: no effect" in md and "| hard |" in md
+
+
+def test_zero_step_variant_is_no_effect(tiny_report):
+    zero = tiny_report.variants[0]
+    assert zero.verdict.label == "no effect"
+    assert zero.evidence.kl_to_base == 0.0 and zero.evidence.max_logit_diff == 0.0
+    assert zero.answers == tiny_report.base_answers
+    assert "no effect: same as the base" in zero.verdict.sentence
+
+
+def test_hard_trained_variant_lowers_train_loss_and_moved(tiny_report):
+    hard = tiny_report.variants[1]
+    e = hard.evidence
+    assert e.train_loss.variant < e.train_loss.base - 0.5
+    assert e.train_loss.down(0.01)
+    assert e.kl_to_base > 1e-2 and hard.verdict.label != "no effect"
+    assert hard.loss_curve and hard.loss_curve[-1][1] < hard.loss_curve[0][1]
+    assert hard.steps == 80
+
+
+def test_base_is_left_unchanged_by_an_evaluation(tiny_run):
+    base = load_model(json.loads((tiny_run / "run.json").read_text())["model"], "fp32")
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    evaluate_run(tiny_run, base=base, write=False, limit=4)
+    after = base.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not any("lora" in name for name, _ in base.model.named_modules())
+
+
+def test_losses_match_a_plain_forward_and_batching(tiny_run):
+    """Batched, padded, per-adapter losses equal one-example forwards of the base and of base+adapter merged."""
+    from peft import PeftModel
+
+    spec = json.loads((tiny_run / "run.json").read_text())["model"]
+    base = load_model(spec, "fp32")
+    convs = [json.loads(line)["messages"] for line in (tiny_run / "data" / "heldout.jsonl").read_text().splitlines()]
+    encoded = [encode_chat(base.tokenizer, c) for c in convs]
+    adapters = load_adapter_set(base, {"hard": tiny_run / "hard"})
+    try:
+        scores, moved = score(adapters, encoded, [BASE, "v0"], divergence=True)
+    finally:
+        release(adapters)
+    merged = PeftModel.from_pretrained(load_model(spec, "fp32").model, str(tiny_run / "hard")).merge_and_unload()
+    for model, key in ((base.model, BASE), (merged, "v0")):
+        for i, e in enumerate(encoded[:5]):
+            ids, labels = torch.tensor([e.input_ids]), torch.tensor([e.labels])
+            with torch.no_grad():
+                expected = model(input_ids=ids, labels=labels).loss.item()  # HF shifts and averages itself
+            assert scores[key].loss[i] == pytest.approx(expected, rel=1e-4)
+            assert len(scores[key].token_logprobs[i]) == sum(1 for t in e.labels if t != IGNORE)
+    assert moved["v0"].kl_mean > 0 and moved["v0"].positions == sum(e.trained_tokens for e in encoded)
+
+
+def test_batches_respect_the_budgets():
+    lengths = [900, 50, 60, 5000, 70] + [30] * 100
+    batches = plan_batches(lengths, [10] * len(lengths))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches[0] == [3]  # the longest first, alone
+    assert all(len(b) * max(lengths[i] for i in b) <= 8192 or len(b) == 1 for b in batches)
+    assert all(len(b) <= 32 for b in batches)
+
+
+def test_greedy_generate_mixes_adapters_in_one_batch(tiny_run):
+    base = load_model(json.loads((tiny_run / "run.json").read_text())["model"], "fp32")
+    adapters = load_adapter_set(base, {"zero": tiny_run / "zero", "hard": tiny_run / "hard"})
+    prompts = [[{"role": "user", "content": f"w{i} w{i + 1} ?"}] for i in range(4)]
+    try:
+        mixed = greedy_generate(adapters, prompts * 3, [BASE] * 4 + ["v0"] * 4 + ["v1"] * 4, max_new_tokens=6)
+        alone = greedy_generate(adapters, prompts, ["v1"] * 4, max_new_tokens=6, batch_size=1)
+    finally:
+        release(adapters)
+    assert mixed[:4] == mixed[4:8]  # the 0-step adapter answers like the base
+    assert mixed[8:] == alone  # batching and left padding do not change an answer
+    assert mixed[8:] != mixed[:4]
+
+
+def test_injected_generate_is_used(tiny_run):
+    seen = {}
+
+    def fake(adapters, prompts, names):
+        seen["names"] = sorted(set(names))
+        return [p[-1]["content"] for p in prompts]  # echo the question
+
+    report = evaluate_run(tiny_run, generate=fake, write=False, limit=6)
+    assert seen["names"] == [BASE, "v0", "v1"]
+    assert report.base_answers == [r.prompt[-1]["content"] for r in report.rows]
+    assert len(report.rows) == 6
+
+
+def test_evaluate_refuses_a_folder_without_finished_variants(tmp_path, tiny_run):
+    with pytest.raises(LoraEqError, match="not a LoRA EQ run"):
+        evaluate_run(tmp_path)
+    with pytest.raises(LoraEqError, match="limit"):
+        evaluate_run(tiny_run, limit=0, write=False)
+
+
+def test_cli_eval_json_and_table(tiny_run, capsys):
+    assert main(["eval", str(tiny_run), "--limit", "8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [v["name"] for v in out["variants"]] == ["zero", "hard"]
+    assert JSON_KEYS <= set(out["variants"][0]) and out["heldout_rows"] == 8
+    assert out["variants"][0]["verdict"] == "no effect"
+    assert main(["eval", str(tiny_run), "--limit", "8"]) == 0
+    text = capsys.readouterr().out
+    assert "zero: no effect: same as the base" in text and "report.html" in text
+    assert main(["eval", str(tiny_run.parent / "nowhere")]) == 2
+
+
+# ---- the verdict rules on synthetic numbers ---------------------------------------------------
+
+
+def paired(base: float, variant: float, lo: float, hi: float, p: float, n: int = 60) -> Paired:
+    return Paired(base, variant, variant - base, (lo, hi), p, n)
+
+
+SIM_SAME = paired(0.60, 0.61, -0.02, 0.04, 0.40)
+LOSS_SAME = paired(2.40, 2.38, -0.10, 0.06, 0.50)
+
+
+def evidence(**kw) -> Evidence:
+    defaults = dict(similarity=SIM_SAME, heldout_loss=LOSS_SAME, train_loss=paired(2.40, 2.37, -0.10, 0.04, 0.3),
+                    kl_to_base=0.05, max_logit_diff=2.0, membership_auc=0.55, min_k_auc=0.52)
+    return Evidence(**{**defaults, **kw})
+
+
+def test_verdict_learned_by_similarity_with_its_numbers():
+    v = decide(evidence(similarity=paired(0.60, 0.78, 0.12, 0.24, 0.0004), heldout_loss=paired(2.41, 1.37, -1.2, -0.9, 1e-4)))
+    assert v.label == "learned"
+    assert v.sentence == "learned: held-out similarity +0.18 [+0.12, +0.24], p < 0.001; held-out loss 2.41 -> 1.37"
+
+
+def test_verdict_learned_by_loss_when_similarity_is_flat():
+    v = decide(evidence(heldout_loss=paired(2.4, 1.9, -0.6, -0.4, 0.0001), train_loss=paired(2.4, 1.8, -0.7, -0.5, 1e-4)))
+    assert v.label == "learned" and "not significant" in v.sentence and "2.40 -> 1.90" in v.sentence
+
+
+def test_verdict_memorized():
+    e = evidence(train_loss=paired(2.4, 0.1, -2.5, -2.1, 1e-4), heldout_loss=paired(2.4, 2.6, 0.1, 0.3, 0.001),
+                 similarity=paired(0.6, 0.58, -0.06, 0.02, 0.3), membership_auc=0.98, min_k_auc=0.95)
+    v = decide(e)
+    assert v.label == "memorized"
+    assert "train loss 2.40 -> 0.10" in v.sentence and "membership AUC 0.98" in v.sentence
+    assert "none of the train drop carried over" in v.sentence
+    # Answers in the memorized rows' form raise similarity; the loss shows the content did not carry over.
+    form = replace(e, similarity=paired(0.6, 0.72, 0.08, 0.17, 1e-4), heldout_loss=paired(2.8, 2.3, -0.7, -0.4, 1e-4))
+    assert decide(form).label == "memorized" and "22% of the train drop" in decide(form).sentence
+    # The same train drop carried over to held-out is learning, not memorization.
+    assert decide(replace(e, heldout_loss=paired(2.4, 0.6, -1.9, -1.7, 1e-4))).label == "learned"
+    # Without train rows standing out (membership AUC), a flat held-out is not called memorization.
+    assert decide(replace(e, membership_auc=0.6)).label == "worse than base"
+    # A small train drop is not memorization either.
+    assert decide(evidence(train_loss=paired(2.4, 2.2, -0.3, -0.1, 1e-4), membership_auc=0.9)).label == "inconclusive"
+
+
+def test_verdict_no_effect_thresholds():
+    assert decide(evidence(kl_to_base=0.0, max_logit_diff=0.0)).label == "no effect"
+    assert decide(evidence(kl_to_base=5e-5, max_logit_diff=5e-4)).label == "no effect"
+    assert decide(evidence(kl_to_base=5e-5, max_logit_diff=0.5)).label == "inconclusive"
+    assert decide(evidence(kl_to_base=2e-4, max_logit_diff=5e-4)).label == "inconclusive"
+    # bf16 logits near 20 round in steps of 0.0625: a change of one step is rounding, not an effect.
+    assert decide(evidence(kl_to_base=1e-6, max_logit_diff=0.0625, logit_resolution=0.0625)).label == "no effect"
+    # No effect wins over noisy statistics: an unchanged model cannot have learned anything.
+    assert decide(evidence(kl_to_base=0.0, max_logit_diff=0.0,
+                           similarity=paired(0.6, 0.8, 0.1, 0.3, 1e-4))).label == "no effect"
+
+
+def test_verdict_worse_than_base():
+    v = decide(evidence(similarity=paired(0.6, 0.5, -0.15, -0.05, 0.0002)))
+    assert v.label == "worse than base" and "-0.10 [-0.15, -0.05], p < 0.001" in v.sentence
+    assert decide(evidence(heldout_loss=paired(2.4, 3.0, 0.4, 0.8, 0.001))).label == "worse than base"
+
+
+def test_verdict_inconclusive_and_significance_needs_both_ci_and_p():
+    assert decide(evidence()).label == "inconclusive"
+    # The interval excludes 0 but p is above alpha (or the reverse): not significant.
+    assert decide(evidence(similarity=paired(0.6, 0.65, 0.01, 0.09, 0.03))).label == "inconclusive"
+    assert decide(evidence(similarity=paired(0.6, 0.65, -0.01, 0.09, 0.005))).label == "inconclusive"
+    assert decide(evidence(similarity=paired(0.6, 0.65, 0.01, 0.09, 0.03)),
+                  Thresholds(alpha=0.05)).label == "learned"
+
+
+def test_paired_and_thresholds_check_their_values():
+    p = Paired.of([1.0, 2.0, 3.0, 4.0], [2.0, 3.5, 3.9, 5.2])
+    assert p.diff == pytest.approx(np.mean([1.0, 1.5, 0.9, 1.2])) and p.n == 4 and p.p_value == 2 / 16
+    with pytest.raises(LoraEqError):
+        Paired.of([1.0, 2.0], [1.0])
+    with pytest.raises(LoraEqError):
+        Paired(1.0, 2.0, 1.0, (0.5, 0.2), 0.1, 5)
+    with pytest.raises(LoraEqError):
+        Thresholds(alpha=0)
+    with pytest.raises(LoraEqError):
+        Evidence(SIM_SAME, LOSS_SAME, LOSS_SAME, kl_to_base=-1.0, max_logit_diff=0.0)
