@@ -144,11 +144,11 @@ REGISTRARS: list[Callable] = [_register_analyze, _register_data]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_train  # imported here: it builds on this module's helpers
+    from . import cli_compare, cli_eval, cli_train  # imported here: they build on this module's helpers
 
     parser = _Parser(prog="loraeq", description="LoRA EQ: analyze, shape, train, compare and prove LoRA variants.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for register in [*REGISTRARS, cli_train.register]:
+    for register in [*REGISTRARS, cli_train.register, cli_eval.register, cli_compare.register]:
         register(sub)
     for p in sub.choices.values():
         p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
