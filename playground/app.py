@@ -16,7 +16,7 @@ import gradio as gr
 
 from adapters.errors import LoraEqError
 from adapters.loading import PRECISIONS
-from playground import tab_data, tab_export, tab_model, tab_train
+from playground import tab_compare, tab_data, tab_export, tab_model, tab_proof, tab_train
 from playground.jobs import JobQueue
 from playground.shared import ModelRegistry, Session, Shared
 
@@ -37,6 +37,10 @@ def build_app(shared: Shared) -> gr.Blocks:
                 tab_data.build(shared, session)
             with gr.Tab("Equalizer & Train", id="train"):
                 tab_train.build(shared, session)
+            with gr.Tab("Compare", id="compare"):
+                tab_compare.build(shared, session)
+            with gr.Tab("Proof", id="proof"):
+                tab_proof.build(shared, session)
             with gr.Tab("Export", id="export"):
                 tab_export.build(shared, session)
 

@@ -63,6 +63,7 @@ class Shared:
     runs_dir: Path
     default_model: str | None
     default_precision: str
+    engines: "EngineRegistry" = field(default_factory=lambda: EngineRegistry())
 
     def session_dir(self, session: "Session") -> Path:
         """The session's own folder (uploads, runs); a session gets its id on first use."""
@@ -87,3 +88,33 @@ class Session:
     mix: dict = field(default_factory=dict)  # {"weights": ..., "quotas": ...} from the Data tab
     variants: list[dict] = field(default_factory=list)
     run_dir: str | None = None
+    last: dict | None = None  # the last comparison's answers, for votes on them
+
+
+class EngineRegistry:
+    """Side-by-side engines (a base with a run's adapters loaded) by run folder; at most `capacity`."""
+
+    def __init__(self, capacity: int = 2):
+        self.capacity = capacity
+        self._items: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, run_dir: str):
+        from adapters.engine import CompareEngine
+
+        with self._lock:
+            if run_dir in self._items:
+                self._items.move_to_end(run_dir)
+                return self._items[run_dir]
+            engine = CompareEngine.from_run(run_dir)
+            self._items[run_dir] = engine
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)[1].close()
+            return engine
+
+    def forget(self, run_dir: str) -> None:
+        """Drop a run's engine (its variants changed: new ones finished training)."""
+        with self._lock:
+            engine = self._items.pop(run_dir, None)
+        if engine is not None:
+            engine.close()
