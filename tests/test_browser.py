@@ -143,3 +143,19 @@ def test_full_flow_in_chromium(server, page):
     first_row.get_by_text("variant-1").wait_for(timeout=30_000)
     _shot(page, "4-compare")
 
+
+    _tab(page, "Proof")
+    page.get_by_label("Held-out rows to use (0 = all)").fill("8")
+    page.get_by_role("button", name="Run the proof").click()
+    page.locator("#proof-status").get_by_text(re.compile(r"variant-1: ")).wait_for(timeout=900_000)
+    verdict = page.locator("#proof-status").inner_text()
+    assert re.search(r"variant-1: (learned|memorized|no effect|worse|inconclusive)", verdict), verdict
+    assert page.locator("#proof-report").get_by_text("Proof of learning").first.is_visible()
+    _shot(page, "5-proof")
+
+    _tab(page, "Export")
+    page.get_by_role("button", name="Refresh").click()
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Adapter (PEFT zip)").click()
+    page.locator("#model-card").get_by_text(re.compile("Equalizer")).first.wait_for(timeout=120_000)
+    _shot(page, "6-export")
