@@ -65,7 +65,9 @@ def _compare(args: argparse.Namespace) -> dict:
     from .decoding import Sampling
     from .engine import Column, CompareEngine
 
-    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    sampling = Sampling(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
     wanted = _split_names(args.variants)
     scaled_names = [s.partition("=")[0].strip() for s in args.scale]
     load = None if wanted is None else list(dict.fromkeys(wanted + scaled_names))
@@ -94,8 +96,8 @@ def _render_compare(data: dict, args) -> str:
     lines = [f"{data['model']['id']} ({data['precision']}), {len(data['columns'])} columns", ""]
     for c in data["columns"]:
         lines += [f"== {c['variant']}", c["text"], ""]
-    rows = [{k: c[k] for k in ("variant", "tokens", "seconds", "similarity_reference", "similarity_base", "finish_reason")}
-            for c in data["columns"]]
+    keys = ("variant", "tokens", "seconds", "similarity_reference", "similarity_base", "finish_reason")
+    rows = [{k: c[k] for k in keys} for c in data["columns"]]
     return "\n".join(lines + [format_table(rows)])
 
 

@@ -18,10 +18,11 @@ bitsandbytes repacks NF4 weights for the CPU at the first forward and undoes tha
 whenever the model's state dict is read (PEFT's `load_adapter` reads it), which would shift the
 base's answers; so hand the engine a freshly loaded base.
 
-Concurrency: one engine serves many users, but a batch mutates the shared model (adapter layers
-switched, scaled copies set), so generations run one at a time under the engine's lock, which a
-stream holds from its first item to its end; close or exhaust a stream you stop reading (Python
-closes an abandoned generator when it is collected). Nothing here scores or stores answers (evals/).
+Concurrency: one engine serves many users, but a batch changes the shared model while it runs
+(LoRA layers re-routed, scaled copies set), so batches run one at a time under the engine's lock,
+which a stream holds from its first item to its end: close or exhaust a stream you stop reading
+(Python closes an abandoned generator when it is collected). Nothing here scores or stores
+answers (evals/).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class Column:
         if not isinstance(self.variant, str) or not self.variant.strip():
             raise LoraEqError(f"column variant {self.variant!r}: must be a non-empty name")
         if self.scales is not None and not isinstance(self.scales, Equalizer):
-            raise LoraEqError(f"column {self.variant!r}: scales must be an Equalizer grid, got {type(self.scales).__name__}")
+            kind = type(self.scales).__name__
+            raise LoraEqError(f"column {self.variant!r}: scales must be an Equalizer grid, got {kind}")
         if self.variant == BASE and self.scales is not None:
             raise LoraEqError("the base column has no adapter to scale")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
@@ -266,6 +268,8 @@ class CompareEngine:
                 else:
                     wrapped.load_adapter(folder, adapter_name=key)
             except (OSError, ValueError, RuntimeError, KeyError) as e:
+                if wrapped is not model:
+                    wrapped.unload()  # give the base back as it came
                 raise LoraEqError(f"variant {name!r}: cannot load its adapter ({type(e).__name__}: {e})") from None
             grid = _read_json(folder / "variant.json").get("equalizer_grid")
             self._variants[name] = _Loaded(key, folder, grid)
@@ -407,7 +411,7 @@ class CompareEngine:
                 self._scales.reset(key)
 
     def close(self) -> None:
-        """Remove every adapter from the base model: it is exactly as loaded again."""
+        """Take every adapter out of the base model: its modules are the base's own again."""
         with self._lock:
             if self._variants:
                 self.model.unload()
@@ -421,10 +425,18 @@ def conversation(message: str, history: list[dict] | None, system: str | None) -
         raise LoraEqError("the message is empty")
     messages = [{"role": "system", "content": system}] if system else []
     for m in history or []:
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system") or not isinstance(m.get("content"), str):
+        ok = isinstance(m, dict) and m.get("role") in ("user", "assistant", "system")
+        if not ok or not isinstance(m.get("content"), str):
             raise LoraEqError(f"history message {m!r}: needs a role (user/assistant/system) and text content")
         messages.append({"role": m["role"], "content": m["content"]})
     return messages + [{"role": "user", "content": message}]
+
+
+def _check_context(model, needed: int) -> None:
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if isinstance(limit, int) and needed > limit:
+        raise LoraEqError(f"prompt + max_new_tokens = {needed} tokens: the model reads at most {limit}")
 
 
 def _history_for(history: list[dict] | dict[str, list[dict]] | None, label: str) -> list[dict] | None:
@@ -436,14 +448,14 @@ def _history_for(history: list[dict] | dict[str, list[dict]] | None, label: str)
 class AnswerStream:
     """Deltas of every column as they come; `answers` once the stream is exhausted."""
 
-    def __init__(self, engine: CompareEngine, columns: list[Column], conversations: list[list[dict]], sampling: Sampling):
-        from .tokenize import encode_prompt
-
+    def __init__(
+        self, engine: CompareEngine, columns: list[Column], conversations: list[list[dict]], sampling: Sampling
+    ):
         self.engine = engine
         self.columns = columns
+        self.conversations = conversations
         self.sampling = sampling
         self.seeds = [column_seed(c, sampling) for c in columns]
-        self.prompts = [encode_prompt(engine.tokenizer, m) for m in conversations]
         self._answers: list[Answer] | None = None
 
     @property
@@ -470,13 +482,18 @@ class AnswerStream:
         return [torch.Generator(device=self.engine.base.device).manual_seed(s) for s in self.seeds]
 
     def _run(self, mixer) -> Iterator[Delta]:
+        from .tokenize import encode_prompt
+
         engine = self.engine
+        # Under the engine's lock: a fast tokenizer shared between threads can fail ("Already borrowed").
+        prompts = [encode_prompt(engine.tokenizer, m) for m in self.conversations]
+        _check_context(engine.model, max(len(p) for p in prompts) + self.sampling.max_new_tokens)
         tails = [_TextTail(engine.tokenizer) for _ in self.columns]
         answers: list[Answer | None] = [None] * len(self.columns)
         started = time.perf_counter()
         steps = decode(
             mixer,
-            self.prompts,
+            prompts,
             self.sampling,
             stop_ids=engine.stop_ids,
             pad_id=engine.tokenizer.pad_token_id,

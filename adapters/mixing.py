@@ -22,8 +22,9 @@ Two mixers, the same answers:
 Live equalizer: the fused mixer takes a multiplier per row and LoRA layer and multiplies that
 row's scaling by it, so one adapter can answer scaled and as trained in the same batch without a
 copy; PEFT's path reads `scaling[adapter]`, so scaled rows there need their own adapter copies
-(the engine makes them). Neither mixer is thread-safe: both change the shared model's LoRA layers
-for the batch (the engine serializes batches).
+(the engine makes them). Neither mixer is thread-safe: the fused one re-routes the shared model's
+LoRA layers for the batch, and PEFT hangs its `adapter_names` hooks on them at every forward (the
+engine runs one batch at a time).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _CAST_BEFORE_ADD = ("Linear4bit", "Linear8bitLt")
 _FUSABLE = ("Linear",) + _CAST_BEFORE_ADD
 
 Multipliers = dict[nn.Module, float]  # LoRA layer -> factor on its scaling (live_eq.CellMap)
+RowMultipliers = list[Multipliers | None] | None  # one per row; None: every row as trained
 
 
 def _lora_modules(model: nn.Module) -> list[nn.Module]:
@@ -104,10 +106,10 @@ class _Forward:
 class PeftMixer(_Forward):
     """PEFT's own mixed-adapter batches: `adapter_names=` on every forward."""
 
-    def __init__(self, model: nn.Module, row_adapters: list[str], row_multipliers: list[Multipliers | None] | None = None):
+    def __init__(self, model: nn.Module, row_adapters: list[str], row_multipliers: RowMultipliers = None):
         super().__init__(model)
         if any(m is not None for m in row_multipliers or []):
-            raise LoraEqError("PEFT's mixed batches read each adapter's own scaling: scale a copy of the adapter instead")
+            raise LoraEqError("PEFT's mixed batches read each adapter's own scaling: scale a copy of it instead")
         self.names = list(row_adapters)
         self._modules = _lora_modules(model)
 
@@ -148,7 +150,7 @@ class _LayerRows:
         return (result + update).to(result.dtype)
 
 
-def gather_rows(module: nn.Module, row_adapters: list[str], row_multipliers: list[Multipliers | None]) -> _LayerRows | None:
+def gather_rows(module: nn.Module, row_adapters: list[str], row_multipliers: RowMultipliers) -> _LayerRows | None:
     """Stack the rows' LoRA factors of one layer, or None when no row's adapter touches it."""
     present = [name for name in dict.fromkeys(row_adapters) if name in module.lora_A]
     if not present:
@@ -179,7 +181,7 @@ class FusedMixer(_Forward):
     do) by its base layer plus the rows' update, which skips PEFT's per-call bookkeeping; `close`
     puts PEFT's forward back."""
 
-    def __init__(self, model: nn.Module, row_adapters: list[str], row_multipliers: list[Multipliers | None] | None = None):
+    def __init__(self, model: nn.Module, row_adapters: list[str], row_multipliers: RowMultipliers = None):
         super().__init__(model)
         row_multipliers = row_multipliers or [None] * len(row_adapters)
         self._modules = _lora_modules(model)
@@ -190,7 +192,8 @@ class FusedMixer(_Forward):
                 self._rows[module] = rows
         for module in self._modules:
             rows = self._rows.get(module)
-            module.forward = module.base_layer.forward if rows is None else partial(_base_plus_update, module.base_layer, rows)
+            plain = module.base_layer.forward
+            module.forward = plain if rows is None else partial(_base_plus_update, module.base_layer, rows)
 
     def forward(self, **inputs) -> torch.Tensor:
         return self._logits(_plain_model(self.model), inputs, {})

@@ -9,9 +9,10 @@ column, one chat prompt:
 - loop: plain PEFT on the very same model: per column `set_adapter` (`disable_adapter` for the
   base) and `generate` with batch size 1, as one would write it without LoRA EQ;
 - also PEFT's own `adapter_names` batches (the engine's "peft" backend), for reference.
-Rounds alternate the methods so that load from other processes hits all of them; each speedup is
-the median over rounds of loop time / method time. `identical`: every column's tokens are the same
-under all three methods.
+Rounds alternate the methods. `speedup` is the median over rounds of loop time / batched time
+(wall clock); beside it the ratio of the best times and the ratio of this process's CPU time, which
+other processes on a shared machine disturb less. `identical`: every column's tokens are the same
+under all three methods in every round.
 
 Memory: one NF4 base carrying the four adapters against five full-precision (fp32) models loaded
 separately: the base plus each variant merged into its own copy, as `loraeq export --merged`
@@ -109,10 +110,11 @@ def batched_answers(engine, tokens: int, backend: str) -> dict[str, list[int]]:
         engine.backend = "fused"
 
 
-def timed(fn, *args) -> tuple[float, dict]:
-    started = time.perf_counter()
+def timed(fn, *args) -> tuple[float, float, dict]:
+    """Wall seconds, this process's CPU seconds, and the result."""
+    wall, cpu = time.perf_counter(), time.process_time()
     result = fn(*args)
-    return time.perf_counter() - started, result
+    return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
 def measure_speed(precision: str, tokens: int, rounds: int) -> dict:
@@ -125,21 +127,29 @@ def measure_speed(precision: str, tokens: int, rounds: int) -> dict:
     batched_answers(engine, 4, "fused")  # warm-up: the first NF4 forward repacks the weights for the CPU
     loop_answers(engine, 4)
     times: dict[str, list[float]] = {"batched": [], "loop": [], "peft_batched": []}
-    outputs: dict[str, dict] = {}
+    cpu: dict[str, list[float]] = {"batched": [], "loop": [], "peft_batched": []}
+    identical = True
     for _ in range(rounds):
+        outputs: dict[str, dict] = {}
         for name, fn, args in (("batched", batched_answers, (engine, tokens, "fused")),
                                ("loop", loop_answers, (engine, tokens)),
                                ("peft_batched", batched_answers, (engine, tokens, "peft"))):
-            seconds, outputs[name] = timed(fn, *args)
+            seconds, cpu_seconds, outputs[name] = timed(fn, *args)
             times[name].append(seconds)
-    identical = outputs["batched"] == outputs["loop"] == outputs["peft_batched"]
+            cpu[name].append(cpu_seconds)
+        identical = identical and outputs["batched"] == outputs["loop"] == outputs["peft_batched"]
     distinct = len({tuple(v) for v in outputs["batched"].values()})
     engine.close()
-    ratio = lambda name: statistics.median(l / t for l, t in zip(times["loop"], times[name]))  # noqa: E731
+
+    def median(name: str, clock: dict = times) -> float:
+        return round(statistics.median(a / b for a, b in zip(clock["loop"], clock[name])), 2)
+
     return {
         "precision": precision,
-        "speedup": round(ratio("batched"), 2),
-        "speedup_peft_adapter_names": round(ratio("peft_batched"), 2),
+        "speedup": median("batched"),
+        "speedup_best_times": round(min(times["loop"]) / min(times["batched"]), 2),
+        "speedup_cpu_time": median("batched", cpu),
+        "speedup_peft_adapter_names": median("peft_batched"),
         "identical": identical,
         "distinct_answers": distinct,
         "tokens_per_column": {k: len(v) for k, v in outputs["batched"].items()},

@@ -3,8 +3,9 @@
 Each answer gets its embedding similarity (similarity.py: MiniLM, cosine) to an optional
 reference answer and to the base's answer, next to its token count and seconds. All texts are
 embedded in one call. The similarity of the base's own column to the base is left empty (it
-would be 1 by definition and says nothing). Nothing here decides pass or fail: that is the
-user's vote (votes.py).
+would be 1 by definition and says nothing). `compare` answers and scores in one call; a UI that
+streamed the answers scores them afterwards with `scored`. Nothing here decides pass or fail:
+that is the user's vote (votes.py).
 """
 
 from __future__ import annotations
@@ -93,6 +94,28 @@ def answer_settings(answer, sampling, system: str | None = None) -> dict:
     }
 
 
+def scored(answers: list, sampling, *, reference: str | None = None, system: str | None = None,
+           embed_fn: Embed = embed) -> list[ScoredColumn]:
+    """Engine answers (adapters.engine.Answer, e.g. a finished stream's `answers`) with their scores."""
+    from adapters.engine import BASE
+
+    base_index = next((i for i, a in enumerate(answers) if a.variant == BASE and a.scales is None), None)
+    scores = score_answers([a.text for a in answers], base_index=base_index, reference=reference, embed_fn=embed_fn)
+    return [
+        ScoredColumn(
+            variant=a.label,
+            text=a.text,
+            similarity_reference=s.similarity_reference,
+            similarity_base=s.similarity_base,
+            tokens=a.tokens,
+            seconds=a.seconds,
+            finish_reason=a.finish_reason,
+            settings=answer_settings(a, sampling, system),
+        )
+        for a, s in zip(answers, scores)
+    ]
+
+
 def compare(
     engine,
     prompt: str,
@@ -106,23 +129,8 @@ def compare(
 ) -> Comparison:
     """Answer `prompt` in every column of `engine` (adapters.engine.CompareEngine) and score each answer."""
     from adapters.decoding import Sampling
-    from adapters.engine import BASE
 
     sampling = sampling or Sampling()
     answers = engine.answer(prompt, columns, history=history, system=system, sampling=sampling)
-    base_index = next((i for i, a in enumerate(answers) if a.variant == BASE), None)
-    scores = score_answers([a.text for a in answers], base_index=base_index, reference=reference, embed_fn=embed_fn)
-    scored = [
-        ScoredColumn(
-            variant=a.label,
-            text=a.text,
-            similarity_reference=s.similarity_reference,
-            similarity_base=s.similarity_base,
-            tokens=a.tokens,
-            seconds=a.seconds,
-            finish_reason=a.finish_reason,
-            settings=answer_settings(a, sampling, system),
-        )
-        for a, s in zip(answers, scores)
-    ]
-    return Comparison(prompt, reference, scored)
+    columns_scored = scored(answers, sampling, reference=reference, system=system, embed_fn=embed_fn)
+    return Comparison(prompt, reference, columns_scored)

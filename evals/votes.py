@@ -172,7 +172,8 @@ class VoteStore:
             return "base-" + _base_fingerprint(self.run_dir)
         folders = run_variants(self.run_dir)
         if name not in folders:
-            raise LoraEqError(f"{self.run_dir}: no finished variant {name!r} to vote on (finished: {', '.join(folders) or 'none'})")
+            finished = ", ".join(folders) or "none"
+            raise LoraEqError(f"{self.run_dir}: no finished variant {name!r} to vote on (finished: {finished})")
         return config_fingerprint(folders[name])
 
     def cast(

@@ -24,7 +24,8 @@ def run_dir(tmp_path):
         (folder / "adapter_model.safetensors").write_bytes(b"weights")
         (folder / "variant.json").write_text(json.dumps({"name": name, "base": {"fingerprint": "basefp"}}))
         (folder / "metrics.json").write_text(json.dumps({"status": "done"}))
-    plan = {"model": None, "precision": "nf4", "variants": [{"name": n, "folder": n, "config": {}} for n in ("uniform", "attention")]}
+    entries = [{"name": n, "folder": n, "config": {}} for n in ("uniform", "attention")]
+    plan = {"model": None, "precision": "nf4", "variants": entries}
     (run / "run.json").write_text(json.dumps(plan))
     return run
 
@@ -90,7 +91,8 @@ def test_leaderboard_ranks_by_the_lower_wilson_bound_with_mean_similarity(run_di
     assert (uniform.votes, uniform.passes, uniform.fails) == (3, 2, 1)
     assert uniform.pass_rate == pytest.approx(2 / 3)
     assert (uniform.wilson_low, uniform.wilson_high) == pytest.approx(wilson_interval(2, 3))
-    assert uniform.mean_similarity_reference == pytest.approx(0.7) and uniform.mean_similarity_base == pytest.approx(0.5)
+    assert uniform.mean_similarity_reference == pytest.approx(0.7)
+    assert uniform.mean_similarity_base == pytest.approx(0.5)
     assert board[2].pass_rate == 1.0 and board[2].mean_similarity_base is None
     assert board[0].fingerprint == "base-basefp"
 
