@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 from pathlib import Path
 
@@ -35,9 +36,15 @@ def report_view(shared: Shared, state: Session):
         return "No report yet: press Run the proof.", pd.DataFrame(), ""
     data = json.loads((run / "report.json").read_text(encoding="utf-8"))
     rows = [{k: v.get(k) for k in VERDICT_COLUMNS} for v in data["variants"]]
-    html = (run / "report.html").read_text(encoding="utf-8") if (run / "report.html").is_file() else ""
+    html = framed((run / "report.html").read_text(encoding="utf-8")) if (run / "report.html").is_file() else ""
     lines = [f"**{v['name']}**: {v.get('verdict_line') or v['verdict']}" for v in data["variants"]]
     return "  \n".join(lines) or "The report has no finished variant.", pd.DataFrame(rows), html
+
+
+def framed(document: str) -> str:
+    """The self-contained report in an iframe: its page styles stay out of the app's page."""
+    return (f'<iframe title="Proof report" srcdoc="{html_lib.escape(document, quote=True)}" '
+            'style="width:100%;height:1400px;border:1px solid #ddd;border-radius:6px"></iframe>')
 
 
 def build(shared: Shared, session: gr.State) -> None:
