@@ -102,6 +102,46 @@ def test_two_sessions_keep_their_uploads_apart(served, shared, tmp_path):
     assert uploads == [["autumn-voice.jsonl"], ["mine.jsonl"]]
 
 
+def _wait_for_finished_variant(run_root, timeout: float = 240.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [json.loads(m.read_text()).get("status") for m in run_root.glob("run-*/*/metrics.json")]
+        if done and all(status in ("done", "failed") for status in done):
+            assert done == ["done"], done
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"no finished variant under {run_root} after {timeout:.0f} s")
+
+
+def test_two_sessions_see_only_their_own_votes(served, shared, tmp_path):
+    """Two visitors each train a variant, ask, and vote: each leaderboard holds only its own vote."""
+    from gradio_client import Client
+
+    clients = {"pass": Client(served, verbose=False), "fail": Client(served, verbose=False)}
+    for client in clients.values():
+        client.predict(None, "autumn-voice.jsonl", "auto", "", 64, api_name="/validate")
+        client.predict("mine", 4, 1e-3, 2, 2, api_name="/add_variant")
+        client.predict(api_name="/start_training")
+    sessions = [p for p in shared.runs_dir.iterdir() if p.is_dir()]
+    assert len(sessions) == 2
+    for folder in sessions:
+        _wait_for_finished_variant(folder)
+    for verdict, client in clients.items():
+        _, _, grid, board = client.predict(api_name="/load_variants")
+        assert not any(c not in ("", None) for row in board["data"] for c in row), board  # no vote yet
+        client.predict("w1 w2", "", ["mine"], 0.0, 1.0, 4, 0, None, grid, api_name="/ask")
+        board = client.predict("my note", api_name=f"/{verdict}_1")
+        rows = {row[board["headers"].index("variant")]: row for row in board["data"]}
+        assert list(rows) == ["mine"], board
+    for verdict, client in clients.items():  # after both voted, each still sees only its own vote
+        board = client.predict(api_name="/load_variants")[3]
+        assert len(board["data"]) == 1, board
+        counts = dict(zip(board["headers"], board["data"][0]))
+        assert (counts["votes"], counts["passes"], counts["fails"]) == ((1, 1, 0) if verdict == "pass" else (1, 0, 1))
+
+
 def test_spaces_settings_are_honoured(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
