@@ -30,7 +30,7 @@ def scores_line(score, answer) -> str:
 def leaderboard_frame(run_dir: str | None) -> pd.DataFrame:
     if not run_dir:
         return pd.DataFrame()
-    return pd.DataFrame([s.to_json() for s in VoteStore(run_dir).leaderboard()])
+    return pd.DataFrame([s.to_json() for s in VoteStore(run_dir).leaderboard()]).round(3)
 
 
 def build(shared: Shared, session: gr.State) -> None:
