@@ -44,9 +44,10 @@ def model_card(folder: Path) -> str:
     base = variant.get("base", {})
     data = variant.get("data", {})
     hyper = variant.get("hyper", {})
+    hub_id = base.get("hub_id")
     lines = [
         "---",
-        f"base_model: {base.get('hub_id') or base.get('id', 'unknown')}",
+        *([f"base_model: {hub_id}"] if hub_id else []),
         "library_name: peft",
         "tags: [lora, loraeq]",
         "---",
@@ -84,12 +85,32 @@ def model_card(folder: Path) -> str:
         "```python",
         "from transformers import AutoModelForCausalLM",
         "from peft import PeftModel",
-        f"base = AutoModelForCausalLM.from_pretrained({base.get('hub_id') or base.get('id', 'BASE')!r})",
+        f"base = AutoModelForCausalLM.from_pretrained({_base_arguments(base)})",
         "model = PeftModel.from_pretrained(base, 'path/to/this/folder')",
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def _base_arguments(base: dict) -> str:
+    """How plain transformers loads this base: its Hub id, its folder, or a GGUF file in its folder."""
+    if base.get("hub_id"):
+        return repr(base["hub_id"])
+    where = base.get("id") or "path/to/the/base"
+    if base.get("kind") == "gguf" or where.lower().endswith(".gguf"):
+        path = Path(where)
+        return f"{str(path.parent)!r}, gguf_file={path.name!r}"
+    return repr(where)
+
+
+def split_front_matter(card: str) -> tuple[str, str]:
+    """(YAML front matter without its fences, the rest) of a model card; ("", card) if it has none."""
+    if card.startswith("---\n"):
+        head, sep, rest = card[4:].partition("\n---\n")
+        if sep:
+            return head, rest.lstrip("\n")
+    return "", card
 
 
 def export_adapter_zip(folder: Path, out: Path) -> Path:

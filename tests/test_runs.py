@@ -168,6 +168,35 @@ def test_export_adapter_zip_and_merged_model(tiny_run, tmp_path):
         export_merged(run / "v", tmp_path / "merged")
 
 
+def test_model_card_front_matter_and_its_use_snippet_runs(tiny_run, tmp_path):
+    """The card's "Use" code loads this adapter on its base with plain transformers + peft, as written."""
+    import re
+
+    import yaml
+
+    from adapters.export import model_card, split_front_matter
+    from adapters.models import EMBEDDED_HUB_ID, ModelSource
+
+    run = tiny_run([Variant("v", "uniform", Hyper(max_steps=2, batch_size=4))])
+    run_queue(run)
+    head, body = split_front_matter(model_card(run / "v"))
+    meta = yaml.safe_load(head)
+    assert meta == {"library_name": "peft", "tags": ["lora", "loraeq"]}  # a local folder: no Hub base_model
+    assert body.startswith("# v\n")
+    code = re.search(r"```python\n(.*?)```", body, re.S).group(1).replace("path/to/this/folder", str(run / "v"))
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - the snippet a user copies
+    assert type(scope["model"]).__name__ == "PeftModelForCausalLM"
+    assert sum(p.numel() for n, p in scope["model"].named_parameters() if "lora_" in n) > 0
+
+    embedded = ModelSource(id=f"{EMBEDDED_HUB_ID} (embedded SmolLM2-135M-Instruct.Q4_1.gguf)", kind="gguf",
+                           path=tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert embedded.hub_id == EMBEDDED_HUB_ID
+    assert ModelSource(id="/models/x.gguf", kind="gguf").hub_id is None
+    assert ModelSource(id="Qwen/Qwen2.5-0.5B", kind="hub").hub_id == "Qwen/Qwen2.5-0.5B"
+    assert split_front_matter("# no front matter") == ("", "# no front matter")
+
+
 def test_export_refuses_an_unfinished_variant(tiny_run):
     run = tiny_run([Variant("v", "uniform", Hyper(max_steps=1))])
     with pytest.raises(LoraEqError, match="no trained adapter"):
