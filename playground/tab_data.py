@@ -83,7 +83,7 @@ def build(shared: Shared, session: gr.State) -> None:
     with gr.Row():
         stream_size = gr.Number(1000, label="Stream size", precision=0)
         preview = gr.Button("Preview the mix")
-    mix_report = gr.Dataframe(label="Realized mix", interactive=False)
+    mix_report = gr.Dataframe(label="Realized mix", interactive=False, visible=False)
 
     def on_check(file, sample_name, fmt_value, mapping_text, length, state: Session):
         if sample_name and not file:
@@ -115,7 +115,7 @@ def build(shared: Shared, session: gr.State) -> None:
             mixture = build_mixture(ds, weights=weights, quotas=quotas, size=int(size), seed=0)
         except LoraEqError as e:
             raise gr.Error(str(e))
-        return pd.DataFrame(mixture.to_json()["categories"])
+        return gr.Dataframe(pd.DataFrame(mixture.to_json()["categories"]), visible=True)
 
     preview.click(on_preview, [mix, stream_size, session], mix_report, api_name="preview_mix")
 

@@ -80,6 +80,12 @@ def test_served_app_runs_the_stages_through_its_api(served, shared):
     assert "valid **160**" in report
     categories = {row[0] for row in mix["data"]}
     assert len(categories) == 8 and "creative_writing" in categories
+    quota = mix["headers"].index("quota_per_1000")
+    mix["data"] = [row[:quota] + [100 if row[0] == "creative_writing" else 0] + row[quota + 1:] for row in mix["data"]]
+    realized = client.predict(mix, 1000, api_name="/preview_mix")
+    realized = realized.get("value", realized)  # an update that also shows the table
+    counts = {row[0]: row[realized["headers"].index("count")] for row in realized["data"]}
+    assert sum(counts.values()) == 1000 and counts["creative_writing"] >= 100  # 6 rows, yet 100 per 1000
     _, grid = client.predict(1, "q_proj", 0.5, api_name="/set_cell")
     assert grid["data"][1][2] == 0.5 and grid["data"][0][2] == 1
     variants, _ = client.predict("my variant", 4, 1e-3, 2, 4, api_name="/add_variant")
