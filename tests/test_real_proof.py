@@ -7,9 +7,9 @@ One run, one loaded base, three variants trained in one queue and judged by one 
 - "memorized": 10 epochs at lr 2e-3 on 20 rows: must be "memorized".
 The split is by `fact_id` in paraphrase mode, so each held-out question asks a trained fact in words
 the variants never saw (67 facts, 5 wordings each: 4 trained, 1 held out). The 20 rows of the
-memorizing variant are the 4 trained wordings of 5 facts, one per category, in a run of their own
-with the same held-out rows: 20 rows drawn at random would touch about 18 facts, and answering
-those facts' held-out wordings right is generalizing, not memorizing.
+memorizing variant are the 4 trained wordings of 5 geography facts, in a run of their own with
+the same held-out rows: 20 rows drawn at random would touch about 18 facts, and answering those
+facts' held-out wordings right is generalizing, not memorizing.
 Full precision (bf16 where the CPU computes it natively): faster than NF4 on CPU.
 """
 
@@ -32,16 +32,14 @@ pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "datasets" / "fictional-facts.jsonl"
 
 
-def few_facts(split: Split, per_category: int = 1) -> Split:
-    """The same held-out rows; training: every trained wording of the first fact(s) of each category."""
-    chosen: dict[str, list[str]] = {}
+def few_facts(split: Split, category: str = "geography", facts: int = 5) -> Split:
+    """The same held-out rows; training: every trained wording of the first `facts` facts of `category`."""
+    chosen: list[str] = []
     for e in split.train.examples:
-        facts = chosen.setdefault(e.category, [])
-        if len(facts) < per_category and e.meta["fact_id"] not in facts:
-            facts.append(e.meta["fact_id"])
-    keep = {f for facts in chosen.values() for f in facts}
-    rows = [e for e in split.train.examples if e.meta["fact_id"] in keep]
-    train = split.train.subset(rows, f"the {len(rows)} trained wordings of {len(keep)} facts")
+        if e.category == category and e.meta["fact_id"] not in chosen and len(chosen) < facts:
+            chosen.append(e.meta["fact_id"])
+    rows = [e for e in split.train.examples if e.meta["fact_id"] in chosen]
+    train = split.train.subset(rows, f"the {len(rows)} trained wordings of {len(chosen)} {category} facts")
     return Split(train, split.heldout, split.fraction, split.seed, split.group, split.mode, split.notes)
 
 
