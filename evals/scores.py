@@ -3,9 +3,9 @@
 Each answer gets its embedding similarity (similarity.py: MiniLM, cosine) to an optional
 reference answer and to the base's answer, next to its token count and seconds. All texts are
 embedded in one call. The similarity of the base's own column to the base is left empty (it
-would be 1 by definition and says nothing). `compare` answers and scores in one call; a UI that
-streamed the answers scores them afterwards with `scored`. Nothing here decides pass or fail:
-that is the user's vote (votes.py).
+would be 1 by definition and says nothing). `compare` answers and scores in one call; `scored`
+scores answers already made (e.g. a finished stream's). Nothing here decides pass or fail: that
+is the user's vote (votes.py).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def scored(answers: list, sampling, *, reference: str | None = None, system: str
     """Engine answers (adapters.engine.Answer, e.g. a finished stream's `answers`) with their scores."""
     from adapters.engine import BASE
 
-    base_index = next((i for i, a in enumerate(answers) if a.variant == BASE and a.scales is None), None)
+    base_index = next((i for i, a in enumerate(answers) if a.variant == BASE), None)  # never scaled
     scores = score_answers([a.text for a in answers], base_index=base_index, reference=reference, embed_fn=embed_fn)
     return [
         ScoredColumn(

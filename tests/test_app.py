@@ -111,11 +111,13 @@ def test_two_sessions_keep_their_uploads_apart(served, shared, tmp_path):
 def _wait_for_finished_variant(run_root, timeout: float = 240.0) -> None:
     import time
 
+    from adapters.runs import run_status
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = [json.loads(m.read_text()).get("status") for m in run_root.glob("run-*/*/metrics.json")]
-        if done and all(status in ("done", "failed") for status in done):
-            assert done == ["done"], done
+        states = [v["status"] for run in run_root.glob("run-*") for v in run_status(run)["variants"]]
+        if states and all(state not in ("queued", "running") for state in states):
+            assert states == ["done"], states
             return
         time.sleep(1.0)
     raise AssertionError(f"no finished variant under {run_root} after {timeout:.0f} s")
