@@ -59,7 +59,7 @@ def model_card(folder: Path) -> str:
         "",
         "## Data",
         "",
-        f"- file: `{data.get('file', '?')}` (fingerprint `{data.get('fingerprint', '?')}`)",
+        f"- file: `{Path(str(data.get('file', '?'))).name}` (fingerprint `{data.get('fingerprint', '?')}`)",
         f"- training rows: {data.get('train_rows', '?')}, held-out rows: {data.get('heldout_rows', '?')}",
     ]
     if data.get("categories"):

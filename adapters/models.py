@@ -77,7 +77,11 @@ def resolve_source(spec: str | None = None) -> ModelSource:
         return ModelSource(id=EMBEDDED_HUB_ID, kind="hub")
     spec = spec.strip()
     path = Path(spec).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte, ...
+        raise LoraEqError(f"model {spec[:80]!r}: not a usable name or path ({type(e).__name__})") from None
+    if exists:
         if path.is_dir():
             return ModelSource(id=str(path.resolve()), kind="folder", path=path.resolve())
         if path.suffix.lower() == ".gguf":

@@ -96,7 +96,7 @@ def _rules(data: dict) -> list[str]:
 
 def render_markdown(data: dict) -> str:
     lines = [
-        f"# Proof of learning: {data['run_dir']}",
+        f"# Proof of learning: {Path(data['run_dir']).name}",
         "",
         f"Base `{data['model'] or 'embedded default'}` ({data['precision']}); {data['heldout_rows']} held-out rows; "
         f"seed {data['seed']}.",
@@ -152,8 +152,8 @@ def render_html(data: dict) -> str:
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Proof of learning: {e(data['run_dir'])}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>Proof of learning</h1><p>{e(data['run_dir'])}<br>base <code>{e(data['model'] or 'embedded default')}"
+        f"<title>Proof of learning: {e(Path(data['run_dir']).name)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>Proof of learning</h1><p>{e(Path(data['run_dir']).name)}<br>base <code>{e(data['model'] or 'embedded default')}"
         f"</code> ({e(data['precision'])}), {data['heldout_rows']} held-out rows, seed {data['seed']}</p>",
         "<h2>Verdicts</h2><ul>",
         *[f"<li class='{_CLASS.get(v['verdict'], '')}'><b>{e(v['name'])}</b>: {e(v['verdict_line'])}</li>"

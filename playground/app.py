@@ -10,24 +10,25 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import gradio as gr
 
 from adapters.errors import LoraEqError
+from adapters.limits import Limits
 from adapters.loading import PRECISIONS
 from playground import tab_compare, tab_data, tab_export, tab_model, tab_proof, tab_train
+from playground.guard import handler
 from playground.jobs import JobQueue
-from playground.shared import ModelRegistry, Session, Shared
+from playground.sessions import Session, SessionArea
+from playground.shared import ModelRegistry, Shared
 
 AUTH_ENV = "LORAEQ_AUTH"
-MAX_UPLOAD = "200mb"
 
 
 def build_app(shared: Shared) -> gr.Blocks:
     with gr.Blocks(title="LoRA EQ") as demo:
         session = gr.State(Session())
-        browser = gr.BrowserState({"id": None, "run_dir": None}, storage_key="loraeq-session")
+        browser = gr.BrowserState({"token": None}, storage_key="loraeq-session")
         gr.Markdown("# LoRA EQ\nShape where LoRA adapts a model, train variants, compare them with the original, "
                     "and prove what they learned.")
         with gr.Tabs():
@@ -44,15 +45,21 @@ def build_app(shared: Shared) -> gr.Blocks:
             with gr.Tab("Export", id="export"):
                 tab_export.build(shared, session)
 
-        def restore(saved: dict, state: Session):
-            # A reload keeps the user's session folder and the run they were following.
-            if saved and saved.get("id"):
-                state.id, state.run_dir = saved["id"], saved.get("run_dir")
-            return state, {"id": state.id, "run_dir": state.run_dir}
-
-        demo.load(restore, [browser, session], [session, browser])
-        gr.on([session.change], lambda s: {"id": s.id, "run_dir": s.run_dir}, session, browser)
+        demo.load(handler(restore, shared), [browser, session], [session, browser], api_name="restore")
+        gr.on([session.change], handler(remember, shared), session, browser, api_name=False)
     return demo
+
+
+def restore(shared: Shared, saved, state: Session):
+    """After a reload: the session this browser was given (its signed token), or a new one."""
+    if state.id is None:
+        shared.area.restore(state, saved.get("token") if isinstance(saved, dict) else None)
+    return state, remember(shared, state)
+
+
+def remember(shared: Shared, state: Session) -> dict:
+    """What the browser keeps to come back to this session: a token only this server can make."""
+    return {"token": shared.area.token(state)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,12 +85,17 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def make_shared(model: str | None, precision: str, runs_dir: str) -> Shared:
-    runs = Path(runs_dir).resolve()
-    runs.mkdir(parents=True, exist_ok=True)
+def make_shared(model: str | None, precision: str, runs_dir: str, limits: Limits | None = None) -> Shared:
+    limits = limits or Limits.from_env()
     registry = ModelRegistry()
     registry.get(model, precision)  # load (and analyze) the default base before serving
-    return Shared(registry, JobQueue(), runs, model, precision)
+    jobs = JobQueue(memory_limit=limits.worker_memory)
+    return Shared(registry, jobs, SessionArea(runs_dir), model, precision, limits)
+
+
+def launch_settings(shared: Shared) -> dict:
+    """What `launch` needs to keep the runs area private: it is never served, only copies are."""
+    return dict(max_file_size=shared.limits.upload_bytes, allowed_paths=[], blocked_paths=[str(shared.runs_dir)])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,11 +109,4 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_app(shared)
     demo.queue(default_concurrency_limit=4, max_size=64)
     print(f"LoRA EQ: ready in {time.perf_counter() - started:.1f} s", flush=True)
-    demo.launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=args.share,
-        auth=auth,
-        max_file_size=MAX_UPLOAD,
-        allowed_paths=[str(shared.runs_dir)],
-    )
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_settings(shared))

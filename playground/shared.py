@@ -3,23 +3,26 @@
 Loaded base models are shared read-only: a registry keeps the few most recently used, keyed by
 (model, precision). Everything a user creates (uploads, the equalizer, variants, runs, votes)
 lives in that user's `Session` (a `gr.State` value) and under that session's own folder inside
-the runs folder, so two users never see each other's work.
+the runs folder (`sessions.py`), so two users never see each other's work. Files reach a browser
+only as copies handed out by `Downloads`.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
+import shutil
+import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.analysis import Analysis, analyze_loaded
+from adapters.errors import LoraEqError
+from adapters.limits import Limits
 from adapters.loading import LoadedModel, load_model
 from playground.jobs import JobQueue
-
-_SESSION_ID = re.compile(r"^[a-f0-9]{16}$")
+from playground.sessions import Session, SessionArea
 
 
 @dataclass
@@ -54,41 +57,54 @@ class ModelRegistry:
             self._items[(spec or "default", precision)] = loaded
 
 
+class Downloads:
+    """Copies of files handed to a browser, made outside the runs area (which is never served):
+    Gradio moves each copy into its own cache, so a download reveals no path of ours."""
+
+    def __init__(self, keep_seconds: float = 900.0):
+        self.root = Path(tempfile.mkdtemp(prefix="loraeq-downloads-"))
+        self.keep_seconds = keep_seconds
+
+    def hand_out(self, path: Path, name: str | None = None) -> str:
+        self._forget_old()
+        folder = Path(tempfile.mkdtemp(dir=self.root))
+        target = folder / (name or Path(path).name)
+        shutil.copyfile(path, target)
+        return str(target)
+
+    def _forget_old(self) -> None:
+        cutoff = time.time() - self.keep_seconds
+        for folder in self.root.iterdir():
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 @dataclass
 class Shared:
     """Process-wide, read-only after start (the registry and job line lock themselves)."""
 
     registry: ModelRegistry
     jobs: JobQueue
-    runs_dir: Path
+    area: SessionArea
     default_model: str | None
     default_precision: str
+    limits: Limits = field(default_factory=Limits)
     engines: "EngineRegistry" = field(default_factory=lambda: EngineRegistry())
+    downloads: Downloads = field(default_factory=Downloads)
 
-    def session_dir(self, session: "Session") -> Path:
-        """The session's own folder (uploads, runs); a session gets its id on first use."""
-        if session.id is None:
-            session.id = secrets.token_hex(8)
-        if not _SESSION_ID.match(session.id):
-            raise ValueError(f"bad session id {session.id!r}")
-        path = self.runs_dir / session.id
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    @property
+    def runs_dir(self) -> Path:
+        return self.area.root
 
+    def run_path(self, session: Session) -> Path | None:
+        """The run the session follows, resolved inside its own folder."""
+        return self.area.run_path(session)
 
-@dataclass
-class Session:
-    """One browser session's own work."""
-
-    id: str | None = None  # set on first use: the initial State value is one copy shared by all
-    model: str | None = None
-    precision: str = "auto"
-    data_path: str | None = None
-    equalizer: dict | None = None
-    mix: dict = field(default_factory=dict)  # {"weights": ..., "quotas": ...} from the Data tab
-    variants: list[dict] = field(default_factory=list)
-    run_dir: str | None = None
-    last: dict | None = None  # the last comparison's answers, for votes on them
+    def require_run(self, session: Session, what: str = "train at least one variant first (Equalizer & Train)") -> Path:
+        run = self.run_path(session)
+        if run is None:
+            raise LoraEqError(what)
+        return run
 
 
 class EngineRegistry:
@@ -99,9 +115,10 @@ class EngineRegistry:
         self._items: OrderedDict[str, object] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, run_dir: str):
+    def get(self, run_dir: str | Path):
         from adapters.engine import CompareEngine
 
+        run_dir = str(run_dir)
         with self._lock:
             if run_dir in self._items:
                 self._items.move_to_end(run_dir)
@@ -112,9 +129,9 @@ class EngineRegistry:
                 self._items.popitem(last=False)[1].close()
             return engine
 
-    def forget(self, run_dir: str) -> None:
+    def forget(self, run_dir: str | Path) -> None:
         """Drop a run's engine (its variants changed: new ones finished training)."""
         with self._lock:
-            engine = self._items.pop(run_dir, None)
+            engine = self._items.pop(str(run_dir), None)
         if engine is not None:
             engine.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -10,10 +11,15 @@ import pandas as pd
 
 from adapters.data import FORMATS, build_mixture, load_dataset, token_summary, write_rejects
 from adapters.errors import LoraEqError
-from playground.shared import Session, Shared
+from adapters.limits import check_number, check_text
+from playground.guard import handler
+from playground.sessions import Session
+from playground.shared import Shared
 from playground.tab_model import current
 
 SAMPLES = Path(__file__).resolve().parents[1] / "datasets"
+SAMPLE_NAMES = ["fictional-facts.jsonl", "autumn-voice.jsonl", "dolly-15k-sample.jsonl"]
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 FILE_TYPES = [".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt"]
 ERROR_COLUMNS = ["row", "field", "reason"]
 
@@ -52,14 +58,79 @@ def mix_frame(ds) -> pd.DataFrame:
                          for c, n in ds.categories().items()])
 
 
-def validate(shared: Shared, state: Session, path: str, fmt: str, mapping: str, max_length: float):
-    tokenizer = current(shared, state).model.tokenizer
-    ds = load_dataset(path, format=None if fmt == "auto" else fmt, mapping=parse_mapping(mapping),
-                      max_length=int(max_length), tokenizer=tokenizer)
+def session_dataset(shared: Shared, state: Session, with_tokens: bool = False):
+    """The session's validated data, read again with the format and mapping it was validated with."""
+    spec = state.data
+    if not spec:
+        raise LoraEqError("validate a data file in the Data tab first")
+    path = shared.area.inside(state, spec["path"])
+    tokenizer = current(shared, state).model.tokenizer if with_tokens else None
+    return load_dataset(path, format=spec["format"], mapping=spec["mapping"],
+                        max_length=spec["max_length"] if with_tokens else None, tokenizer=tokenizer)
+
+
+def upload_source(file, sample_name) -> Path:
+    if file:
+        return Path(file if isinstance(file, str) else file.name)
+    if sample_name:
+        if sample_name not in SAMPLE_NAMES:
+            raise LoraEqError(f"sample {str(sample_name)[:80]!r}: choose one of {', '.join(SAMPLE_NAMES)}")
+        return SAMPLES / sample_name
+    raise LoraEqError("upload a file or choose a sample dataset first")
+
+
+def receive(shared: Shared, state: Session, source: Path) -> Path:
+    """The session's own copy of an upload, within the upload limits (uploads of others never mix in)."""
+    size = source.stat().st_size
+    limits = shared.limits
+    if size > limits.upload_bytes:
+        raise LoraEqError(f"{source.name}: {size / 2**20:.0f} MB, over the upload limit of {limits.upload_bytes / 2**20:.0f} MB")
+    own = shared.area.uploads(state) / upload_name(source.name)
+    replaced = own.stat().st_size if own.is_file() else 0
+    if shared.area.uploaded_bytes(state) - replaced + size > limits.session_bytes:
+        raise LoraEqError(f"this session's uploads would pass its quota of {limits.session_bytes / 2**20:.0f} MB: "
+                          "delete runs or start a new session")
+    shutil.copyfile(source, own)
+    return own
+
+
+def upload_name(name: str) -> str:
+    clean = _UNSAFE.sub("_", Path(name).name).lstrip(".")[-100:]
+    return clean or "upload.jsonl"
+
+
+def validate(shared: Shared, file, sample_name, fmt: str, mapping_text: str, length, state: Session):
+    if fmt != "auto" and fmt not in FORMATS:
+        raise LoraEqError(f"format {str(fmt)[:40]!r}: choose auto or one of {', '.join(FORMATS)}")
+    mapping = parse_mapping(check_text("column mapping", mapping_text, shared.limits.text_chars))
+    max_length = check_number("max_length", length, shared.limits.max_length, minimum=8)
+    own = receive(shared, state, upload_source(file, sample_name))
+    spec = {"path": str(own), "format": None if fmt == "auto" else fmt, "mapping": mapping, "max_length": max_length}
+    try:
+        state.data = spec
+        ds = session_dataset(shared, state, with_tokens=True)
+    except Exception:
+        own.unlink(missing_ok=True)  # a file that cannot be used is not kept
+        state.data = None
+        raise
     rejects = None
     if ds.rows_rejected:
-        rejects = str(write_rejects(ds, Path(shared.session_dir(state)) / "uploads" / f"{Path(path).stem}.rejects.jsonl"))
-    return ds, rejects
+        path = write_rejects(ds, own.with_name(f"{own.stem}.rejects.jsonl"))
+        rejects = shared.downloads.hand_out(path)
+    return report_markdown(ds), issues_frame(ds), gr.File(rejects, visible=bool(rejects)), mix_frame(ds), state
+
+
+def preview_mix(shared: Shared, frame: pd.DataFrame, size, state: Session):
+    size = check_number("stream size", size, shared.limits.stream_size, minimum=1)
+    weights, quotas = mix_settings(frame)
+    mixture = build_mixture(session_dataset(shared, state), weights=weights, quotas=quotas, size=size, seed=0)
+    return gr.Dataframe(pd.DataFrame(mixture.to_json()["categories"]), visible=True)
+
+
+def set_mix(frame: pd.DataFrame, state: Session):
+    weights, quotas = mix_settings(frame)
+    state.mix = {"weights": weights, "quotas": quotas}
+    return state
 
 
 def build(shared: Shared, session: gr.State) -> None:
@@ -67,11 +138,10 @@ def build(shared: Shared, session: gr.State) -> None:
         upload = gr.File(label="Your data (JSONL, JSON, CSV/TSV, Parquet, TXT)", file_types=FILE_TYPES, scale=2,
                          elem_id="data-upload")
         with gr.Column(scale=1):
-            sample = gr.Dropdown(["fictional-facts.jsonl", "autumn-voice.jsonl", "dolly-15k-sample.jsonl"],
-                                 label="...or a sample dataset", value=None)
+            sample = gr.Dropdown(SAMPLE_NAMES, label="...or a sample dataset", value=None)
             fmt = gr.Dropdown(["auto", *FORMATS], value="auto", label="Row format")
             mapping = gr.Textbox(label="Column mapping (their=ours, ...)", placeholder="reply=completion")
-            max_length = gr.Number(512, label="max_length (tokens)", precision=0)
+            max_length = gr.Number(512, label="max_length (tokens)", step=1)
     check = gr.Button("Validate", variant="primary")
     report = gr.Markdown(elem_id="data-report")
     issues = gr.Dataframe(pd.DataFrame(columns=["kind", *ERROR_COLUMNS]), label="Rejected rows and warnings",
@@ -81,58 +151,25 @@ def build(shared: Shared, session: gr.State) -> None:
     mix = gr.Dataframe(pd.DataFrame(columns=["category", "rows", "weight", "quota_per_1000"]), interactive=True,
                        label="Categories")
     with gr.Row():
-        stream_size = gr.Number(1000, label="Stream size", precision=0)
+        stream_size = gr.Number(1000, label="Stream size", step=1)
         preview = gr.Button("Preview the mix")
     mix_report = gr.Dataframe(label="Realized mix", interactive=False, visible=False)
-
-    def on_check(file, sample_name, fmt_value, mapping_text, length, state: Session):
-        if sample_name and not file:
-            source = SAMPLES / sample_name
-        elif file:
-            source = Path(file if isinstance(file, str) else file.name)
-        else:
-            raise gr.Error("upload a file or choose a sample dataset first")
-        own = shared.session_dir(state) / "uploads" / source.name
-        own.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, own)  # the session's own copy: uploads of others never mix in
-        try:
-            ds, rejected = validate(shared, state, str(own), fmt_value, mapping_text, length)
-        except LoraEqError as e:
-            raise gr.Error(str(e))
-        state.data_path = str(own)
-        return (report_markdown(ds), issues_frame(ds), gr.File(rejected, visible=bool(rejected)), mix_frame(ds),
-                state)
-
-    check.click(on_check, [upload, sample, fmt, mapping, max_length, session],
+    check.click(handler(validate, shared), [upload, sample, fmt, mapping, max_length, session],
                 [report, issues, rejects, mix, session], api_name="validate")
-
-    def on_preview(frame: pd.DataFrame, size: float, state: Session):
-        if not state.data_path:
-            raise gr.Error("validate a data file first")
-        weights, quotas = mix_settings(frame)
-        try:
-            ds = load_dataset(state.data_path)
-            mixture = build_mixture(ds, weights=weights, quotas=quotas, size=int(size), seed=0)
-        except LoraEqError as e:
-            raise gr.Error(str(e))
-        return gr.Dataframe(pd.DataFrame(mixture.to_json()["categories"]), visible=True)
-
-    preview.click(on_preview, [mix, stream_size, session], mix_report, api_name="preview_mix")
-
-    def on_mix(frame: pd.DataFrame, state: Session):
-        weights, quotas = mix_settings(frame)
-        state.mix = {"weights": weights, "quotas": quotas}
-        return state
-
-    mix.change(on_mix, [mix, session], session)
+    preview.click(handler(preview_mix, shared), [mix, stream_size, session], mix_report, api_name="preview_mix")
+    mix.change(handler(set_mix), [mix, session], session, api_name=False)
 
 
 def mix_settings(frame: pd.DataFrame) -> tuple[dict | None, dict | None]:
     """Weights and quotas from the category table; all-default rows mean no mix."""
     if frame is None or frame.empty:
         return None, None
-    weights = {str(r.category): float(r.weight) for r in frame.itertuples()}
-    quotas = {str(r.category): int(r.quota_per_1000) for r in frame.itertuples() if int(r.quota_per_1000) > 0}
+    try:
+        weights = {str(r.category): float(r.weight) for r in frame.itertuples()}
+        quotas = {str(r.category): int(float(r.quota_per_1000)) for r in frame.itertuples()
+                  if float(r.quota_per_1000) > 0}
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        raise LoraEqError("the category table needs a number in every weight and quota_per_1000 cell") from None
     if all(w == 1.0 for w in weights.values()):
         weights = None
     return weights, quotas or None

@@ -7,9 +7,12 @@ import pandas as pd
 
 from adapters.analysis import STATISTICS
 from adapters.errors import LoraEqError
+from adapters.limits import check_text
 from adapters.loading import PRECISIONS
+from playground.guard import handler
 from playground.plots import analysis_heatmap
-from playground.shared import Loaded, Session, Shared
+from playground.sessions import Session
+from playground.shared import Loaded, Shared
 
 CELL_COLUMNS = ["layer", "role", "name", "in_features", "out_features", "params", "lora_params_per_rank", *STATISTICS]
 
@@ -34,6 +37,23 @@ def current(shared: Shared, session: Session) -> Loaded:
     return shared.registry.get(session.model or shared.default_model, session.precision or shared.default_precision)
 
 
+def load_base(shared: Shared, text: str, prec: str, stat: str, scaled: bool, state: Session):
+    text = check_text("model", text, shared.limits.text_chars).strip()
+    if prec not in PRECISIONS:
+        raise LoraEqError(f"precision {str(prec)[:40]!r}: choose one of {', '.join(PRECISIONS)}")
+    model = None if text in ("", "default") else text
+    loaded = shared.registry.get(model, prec)
+    state.model, state.precision = model, prec
+    return (model_summary(loaded), analysis_heatmap(loaded.analysis, stat, bool(scaled)), cells_table(loaded),
+            pd.DataFrame(loaded.analysis.other), state)
+
+
+def heatmap(shared: Shared, stat: str, scaled: bool, state: Session):
+    if stat not in (*STATISTICS, "params"):
+        raise LoraEqError(f"statistic {str(stat)[:40]!r}: choose one of {', '.join(STATISTICS)}, params")
+    return analysis_heatmap(current(shared, state).analysis, stat, bool(scaled))
+
+
 def build(shared: Shared, session: gr.State) -> None:
     first = shared.registry.get(shared.default_model, shared.default_precision)
     with gr.Row():
@@ -44,25 +64,11 @@ def build(shared: Shared, session: gr.State) -> None:
     with gr.Row():
         statistic = gr.Dropdown(list(STATISTICS) + ["params"], value="spectral", label="Statistic")
         per_role = gr.Checkbox(False, label="Scale each role to its own maximum")
-    heatmap = gr.Plot(analysis_heatmap(first.analysis, "spectral"), label="Tuning points")
+    plot = gr.Plot(analysis_heatmap(first.analysis, "spectral"), label="Tuning points")
     table = gr.Dataframe(cells_table(first), label="Tuning points (one row per layer x role)", interactive=False,
                          max_height=360)
     other = gr.Dataframe(pd.DataFrame(first.analysis.other), label="Outside the decoder layers", interactive=False)
-
-    def on_load(text: str, prec: str, stat: str, scaled: bool, state: Session):
-        model = None if text.strip() in ("", "default") else text.strip()
-        try:
-            loaded = shared.registry.get(model, prec)
-        except LoraEqError as e:
-            raise gr.Error(str(e))
-        state.model, state.precision = model, prec
-        return (model_summary(loaded), analysis_heatmap(loaded.analysis, stat, scaled), cells_table(loaded),
-                pd.DataFrame(loaded.analysis.other), state)
-
-    load.click(on_load, [spec, precision, statistic, per_role, session], [summary, heatmap, table, other, session],
-               api_name="load_model")
-
-    def on_stat(stat: str, scaled: bool, state: Session):
-        return analysis_heatmap(current(shared, state).analysis, stat, scaled)
-
-    gr.on([statistic.change, per_role.change], on_stat, [statistic, per_role, session], heatmap, api_name="heatmap")
+    load.click(handler(load_base, shared), [spec, precision, statistic, per_role, session],
+               [summary, plot, table, other, session], api_name="load_model")
+    gr.on([statistic.change, per_role.change], handler(heatmap, shared), [statistic, per_role, session], plot,
+          api_name="heatmap")

@@ -8,9 +8,8 @@ import urllib.request
 
 import pytest
 
-from playground.app import build_app, make_shared, parse_args, parse_auth
+from playground.app import build_app, launch_settings, make_shared, parse_args, parse_auth
 from playground.plots import analysis_heatmap, cell_at, equalizer_image
-from playground.shared import Session
 from playground.tab_model import cells_table, model_summary
 
 
@@ -30,7 +29,7 @@ def served(shared):
     demo = build_app(shared)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(shared.runs_dir)])
+                **launch_settings(shared))
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 

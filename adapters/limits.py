@@ -1,0 +1,202 @@
+"""Limits on every size a user controls, checked before any work starts.
+
+A server shared by several people must refuse a request that would take all of its memory or
+time (a mixture stream of 10^9 examples, LoRA rank 100,000, 10^9 steps, 10^7 new tokens) at
+once, with a message that names the limit, instead of starting it and dying. `Limits` holds the
+numbers (defaults fit a 16 GB machine; each can be changed through the environment); the
+`check_*` functions raise `LoraEqError` naming the value and the limit. Training memory is an
+estimate (weights, LoRA parameters with their optimizer state, activations per token) compared
+with the memory a worker may use. This module does not enforce anything at run time (the web
+app's job runner watches its workers' memory).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields
+
+from .errors import LoraEqError
+
+GB = 1 << 30
+MB = 1 << 20
+ENV_PREFIX = "LORAEQ_LIMIT_"
+
+
+def total_memory() -> int:
+    """Physical memory of this machine in bytes (16 GB when it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 16 * GB
+
+
+def available_memory() -> int:
+    """Memory the kernel says can be used now without swapping (MemAvailable), in bytes."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return total_memory() // 2
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The largest value a user may ask for, per kind of request."""
+
+    stream_size: int = 100_000  # examples in a previewed or trained mixture stream
+    steps: int = 20_000  # optimizer steps of one variant
+    epochs: float = 50.0  # passes over the training data
+    rank: int = 512  # LoRA rank at strength 1 (also at most each module's smaller dimension)
+    batch_size: int = 64
+    max_length: int = 8192  # tokens per training example
+    variants: int = 8  # variants in one training run
+    columns: int = 6  # columns answering side by side
+    new_tokens: int = 2048  # tokens generated per answer
+    prompt_chars: int = 20_000  # characters of one message
+    text_chars: int = 2_000  # a name, a model id, a mapping, a note
+    upload_bytes: int = 200 * MB  # one uploaded file
+    session_bytes: int = 1 * GB  # everything one session has uploaded
+    worker_bytes: int = 0  # memory a worker process may use; 0: 80% of this machine's memory
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None, **overrides) -> Limits:
+        """Defaults, then LORAEQ_LIMIT_<NAME> variables (e.g. LORAEQ_LIMIT_WORKER_BYTES=4e9), then overrides."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw:
+                try:
+                    number = float(raw)
+                except ValueError:
+                    raise LoraEqError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: must be a number") from None
+                values[f.name] = number if f.type == "float" else int(number)
+        return cls(**{**values, **overrides})
+
+    @property
+    def worker_memory(self) -> int:
+        return self.worker_bytes or int(0.8 * total_memory())
+
+
+def check_number(name: str, value, limit: float, *, minimum: float = 0, whole: bool = True):
+    """`value` as a number within [minimum, limit], or a LoraEqError naming the value and the limit."""
+    if value is None or isinstance(value, bool):
+        raise LoraEqError(f"{name}: a number is needed (got {value!r})")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise LoraEqError(f"{name}={value!r}: not a number") from None
+    if not math.isfinite(number):
+        raise LoraEqError(f"{name}={value!r}: must be a finite number")
+    if whole and number != int(number):
+        raise LoraEqError(f"{name}={value!r}: must be a whole number")
+    if number < minimum:
+        raise LoraEqError(f"{name}={_show(number)}: must be at least {_show(minimum)}")
+    if number > limit:
+        raise LoraEqError(f"{name}={_show(number)}: over the limit of {_show(limit)}")
+    return int(number) if whole else number
+
+
+def check_text(name: str, value, limit: int, *, required: bool = False) -> str:
+    """`value` as a string of at most `limit` characters ('' for None unless required)."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise LoraEqError(f"{name}: text is needed (got {type(value).__name__})")
+    if len(value) > limit:
+        raise LoraEqError(f"{name}: {len(value):,} characters, over the limit of {limit:,}")
+    if required and not value.strip():
+        raise LoraEqError(f"{name}: must not be empty")
+    return value
+
+
+def context_length(model) -> int | None:
+    """How many tokens the model reads at most (prompt + answer), when its config says."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_new_tokens(value, limits: Limits, model=None) -> int:
+    """Max new tokens within the server's limit and the model's context."""
+    limit = limits.new_tokens
+    context = context_length(model) if model is not None else None
+    if context:
+        limit = min(limit, context - 1)
+    return check_number("max new tokens", value, limit, minimum=1)
+
+
+def check_hyper(hyper, limits: Limits) -> None:
+    """Steps, epochs, rank, batch size and example length of a variant within the limits."""
+    check_number("rank", hyper.rank, limits.rank, minimum=1)
+    check_number("batch size", hyper.batch_size, limits.batch_size, minimum=1)
+    check_number("max length", hyper.max_length, limits.max_length, minimum=8)
+    check_number("epochs", hyper.epochs, limits.epochs, whole=False)
+    if hyper.max_steps is not None:
+        check_number("max steps", hyper.max_steps, limits.steps)
+
+
+def check_ranks(cells: list[dict], equalizer, rank: int) -> None:
+    """Each place's rank (rank x its strength) at most the smaller side of its weight matrix:
+    a larger rank adds parameters that cannot add anything."""
+    for cell in cells:
+        strength = equalizer.strength(cell["layer"], cell["role"])
+        if strength <= 0:
+            continue
+        r = max(1, round(rank * strength))
+        side = min(cell["in_features"], cell["out_features"])
+        if r > side:
+            raise LoraEqError(f"rank {rank} x strength {strength:g} = {r} at layer {cell['layer']} {cell['role']}: "
+                              f"over that module's smaller dimension ({side}); choose rank <= {int(side / strength)}")
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    base: int
+    lora: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.base + self.lora + self.activations
+
+
+def training_memory(cells: list[dict], equalizer, hyper, base_bytes: int, config, longest: int | None = None
+                    ) -> MemoryEstimate:
+    """A rough upper estimate of a training worker's memory: the base, the LoRA parameters with
+    their gradients and Adam state (16 bytes each), and activations for a batch of the longest
+    example (a decoder layer keeps ~16 hidden-sized and ~6 MLP-sized fp32 values per token;
+    the output layer 3 vocabulary-sized ones)."""
+    params = 0
+    for cell in cells:
+        strength = equalizer.strength(cell["layer"], cell["role"])
+        if strength > 0:
+            params += max(1, round(hyper.rank * strength)) * (cell["in_features"] + cell["out_features"])
+    tokens = hyper.batch_size * min(hyper.max_length, longest or hyper.max_length)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1024)
+    inner = getattr(config, "intermediate_size", None) or 4 * hidden
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 12)
+    vocab = getattr(config, "vocab_size", 32_000)
+    per_token = 4 * (layers * (16 * hidden + 6 * inner) + 3 * vocab)
+    return MemoryEstimate(base=int(base_bytes), lora=16 * params, activations=tokens * per_token)
+
+
+def check_training_memory(estimate: MemoryEstimate, limits: Limits, available: int | None = None) -> None:
+    """Refuse a training whose estimated memory exceeds what a worker may use or what is free."""
+    allowed = min(limits.worker_memory, available if available is not None else available_memory())
+    if estimate.total > allowed:
+        raise LoraEqError(
+            f"training would need about {estimate.total / GB:.1f} GB (base {estimate.base / GB:.1f}, "
+            f"LoRA + optimizer {estimate.lora / GB:.1f}, activations {estimate.activations / GB:.1f}); "
+            f"the limit here is {allowed / GB:.1f} GB: lower the rank, the batch size or max length")
+
+
+def _show(number: float) -> str:
+    return f"{int(number):,}" if number == int(number) and abs(number) < 1e15 else f"{number:g}"

@@ -1,0 +1,147 @@
+"""Who a browser session is, and which files are its own.
+
+A session id is issued by the server (128 random bits), never chosen by a client. The browser
+keeps it across reloads as a token signed with a server secret (HMAC-SHA256), so a page can
+restore only a session it was given. A session's files live in its own folder under the runs
+area; its runs are named by the server (`run-<time>-<random>`, never reused) and a client
+names a run only by that name, which is resolved inside the session's folder and refused if it
+leads anywhere else. This module does not serve files (`downloads.py`) or decide limits
+(`adapters/limits.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from adapters.errors import LoraEqError
+
+SESSION_ID = re.compile(r"^[a-f0-9]{32}$")
+RUN_NAME = re.compile(r"^run-\d{8}-\d{6}-[a-f0-9]{6}$")
+SECRET_FILE = ".session-secret"
+
+
+@dataclass
+class Session:
+    """One browser session's own work (a `gr.State` value: kept on the server)."""
+
+    id: str | None = None  # issued on first use: the initial State value is one copy shared by all
+    model: str | None = None
+    precision: str = "auto"
+    data: dict | None = None  # {"path", "format", "mapping", "max_length"} of the validated file
+    equalizer: dict | None = None
+    mix: dict = field(default_factory=dict)  # {"weights": ..., "quotas": ...} from the Data tab
+    variants: list[dict] = field(default_factory=list)
+    run: str | None = None  # the name of the run this session follows
+    last: dict | None = None  # the last comparison's answers, for votes on them
+
+
+class SessionArea:
+    """The runs folder seen per session: folders, signed tokens, run names, upload quota."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._secret = _secret(self.root / SECRET_FILE)
+
+    # ---- identity -------------------------------------------------------------------------------
+
+    def ensure_id(self, session: Session) -> str:
+        if session.id is None:
+            session.id = secrets.token_hex(16)
+        if not SESSION_ID.match(session.id):  # only this module sets ids: a bad one is a bug
+            raise LoraEqError("this session is not valid: reload the page")
+        return session.id
+
+    def token(self, session: Session) -> str:
+        """What the browser keeps to come back to this session after a reload."""
+        sid = self.ensure_id(session)
+        return f"{sid}.{session.run or ''}.{self._sign(sid, session.run or '')}"
+
+    def restore(self, session: Session, token) -> bool:
+        """Take over the session a token names, only if this server signed it; False otherwise."""
+        if not isinstance(token, str) or len(token) > 200 or token.count(".") != 2:
+            return False
+        sid, run, signature = token.split(".")
+        if not SESSION_ID.match(sid) or (run and not RUN_NAME.match(run)):
+            return False
+        if not hmac.compare_digest(signature, self._sign(sid, run)):
+            return False
+        session.id = sid
+        session.run = run if run and (self.folder(session, create=False) / run).is_dir() else None
+        return True
+
+    def _sign(self, sid: str, run: str) -> str:
+        return hmac.new(self._secret, f"{sid}:{run}".encode(), hashlib.sha256).hexdigest()
+
+    # ---- files ----------------------------------------------------------------------------------
+
+    def folder(self, session: Session, create: bool = True) -> Path:
+        path = self.root / self.ensure_id(session)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def uploads(self, session: Session) -> Path:
+        path = self.folder(session) / "uploads"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def inside(self, session: Session, path: str | Path) -> Path:
+        """`path` resolved, if it lies inside the session's folder; a LoraEqError otherwise."""
+        own = self.folder(session).resolve()
+        resolved = Path(path).resolve()
+        if resolved != own and own not in resolved.parents:
+            raise LoraEqError("that file is not part of this session")
+        return resolved
+
+    def run_path(self, session: Session, name: str | None = None) -> Path | None:
+        """The folder of the session's run `name` (default: the one it follows); None when it has none."""
+        name = session.run if name is None else name
+        if not name:
+            return None
+        if not isinstance(name, str) or not RUN_NAME.match(name):
+            raise LoraEqError(f"{str(name)[:80]!r}: not a run name")
+        path = self.inside(session, self.folder(session) / name)
+        if not path.is_dir():
+            raise LoraEqError(f"this session has no run {name}")
+        return path
+
+    def new_run(self, session: Session) -> tuple[str, Path]:
+        """A fresh run name and its (reserved, empty) folder: never one that existed before."""
+        while True:
+            name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+            path = self.folder(session) / name
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return name, path
+
+    def runs(self, session: Session) -> list[str]:
+        """The session's run names, oldest first."""
+        return sorted(p.name for p in self.folder(session).iterdir() if p.is_dir() and RUN_NAME.match(p.name))
+
+    def uploaded_bytes(self, session: Session) -> int:
+        return sum(p.stat().st_size for p in self.uploads(session).iterdir() if p.is_file())
+
+
+def _secret(path: Path) -> bytes:
+    """The server's signing key, made once and kept (mode 0600) so tokens outlive a restart."""
+    try:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    except FileNotFoundError:
+        pass
+    data = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return data
