@@ -94,8 +94,12 @@ def make_shared(model: str | None, precision: str, runs_dir: str, limits: Limits
 
 
 def launch_settings(shared: Shared) -> dict:
-    """What `launch` needs to keep the runs area private: it is never served, only copies are."""
-    return dict(max_file_size=shared.limits.upload_bytes, allowed_paths=[], blocked_paths=[str(shared.runs_dir)])
+    """What `launch` needs to keep the runs area private (never served: only copies are handed out)
+    and to answer a malformed request that fails in Gradio's own input checks, before any handler
+    of ours runs, with that check's message instead of a generic error (our handlers' messages
+    go through `guard.public_message`)."""
+    return dict(max_file_size=shared.limits.upload_bytes, allowed_paths=[], blocked_paths=[str(shared.runs_dir)],
+                show_error=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -191,7 +191,7 @@ def cancel_training(shared: Shared, state: Session):
 def tick(shared: Shared, state: Session):
     run = shared.run_path(state)
     if run is None:
-        return gr.skip(), gr.skip()
+        return progress_markdown(shared, state), gr.skip()
     return progress_markdown(shared, state), loss_curves(run_status(run))
 
 
@@ -239,5 +239,5 @@ def build(shared: Shared, session: gr.State) -> None:
               api_name="add_variant")
     clear.click(handler(clear_variants), [session], [variants, session])
     start.click(handler(start_training, shared), [session], [progress_box, session], api_name="start_training")
-    cancel.click(handler(cancel_training, shared), [session], progress_box)
+    cancel.click(handler(cancel_training, shared), [session], progress_box, api_name="cancel_training")
     timer.tick(handler(tick, shared), [session], [progress_box, losses], api_name="training_progress")
