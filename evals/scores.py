@@ -97,7 +97,7 @@ def answer_settings(answer, sampling, system: str | None = None) -> dict:
 def scored(answers: list, sampling, *, reference: str | None = None, system: str | None = None,
            embed_fn: Embed = embed) -> list[ScoredColumn]:
     """Engine answers (adapters.engine.Answer, e.g. a finished stream's `answers`) with their scores."""
-    from adapters.engine import BASE
+    from adapters.runfolder import BASE
 
     base_index = next((i for i, a in enumerate(answers) if a.variant == BASE), None)  # never scaled
     scores = score_answers([a.text for a in answers], base_index=base_index, reference=reference, embed_fn=embed_fn)

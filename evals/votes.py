@@ -17,7 +17,6 @@ Nothing here generates or scores answers.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 from adapters.errors import LoraEqError
+from adapters.runfolder import BASE, RunFolder, config_fingerprint
 
 DB_NAME = "votes.sqlite"
 VERDICTS = ("pass", "fail")
@@ -103,15 +103,6 @@ def wilson_interval(passes: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, center - half), min(1.0, center + half)
 
 
-def config_fingerprint(variant_dir: Path) -> str:
-    """A hash of a variant's adapter_config.json and variant.json: what trained this adapter."""
-    digest = hashlib.sha256()
-    for name in ("adapter_config.json", "variant.json"):
-        path = Path(variant_dir) / name
-        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
-    return digest.hexdigest()[:16]
-
-
 def canonical_settings(settings: dict | None) -> str:
     """Settings as canonical JSON (sorted keys), so equal settings are one key."""
     if settings is None:
@@ -165,12 +156,11 @@ class VoteStore:
     def fingerprint(self, variant: str) -> str:
         """The config fingerprint of a column of this run: its variant's, or the base model's
         for "base"; a live-scaled view ("name@eq") is its variant's (the grid is in the settings)."""
-        from adapters.engine import BASE, run_variants
-
         name = variant.rsplit("@", 1)[0] if "@" in variant else variant
+        run = RunFolder.open(self.run_dir)
         if name == BASE:
-            return "base-" + _base_fingerprint(self.run_dir)
-        folders = run_variants(self.run_dir)
+            return "base-" + run.base_fingerprint()
+        folders = run.adapters()
         if name not in folders:
             finished = ", ".join(folders) or "none"
             raise LoraEqError(f"{self.run_dir}: no finished variant {name!r} to vote on (finished: {finished})")
@@ -295,20 +285,3 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
         raise
     conn.execute("COMMIT")
 
-
-def _base_fingerprint(run_dir: Path) -> str:
-    """The base model's fingerprint as the run's variants recorded it (or its spec and precision)."""
-    from adapters.runs import RUN_FILE
-
-    try:
-        plan = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise LoraEqError(f"{run_dir}: not a LoRA EQ run folder (no {RUN_FILE})") from None
-    for entry in plan.get("variants", []):
-        try:
-            record = json.loads((run_dir / entry["folder"] / "variant.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError):
-            continue
-        if record.get("base", {}).get("fingerprint"):
-            return record["base"]["fingerprint"]
-    return hashlib.sha256(f"{plan.get('model')}|{plan.get('precision')}".encode()).hexdigest()[:16]
