@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -41,7 +40,7 @@ from .decoding import Sampling, decode
 from .equalizer import Equalizer
 from .errors import LoraEqError
 from .mixing import BASE_ROW, MIXERS, fusable
-from .runfolder import BASE, RunFolder
+from .runfolder import BASE, RunFolder, derived_seed
 
 BACKENDS = ("auto", "fused", "peft")
 _EQ_SUFFIX = "@eq"
@@ -77,11 +76,10 @@ class Column:
 
 
 def column_seed(column: Column, sampling: Sampling) -> int:
-    """A column's sampling seed: its own, or one derived from the settings' seed and its label,
-    so a column keeps its text whichever other columns are shown next to it."""
+    """A column's sampling seed: its own, or one derived from the settings' seed and its label."""
     if column.seed is not None:
         return column.seed
-    return (sampling.seed * 1_000_003 + zlib.crc32(column.label.encode("utf-8"))) % 2**63
+    return derived_seed(sampling.seed, column.label)
 
 
 @dataclass

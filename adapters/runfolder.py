@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,12 @@ CANCEL_FILE = "cancel"
 SPLITS = ("train", "heldout")
 REPORT_FILES = ("report.json", "report.md", "report.html")
 BASE = "base"  # the label of the original model's column (answers, votes)
+
+
+def derived_seed(seed: int, label: str) -> int:
+    """The sampling seed of a column labelled `label` under the settings' `seed` (engine.column_seed),
+    so a column keeps its text whichever other columns are shown next to it."""
+    return (seed * 1_000_003 + zlib.crc32(label.encode("utf-8"))) % 2**63
 
 
 def read_log(path: Path) -> list[dict]:
