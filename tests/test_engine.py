@@ -423,6 +423,20 @@ def test_only_the_chosen_variants_are_loaded_and_close_gives_the_base_back(tiny_
     assert restored.keys() == untouched.keys() and all(torch.equal(restored[k], untouched[k]) for k in restored)
 
 
+def test_the_kv_cache_goes_by_the_keyword_the_models_forward_takes():
+    from adapters.mixing import cache_keyword
+
+    class Renamed(torch.nn.Module):  # transformers releases that renamed it
+        def forward(self, input_ids=None, cache=None, use_cache=None):
+            return None
+
+    class Before(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            return None
+
+    assert cache_keyword(Renamed()) == "cache" and cache_keyword(Before()) == "past_key_values"
+
+
 # ---- scores and the CLI -----------------------------------------------------------------------------
 
 
