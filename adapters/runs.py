@@ -33,7 +33,7 @@ def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("loraeq", "torch", "transformers", "peft", "bitsandbytes", "trl", "accelerate"):
+    for name in ("loraeq", "torch", "transformers", "peft", "bitsandbytes", "accelerate"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
