@@ -35,12 +35,11 @@ from typing import Iterator
 
 import torch
 
-from .cache import read_json
 from .decoding import Sampling, decode
 from .equalizer import Equalizer
 from .errors import LoraEqError
 from .mixing import BASE_ROW, MIXERS, fusable
-from .runfolder import BASE, RunFolder, derived_seed
+from .runfolder import BASE, RunFolder, VariantInfo, derived_seed
 
 BACKENDS = ("auto", "fused", "peft")
 _EQ_SUFFIX = "@eq"
@@ -248,8 +247,7 @@ class CompareEngine:
                 if wrapped is not model:
                     wrapped.unload()  # give the base back as it came
                 raise LoraEqError(f"variant {name!r}: cannot load its adapter ({type(e).__name__}: {e})") from None
-            grid = read_json(folder / "variant.json").get("equalizer_grid")
-            self._variants[name] = _Loaded(key, folder, grid)
+            self._variants[name] = _Loaded(key, folder, VariantInfo.at(folder).grid())
         return wrapped
 
     def _choose_backend(self, backend: str) -> str:

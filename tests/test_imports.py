@@ -157,3 +157,13 @@ def test_the_checks_catch_a_cycle_a_core_gradio_import_and_evals_below_the_cli(t
     ], found
     write("evals/votes.py", "from adapters.cli import main\n")  # the module main, through its package
     assert "import cycle: adapters.cli.main -> evals.votes -> adapters.cli.main" in violations(tmp_path)
+
+
+def test_reading_runs_and_votes_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, adapters.runfolder, adapters.runs, evals.votes; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
