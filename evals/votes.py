@@ -226,7 +226,7 @@ class VoteStore:
             time.time(),
             prompt,
             variant,
-            canonical_settings(settings),
+            vote_key(settings, variant),
             fingerprint or self.fingerprint(variant),
             verdict,
             note,
@@ -317,24 +317,25 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def _old_web_settings(settings: dict) -> bool:
-    """Keyed by the web app before answer_settings: the settings' seed (not the answer's), a reference."""
-    return "reference" in settings and "system" not in settings
+def vote_key(settings: dict | None, variant: str) -> str:
+    """The key of a vote's settings on column `variant`: `canonical_settings`, after turning the
+    web app's former form ({sampling with the settings' seed, scales, reference}) into answer_settings:
+    its column's own seed is derived from the settings' seed and the column label, as the engine does."""
+    if isinstance(settings, dict) and "reference" in settings and "system" not in settings:
+        settings = dict(settings)
+        if isinstance(settings.get("seed"), int):
+            settings["seed"] = derived_seed(settings["seed"], variant)
+    return canonical_settings(settings)
 
 
 def _rekey_settings(conn: sqlite3.Connection) -> None:
-    """Rewrite every vote's settings to `answer_settings`. A web-app vote stored the settings' seed:
-    its column's own seed is derived from that and the column label, as the engine does. Anonymous
-    votes are all kept; where a voter's two votes become one answer, their later vote stands (as
-    when they vote again)."""
+    """Rewrite every vote's settings key with `vote_key`. Anonymous votes are all kept; where a
+    voter's two votes become one answer, their later vote stands (as when they vote again)."""
     rows = conn.execute("SELECT id, created, voter, prompt, variant, settings, fingerprint FROM votes ORDER BY id")
     for vote_id, created, voter, prompt, variant, old, fingerprint in rows.fetchall():
         try:
-            settings = json.loads(old)
-            if isinstance(settings, dict) and _old_web_settings(settings) and settings.get("seed") is not None:
-                settings["seed"] = derived_seed(int(settings["seed"]), variant)
-            new = canonical_settings(settings)
-        except (ValueError, TypeError, LoraEqError):
+            new = vote_key(json.loads(old), variant)
+        except (ValueError, LoraEqError):
             continue  # not settings we wrote: kept as they are
         if new == old:
             continue

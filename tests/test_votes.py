@@ -236,3 +236,15 @@ def test_answer_settings_keep_the_seed_only_when_sampling_and_need_it_then():
         answer_settings(Sampling(temperature=0.5), seed=None)
     with pytest.raises(LoraEqError, match="max_new_tokens"):
         answer_settings({"temperature": 0.0, "top_p": 1.0})
+
+
+def test_a_vote_in_the_web_apps_former_settings_form_gets_the_one_key(run_dir):
+    from adapters.runfolder import derived_seed
+    from evals.votes import answer_settings
+
+    store = VoteStore(run_dir)
+    sampled = {"max_new_tokens": 64, "temperature": 0.7, "top_p": 0.9}
+    store.cast("p", "uniform", "fail", voter="ana", settings={**sampled, "seed": 5, "scales": None, "reference": "r"})
+    store.cast("p", "uniform", "pass", voter="ana",
+               settings=answer_settings(sampled, seed=derived_seed(5, "uniform")))
+    assert [(v.verdict, v.settings["seed"]) for v in store.votes()] == [("pass", derived_seed(5, "uniform"))]
