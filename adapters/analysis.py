@@ -21,6 +21,7 @@ from torch import nn
 
 from .cache import cache_dir, read_json, write_json_atomic
 from .errors import LoraEqError
+from .variants import DEFAULT_BANDS
 
 STATISTICS = ("frobenius", "spectral", "stable_rank", "effective_rank")
 _CACHE_VERSION = 1
@@ -328,12 +329,12 @@ def _cache_path(fingerprint: str, precision: str):
     return cache_dir("analysis") / f"{fingerprint}-{precision}-v{_CACHE_VERSION}.json"
 
 
-def analyze_loaded(loaded, bands: int = 4, use_cache: bool = True, progress: Progress | None = None) -> Analysis:
+def analyze_loaded(loaded, bands: int = DEFAULT_BANDS, use_cache: bool = True, progress: Progress | None = None) -> Analysis:
     """Analyze an already loaded base (`loading.LoadedModel`)."""
     path = _cache_path(loaded.fingerprint, loaded.precision)
-    cached = read_json(path) if use_cache else None
+    cached = read_json(path) if use_cache else {}
     started = time.perf_counter()
-    if cached is None:
+    if not cached:
         with torch.no_grad():
             tmap = tuning_map(loaded.model)
             cached = {
@@ -373,7 +374,7 @@ def _analysis(data: dict, model: dict, precision: str, bands: int, load_s: float
 def analyze(
     spec: str | None = None,
     precision: str = "auto",
-    bands: int = 4,
+    bands: int = DEFAULT_BANDS,
     *,
     trust_remote_code: bool = False,
     use_cache: bool = True,
@@ -392,7 +393,7 @@ def analyze(
         choice = choose_precision(precision, count_checkpoint_params(folder), default_device())
         fp = fingerprint(source, folder)
         data = read_json(_cache_path(fp, choice.precision))
-        if data is not None:
+        if data:
             model = {"id": source.id, "fingerprint": fp}
             return _analysis(data, model, choice.precision, bands, 0.0, started, True)
     loaded = load_model(spec, precision, trust_remote_code=trust_remote_code)

@@ -1,4 +1,4 @@
-"""Where LoRA EQ keeps derived files (converted models, analyses), and atomic writes.
+"""Where LoRA EQ keeps derived files (converted models, analyses), atomic JSON writes and the JSON reader.
 
 The cache is only ever written by us; user model files are never touched.
 """
@@ -35,12 +35,14 @@ def write_json_atomic(path: Path, data: object) -> None:
         raise
 
 
-def read_json(path: Path) -> object | None:
-    """The JSON in `path`, or None when it is missing or unreadable (a stale cache entry)."""
+def read_json(path: Path) -> dict:
+    """The JSON object in `path`, or {} when it is missing, unreadable or not an object (a stale
+    cache entry, a file being written): the one reader of our own JSON files."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def publish_dir(tmp: Path, final: Path) -> None:

@@ -67,7 +67,8 @@ class Mixer(Protocol):
     config: object
 
     def forward(self, **inputs) -> torch.Tensor:
-        """The last position's logits, float32, one row per batch row."""
+        """The last position's logits, float32, one row per batch row. `cache` is the KV cache
+        (the mixer hands it to the model under the keyword its transformers version takes)."""
         ...
 
     def keep(self, rows: torch.Tensor) -> None:
@@ -131,7 +132,7 @@ def decode(
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = new_cache(mixer.config)
     rows = list(range(len(prompts)))  # original row of each batch position
-    logits = mixer.forward(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
+    logits = mixer.forward(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)
     for step in range(sampling.max_new_tokens):
         tokens = dict(zip(rows, pick_all(logits, sampling, [generators[row] for row in rows])))
         last = step + 1 == sampling.max_new_tokens
@@ -149,4 +150,4 @@ def decode(
         ids = torch.tensor([[tokens[row]] for row in rows], device=ids.device)
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
         positions = positions[:, -1:] + 1
-        logits = mixer.forward(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
+        logits = mixer.forward(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)

@@ -27,10 +27,8 @@ answers (evals/).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -41,8 +39,8 @@ from .decoding import Sampling, decode
 from .equalizer import Equalizer
 from .errors import LoraEqError
 from .mixing import BASE_ROW, MIXERS, fusable
+from .runfolder import BASE, RunFolder, VariantInfo, derived_seed
 
-BASE = "base"  # the label of the original model's column
 BACKENDS = ("auto", "fused", "peft")
 _EQ_SUFFIX = "@eq"
 
@@ -77,11 +75,10 @@ class Column:
 
 
 def column_seed(column: Column, sampling: Sampling) -> int:
-    """A column's sampling seed: its own, or one derived from the settings' seed and its label,
-    so a column keeps its text whichever other columns are shown next to it."""
+    """A column's sampling seed: its own, or one derived from the settings' seed and its label."""
     if column.seed is not None:
         return column.seed
-    return (sampling.seed * 1_000_003 + zlib.crc32(column.label.encode("utf-8"))) % 2**63
+    return derived_seed(sampling.seed, column.label)
 
 
 @dataclass
@@ -157,27 +154,9 @@ def stop_token_ids(tokenizer, model) -> set[int]:
     return ids
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def run_variants(run_dir: Path) -> dict[str, Path]:
     """Finished variants of a run: name -> folder (adapter + variant.json), in the run's order."""
-    from .runs import RUN_FILE, variant_status
-
-    run_dir = Path(run_dir)
-    plan = _read_json(run_dir / RUN_FILE)
-    if not plan:
-        raise LoraEqError(f"{run_dir}: not a LoRA EQ run folder (no {RUN_FILE})")
-    found = {}
-    for entry in plan.get("variants", []):
-        folder = run_dir / entry["folder"]
-        if variant_status(folder) == "done" and (folder / "adapter_model.safetensors").is_file():
-            found[entry["name"]] = folder
-    return found
+    return RunFolder.open(run_dir).adapters()
 
 
 def _pick_variants(available: dict[str, Path], wanted: list[str] | None, run_dir: Path) -> dict[str, Path]:
@@ -239,18 +218,15 @@ class CompareEngine:
     ) -> CompareEngine:
         """Load a run's base (in the run's precision unless given) and its finished variants."""
         from .loading import load_model
-        from .runs import RUN_FILE
 
-        run_dir = Path(run_dir)
-        chosen = _pick_variants(run_variants(run_dir), variants, run_dir)
-        plan = _read_json(run_dir / RUN_FILE)
-        base = load_model(plan.get("model"), precision or plan.get("precision", "auto"), device=device)
-        for name, folder in chosen.items():
-            trained_on = _read_json(folder / "variant.json").get("base", {}).get("fingerprint")
-            if trained_on not in (None, base.fingerprint):
+        run = RunFolder.open(run_dir)
+        chosen = _pick_variants(run.adapters(), variants, run.path)
+        base = load_model(run.model, precision or run.precision, device=device)
+        for name in chosen:
+            if run.variant(name).base_fingerprint() not in (None, base.fingerprint):
                 raise LoraEqError(f"variant {name!r} was trained on a different base than {base.source.id}")
         engine = cls(base, chosen, backend=backend)
-        engine.run_dir = run_dir
+        engine.run_dir = run.path
         return engine
 
     def _load(self, model, adapters: dict[str, str | Path]):
@@ -271,8 +247,7 @@ class CompareEngine:
                 if wrapped is not model:
                     wrapped.unload()  # give the base back as it came
                 raise LoraEqError(f"variant {name!r}: cannot load its adapter ({type(e).__name__}: {e})") from None
-            grid = _read_json(folder / "variant.json").get("equalizer_grid")
-            self._variants[name] = _Loaded(key, folder, grid)
+            self._variants[name] = _Loaded(key, folder, VariantInfo.at(folder).grid())
         return wrapped
 
     def _choose_backend(self, backend: str) -> str:
@@ -299,14 +274,15 @@ class CompareEngine:
 
     def unit_grid(self, variant: str) -> Equalizer:
         """A multiplier grid of ones over the roles and bands the variant was trained with
-        (the model's roles in 4 bands when its folder does not say): move cells from there."""
+        (the model's roles in the default bands when its folder does not say): move cells from there."""
         from .analysis import layer_bands
+        from .variants import DEFAULT_BANDS
 
         loaded = self._variants[self._check_variant(variant)]
         if loaded.grid:
             trained = Equalizer.from_json(loaded.grid)
             return Equalizer.uniform(trained.roles, trained.bands, 1.0)
-        return Equalizer.uniform(self.tmap.roles, layer_bands(self.tmap.layers, 4), 1.0)
+        return Equalizer.uniform(self.tmap.roles, layer_bands(self.tmap.layers, DEFAULT_BANDS), 1.0)
 
     def trained_grid(self, variant: str) -> Equalizer | None:
         grid = self._variants[self._check_variant(variant)].grid

@@ -7,7 +7,6 @@ trains or evaluates.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import zipfile
@@ -15,32 +14,26 @@ from pathlib import Path
 
 from .cache import publish_dir
 from .errors import LoraEqError
+from .runfolder import VariantInfo
 
 CARD_NAME = "README.md"
 
 
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def check_variant_dir(folder: Path) -> Path:
-    folder = Path(folder)
-    if not (folder / "adapter_model.safetensors").is_file() or not (folder / "adapter_config.json").is_file():
+    info = VariantInfo.at(folder)
+    if not info.has_adapter or not (info.folder / "adapter_config.json").is_file():
         raise LoraEqError(f"{folder}: no trained adapter here (adapter_config.json + adapter_model.safetensors)")
-    if _read(folder / "metrics.json").get("status") != "done":
+    if info.metrics().get("status") != "done":
         raise LoraEqError(f"{folder}: this variant has not finished training")
-    return folder
+    return info.folder
 
 
 def model_card(folder: Path) -> str:
     """A README.md for the adapter: base model, data, equalizer table, hyperparameters, metrics."""
     from .equalizer import Equalizer, equalizer_table
 
-    variant = _read(folder / "variant.json")
-    metrics = _read(folder / "metrics.json")
+    info = VariantInfo.at(folder)
+    variant, metrics = info.record(), info.metrics()
     base = variant.get("base", {})
     data = variant.get("data", {})
     hyper = variant.get("hyper", {})
@@ -140,9 +133,9 @@ def export_merged(folder: Path, out: Path) -> Path:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise LoraEqError(f"{out}: already exists and is not empty")
-    variant = _read(folder / "variant.json")
-    base = load_model(variant.get("base", {}).get("spec"), "fp32")
-    if variant.get("base", {}).get("fingerprint") not in (None, base.fingerprint):
+    info = VariantInfo.at(folder)
+    base = load_model(info.record().get("base", {}).get("spec"), "fp32")
+    if info.base_fingerprint() not in (None, base.fingerprint):
         raise LoraEqError(f"{folder}: was trained on a different base than {base.source.id}")
     merged = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
     out.parent.mkdir(parents=True, exist_ok=True)

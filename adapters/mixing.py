@@ -58,10 +58,20 @@ def _plain_model(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def supports_prefill_slicing(model: nn.Module) -> bool:
+def _forward_parameters(model: nn.Module) -> set[str]:
     import inspect
 
-    return "logits_to_keep" in inspect.signature(_plain_model(model).forward).parameters
+    return set(inspect.signature(_plain_model(model).forward).parameters)
+
+
+def supports_prefill_slicing(model: nn.Module) -> bool:
+    return "logits_to_keep" in _forward_parameters(model)
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword the model's forward takes its KV cache by: `cache` in the transformers releases
+    that renamed it (they drop `past_key_values` in 5.40), `past_key_values` in earlier ones."""
+    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
 
 
 def _not_plain(module: nn.Module, adapter: str) -> str | None:
@@ -95,10 +105,12 @@ class _Forward:
         self.model = model
         self.config = _plain_model(model).config
         self._slice = supports_prefill_slicing(model)
+        self._cache_keyword = cache_keyword(model)
 
     def _logits(self, call: nn.Module, inputs: dict, extra: dict) -> torch.Tensor:
         if self._slice:
             extra = {**extra, "logits_to_keep": 1}
+        inputs = {self._cache_keyword if k == "cache" else k: v for k, v in inputs.items()}
         out = call(**inputs, use_cache=True, **extra)
         return out.logits[:, -1, :].float()
 

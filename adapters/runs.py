@@ -7,13 +7,13 @@ folder per variant with `variant.json`, `status.json`, `train_log.jsonl`, the PE
 is written last, so a killed job never leaves a finished-looking half adapter. `run_queue` trains
 the variants one after another on one loaded base; a failed variant is marked with its error and
 the queue goes on; a rerun resumes from the last checkpoint and skips finished variants.
+Reading a run folder is runfolder.py's job; this module writes one and trains its variants.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import time
 import traceback
@@ -22,26 +22,18 @@ from pathlib import Path
 
 from .cache import write_json_atomic
 from .errors import LoraEqError
+from .runfolder import CANCEL_FILE, RUN_FILE, RunFolder, VariantInfo, split_path
 from .runtime import is_main_process, process_rank
-from .variants import Variant, safe_name
+from .variants import DEFAULT_BANDS, Variant, safe_name
 
-RUN_FILE = "run.json"
-CANCEL_FILE = "cancel"
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("loraeq", "torch", "transformers", "peft", "bitsandbytes", "trl", "accelerate"):
+    for name in ("loraeq", "torch", "transformers", "peft", "bitsandbytes", "accelerate"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -57,7 +49,7 @@ def create_run(
     data_info: dict,
     model: str | None,
     precision: str,
-    bands: int = 4,
+    bands: int = DEFAULT_BANDS,
 ) -> dict:
     """Write a new run folder, or check that an existing one is this same run (to resume it)."""
     run_dir = Path(run_dir)
@@ -76,20 +68,20 @@ def create_run(
     }
     if not is_main_process():
         return _wait_for_plan(run_dir)
-    existing = _read(run_dir / RUN_FILE)
+    existing = RunFolder.read(run_dir)
     if existing:
-        same = existing.get("data", {}).get("fingerprint") == data_info.get("fingerprint") and [
-            x["config"] for x in existing.get("variants", [])
+        same = existing.data.get("fingerprint") == data_info.get("fingerprint") and [
+            v.config for v in existing.variants
         ] == [x["config"] for x in plan["variants"]]
         if not same:
             raise LoraEqError(f"{run_dir}: already holds a different run (other data or variants); choose a new --out")
-        return existing
+        return existing.plan
     if run_dir.exists() and any(run_dir.iterdir()):
         raise LoraEqError(f"{run_dir}: exists and is not a LoRA EQ run folder")
     from .data import write_jsonl
 
-    write_jsonl(split.train.examples, run_dir / "data" / "train.jsonl")
-    write_jsonl(split.heldout.examples, run_dir / "data" / "heldout.jsonl")
+    write_jsonl(split.train.examples, split_path(run_dir, "train"))
+    write_jsonl(split.heldout.examples, split_path(run_dir, "heldout"))
     for entry in plan["variants"]:
         set_status(run_dir / entry["folder"], "queued")
     plan["created"] = time.time()
@@ -101,9 +93,9 @@ def _wait_for_plan(run_dir: Path, timeout: float = 600.0) -> dict:
     """Other ranks wait for the main process to write run.json."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        plan = _read(run_dir / RUN_FILE)
-        if plan:
-            return plan
+        run = RunFolder.read(run_dir)
+        if run:
+            return run.plan
         time.sleep(0.5)
     raise LoraEqError(f"{run_dir}: the main process did not create {RUN_FILE} in {timeout:.0f} s")
 
@@ -114,29 +106,6 @@ def set_status(folder: Path, status: str, **extra) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "status.json", {"status": status, "updated": time.time(), **extra})
-
-
-def variant_status(folder: Path) -> str:
-    """done only when metrics.json says so; a 'running' whose process is gone is 'interrupted'."""
-    if _read(folder / "metrics.json").get("status") == "done":
-        return "done"
-    status = _read(folder / "status.json")
-    state = status.get("status", "queued")
-    if state == "running" and not _alive(status.get("pid")):
-        return "interrupted"
-    return state
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager
@@ -157,23 +126,23 @@ def request_cancel(run_dir: Path) -> None:
     (Path(run_dir) / CANCEL_FILE).touch()
 
 
-def _variant_record(run_dir: Path, plan: dict, entry: dict, base, eq_json: dict | None) -> dict:
+def _variant_record(run: RunFolder, variant: VariantInfo, base, eq_json: dict | None) -> dict:
     return {
-        "name": entry["name"],
-        **entry["config"],
+        "name": variant.name,
+        **variant.config,
         "equalizer_grid": eq_json,
         "precision": base.precision,
         "base": {
-            "spec": plan.get("model"),
+            "spec": run.model,
             "id": base.source.id,
             "hub_id": base.source.hub_id,
             "kind": base.source.kind,
             "fingerprint": base.fingerprint,
             "folder": str(base.folder),
         },
-        "data": plan.get("data", {}),
+        "data": run.data,
         "versions": library_versions(),
-        "run": str(run_dir),
+        "run": str(run.path),
     }
 
 
@@ -182,38 +151,35 @@ def run_queue(run_dir: Path, base=None, on_event=None) -> list[dict]:
     from .loading import load_model
     from .training import CancelledError, VariantResult, resolve_equalizer, train_variant, write_metrics
 
-    run_dir = Path(run_dir)
-    plan = _read(run_dir / RUN_FILE)
-    if not plan:
+    run = RunFolder.read(run_dir)
+    if run is None:
         raise LoraEqError(f"{run_dir}: no {RUN_FILE}; create the run first")
     emit = on_event or (lambda record: None)
-    with run_lock(run_dir):
+    with run_lock(run.path):
         if is_main_process():
-            (run_dir / CANCEL_FILE).unlink(missing_ok=True)
-        base = base or load_model(plan.get("model"), plan.get("precision", "auto"))
-        train = run_split(run_dir, "train")
+            run.cancel_path.unlink(missing_ok=True)
+        base = base or load_model(run.model, run.precision)
+        train = run_split(run.path, "train")
         results = []
-        for entry in plan["variants"]:
-            folder = run_dir / entry["folder"]
-            variant = Variant.from_json(entry["config"])
-            if variant_status(folder) == "done":
-                results.append({**_read(folder / "metrics.json"), "path": str(folder)})
+        for info in run.variants:
+            folder = info.folder
+            variant = Variant.from_json(info.config)
+            if info.finished:
+                results.append({**info.metrics(), "path": str(folder)})
                 emit({"variant": variant.name, "status": "done", "skipped": True})
                 continue
-            if (run_dir / CANCEL_FILE).exists():
+            if run.cancel_path.exists():
                 set_status(folder, "cancelled")
                 results.append({"name": variant.name, "status": "cancelled", "path": str(folder)})
                 continue
             set_status(folder, "running", pid=os.getpid())
             emit({"variant": variant.name, "status": "running"})
             try:
-                eq, _ = resolve_equalizer(base, variant, plan.get("bands", 4))
+                eq, _ = resolve_equalizer(base, variant, run.bands)
                 if is_main_process():
-                    write_json_atomic(folder / "variant.json", _variant_record(run_dir, plan, entry, base, eq.to_json()))
+                    write_json_atomic(folder / "variant.json", _variant_record(run, info, base, eq.to_json()))
                 conversations = training_stream(train, variant)
-                result = train_variant(
-                    base, variant, conversations, folder, bands=plan.get("bands", 4), cancel_path=run_dir / CANCEL_FILE
-                )
+                result = train_variant(base, variant, conversations, folder, bands=run.bands, cancel_path=run.cancel_path)
             except CancelledError as e:
                 set_status(folder, "cancelled", error=str(e))
                 results.append({"name": variant.name, "status": "cancelled", "path": str(folder)})
@@ -249,7 +215,7 @@ def run_split(run_dir: Path, side: str):
     """The run's training or held-out rows as a validated Dataset."""
     from .data import load_dataset
 
-    return load_dataset(Path(run_dir) / "data" / f"{side}.jsonl", format="chat")
+    return load_dataset(split_path(run_dir, side), format="chat")
 
 
 def data_info(dataset, split, path: str) -> dict:
@@ -273,26 +239,19 @@ def data_info(dataset, split, path: str) -> dict:
 
 def run_status(run_dir: Path) -> dict:
     """Where every variant of a run stands, with its last progress record (for UIs that poll)."""
-    from .training import read_log
-
-    run_dir = Path(run_dir)
-    plan = _read(run_dir / RUN_FILE)
-    if not plan:
-        raise LoraEqError(f"{run_dir}: not a LoRA EQ run folder (no {RUN_FILE})")
+    run = RunFolder.open(run_dir)
     variants = []
-    for entry in plan["variants"]:
-        folder = run_dir / entry["folder"]
-        log = read_log(folder / "train_log.jsonl")
-        steps = [r for r in log if "loss" in r]
+    for v in run.variants:
+        steps = [r for r in v.log() if "loss" in r]
         variants.append(
             {
-                "name": entry["name"],
-                "folder": entry["folder"],
-                "status": variant_status(folder),
-                "error": _read(folder / "status.json").get("error"),
+                "name": v.name,
+                "folder": v.folder.name,
+                "status": v.status(),
+                "error": v.error(),
                 "last": steps[-1] if steps else None,
                 "losses": [[r["step"], r["loss"]] for r in steps],
-                "metrics": _read(folder / "metrics.json") or None,
+                "metrics": v.metrics() or None,
             }
         )
-    return {"run_dir": str(run_dir), "model": plan.get("model"), "precision": plan.get("precision"), "variants": variants}
+    return {"run_dir": str(run.path), "model": run.model, "precision": run.precision, "variants": variants}

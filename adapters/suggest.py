@@ -32,6 +32,7 @@ from .analysis import TuningMap, dense_weight, layer_bands, tuning_map
 from .equalizer import Equalizer, block_path
 from .errors import LoraEqError
 from .tokenize import IGNORE, Encoded, encode_chat
+from .variants import DEFAULT_BANDS
 
 Progress = Callable[[int, int], None]
 
@@ -262,7 +263,7 @@ def _check(bands: int, max_examples: int, batch_size: int, max_length: int, floo
 def suggest_equalizer(
     loaded,
     conversations: list[list[dict]],
-    bands: int = 4,
+    bands: int = DEFAULT_BANDS,
     max_examples: int = 32,
     batch_size: int = 8,
     max_length: int = 256,

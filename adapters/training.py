@@ -20,9 +20,10 @@ import torch
 
 from .cache import write_json_atomic
 from .errors import LoraEqError
+from .runfolder import read_log  # noqa: F401  (re-exported: the reader of the log written here)
 from .runtime import is_main_process
 from .tokenize import IGNORE, Encoded, encode_chat
-from .variants import Variant
+from .variants import DEFAULT_BANDS, Variant
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -201,7 +202,7 @@ def training_arguments(variant: Variant, out: Path, base, n_examples: int):
     )
 
 
-def resolve_equalizer(base, variant: Variant, bands: int = 4):
+def resolve_equalizer(base, variant: Variant, bands: int = DEFAULT_BANDS):
     """The variant's equalizer as a grid over this base's roles and layer bands."""
     from .analysis import layer_bands, tuning_map
     from .equalizer import Equalizer, preset
@@ -212,7 +213,7 @@ def resolve_equalizer(base, variant: Variant, bands: int = 4):
     return Equalizer.from_json(variant.equalizer), tmap
 
 
-def attach_lora(base, variant: Variant, bands: int = 4):
+def attach_lora(base, variant: Variant, bands: int = DEFAULT_BANDS):
     """The base wrapped in a PeftModel carrying the variant's LoRA config (from its equalizer)."""
     from peft import get_peft_model
 
@@ -246,7 +247,7 @@ def train_variant(
     conversations: list[list[dict]],
     folder: Path,
     *,
-    bands: int = 4,
+    bands: int = DEFAULT_BANDS,
     cancel_path: Path | None = None,
 ) -> VariantResult:
     """Train `variant` on `conversations` into `folder` (adapter files, train_log.jsonl)."""
@@ -300,21 +301,6 @@ def train_variant(
         tokens_per_s=round(trained / seconds, 1) if seconds > 0 and trained else 0.0,
         cut_examples=cut,
     )
-
-
-def read_log(path: Path) -> list[dict]:
-    """The progress records of a variant, skipping a last line still being written."""
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return records
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
 
 
 def write_metrics(folder: Path, result: VariantResult, extra: dict | None = None) -> None:

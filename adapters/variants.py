@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import LoraEqError
 
+DEFAULT_BANDS = 4  # layer bands of an equalizer grid (the layers split into N consecutive groups)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _RESERVED = {"", ".", "..", "data", "checkpoints"}
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from adapters.errors import LoraEqError
+from adapters.runfolder import RunFolder, VariantInfo
 from adapters.tokenize import Encoded, encode_chat, encode_prompt
 
 from .adapter_set import BASE, AdapterSet, load_adapter_set, release
@@ -288,26 +289,15 @@ def train_sample(train, variant_config: dict, tokenizer, size: int, seed: int) -
 # ---- the evaluation --------------------------------------------------------------------------
 
 
-def _read_plan(run_dir: Path) -> dict:
-    from adapters.runs import RUN_FILE
-
-    try:
-        return json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise LoraEqError(f"{run_dir}: not a LoRA EQ run folder (no readable {RUN_FILE})") from None
-
-
-def finished_variants(run_dir: Path, plan: dict) -> tuple[list[dict], list[dict]]:
-    """The run's finished variants (plan entries) and the others, with their status."""
-    from adapters.runs import variant_status
-
+def finished_variants(run: RunFolder) -> tuple[list[VariantInfo], list[dict]]:
+    """The run's finished variants and the others, with their status."""
     done, skipped = [], []
-    for entry in plan.get("variants", []):
-        status = variant_status(run_dir / entry["folder"])
+    for v in run.variants:
+        status = v.status()
         if status == "done":
-            done.append(entry)
+            done.append(v)
         else:
-            skipped.append({"name": entry["name"], "status": status})
+            skipped.append({"name": v.name, "status": status})
     return done, skipped
 
 
@@ -329,32 +319,31 @@ def evaluate_run(
     from adapters.loading import load_model
     from adapters.runs import run_split
 
-    run_dir = Path(run_dir)
-    plan = _read_plan(run_dir)
-    entries, skipped = finished_variants(run_dir, plan)
+    run = RunFolder.open(run_dir)
+    run_dir = run.path
+    entries, skipped = finished_variants(run)
     if not entries:
         raise LoraEqError(f"{run_dir}: no finished variant to evaluate (train the run first)")
     if n_resamples < 2000:
         raise LoraEqError(f"n_resamples={n_resamples}: the proof uses at least 2,000 bootstrap resamples")
     thresholds = thresholds or Thresholds()
     clock = _Clock()
-    base = base or load_model(plan.get("model"), plan.get("precision", "auto"))
+    base = base or load_model(run.model, run.precision)
     clock.lap("load")
     rows, notes = heldout_rows(run_split(run_dir, "heldout").examples, base.tokenizer, limit, seed)
     if not rows:
         raise LoraEqError(f"{run_dir}: the held-out split has no row to measure")
-    adapters = load_adapter_set(base, {e["name"]: run_dir / e["folder"] for e in entries})
+    adapters = load_adapter_set(base, {v.name: v.folder for v in entries})
     try:
         clock.lap("load")
         measured = _measure(adapters, run_dir, entries, rows, generate, seed, progress, clock)
     finally:
         release(adapters)
-    variants = [_prove(entry, measured, i, thresholds, n_resamples, seed, run_dir)
-                for i, entry in enumerate(entries)]
+    variants = [_prove(v, measured, i, thresholds, n_resamples, seed) for i, v in enumerate(entries)]
     clock.lap("statistics")
     report = Report(
         run_dir=str(run_dir),
-        model=plan.get("model"),
+        model=run.model,
         precision=base.precision,
         seed=seed,
         n_resamples=n_resamples,
@@ -397,7 +386,8 @@ class _Clock:
         self.last = now
 
 
-def _measure(adapters: AdapterSet, run_dir: Path, entries, rows, generate, seed, progress, clock) -> _Measured:
+def _measure(adapters: AdapterSet, run_dir: Path, entries: list[VariantInfo], rows, generate, seed, progress,
+             clock) -> _Measured:
     from adapters.runs import run_split
 
     stages = 3
@@ -437,17 +427,18 @@ def _tick(progress: Progress | None, done: int, total: int) -> None:
         progress(done, total)
 
 
-def _train_scores(adapters: AdapterSet, train, entries, size: int, seed: int) -> dict[str, tuple[Scores, Scores]]:
+def _train_scores(adapters: AdapterSet, train, entries: list[VariantInfo], size: int,
+                  seed: int) -> dict[str, tuple[Scores, Scores]]:
     """Base and variant scores on each variant's train sample; variants with the same sample share
     one base pass."""
     groups: dict[tuple, list[str]] = {}
     samples: dict[tuple, list[Encoded]] = {}
-    for entry in entries:
-        sample = train_sample(train, entry["config"], adapters.tokenizer, size, seed)
+    for v in entries:
+        sample = train_sample(train, v.config, adapters.tokenizer, size, seed)
         if not sample:
-            raise LoraEqError(f"variant {entry['name']!r}: no training row to measure")
+            raise LoraEqError(f"variant {v.name!r}: no training row to measure")
         key = tuple(tuple(e.input_ids) for e in sample)
-        groups.setdefault(key, []).append(adapters.ids[entry["name"]])
+        groups.setdefault(key, []).append(adapters.ids[v.name])
         samples[key] = sample
     out = {}
     for key, ids in groups.items():
@@ -456,11 +447,9 @@ def _train_scores(adapters: AdapterSet, train, entries, size: int, seed: int) ->
     return out
 
 
-def _prove(entry: dict, m: _Measured, index: int, t: Thresholds, n_resamples: int, seed: int,
-           run_dir: Path) -> VariantProof:
-    from adapters.training import read_log
-
-    aid = m.ids[entry["name"]]
+def _prove(variant: VariantInfo, m: _Measured, index: int, t: Thresholds, n_resamples: int,
+           seed: int) -> VariantProof:
+    aid = m.ids[variant.name]
     held_b, held_v = m.heldout[BASE], m.heldout[aid]
     train_b, train_v = m.train[aid]
     pair = partial(Paired.of, n_resamples=n_resamples, seed=seed + index)
@@ -475,13 +464,11 @@ def _prove(entry: dict, m: _Measured, index: int, t: Thresholds, n_resamples: in
         min_k_auc=roc_auc([min_k_prob(x, MIN_K) for x in train_v.token_logprobs],
                           [min_k_prob(x, MIN_K) for x in held_v.token_logprobs]),
     )
-    folder = run_dir / entry["folder"]
-    log = read_log(folder / "train_log.jsonl")
-    metrics = _read_json(folder / "metrics.json")
+    log = variant.log()
     return VariantProof(
-        name=entry["name"],
-        folder=entry["folder"],
-        steps=metrics.get("steps"),
+        name=variant.name,
+        folder=variant.folder.name,
+        steps=variant.metrics().get("steps"),
         verdict=decide(evidence, t),
         evidence=evidence,
         heldout_losses=held_v.loss.tolist(),
@@ -501,10 +488,3 @@ def membership_auc(train_base: Scores, train_variant: Scores, held_base: Scores,
         return v.loss / np.maximum(b.loss, 1e-8)
 
     return roc_auc(-ratio(train_variant, train_base), -ratio(held_variant, held_base))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}

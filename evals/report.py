@@ -13,18 +13,17 @@ import io
 from pathlib import Path
 
 from adapters.cache import write_json_atomic
+from adapters.runfolder import report_paths
 
 from .verdict import format_p
 
-REPORT_FILES = ("report.json", "report.md", "report.html")
 ANSWER_ROWS = 20  # held-out rows whose answers are shown in the md/html reports (all are in the JSON)
 
 
 def write_report(report, run_dir: Path) -> dict[str, Path]:
     """report.json, report.md and report.html in `run_dir`; returns their paths."""
-    run_dir = Path(run_dir)
     data = report.to_json()
-    paths = {name: run_dir / name for name in REPORT_FILES}
+    paths = report_paths(run_dir)
     write_json_atomic(paths["report.json"], data)
     _write_text(paths["report.md"], render_markdown(data))
     _write_text(paths["report.html"], render_html(data))

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .similarity import embed
+from .votes import answer_settings
 
 Embed = Callable[[list[str]], np.ndarray]
 
@@ -82,22 +83,10 @@ class Comparison:
         return {"prompt": self.prompt, "reference": self.reference, "columns": [c.to_json() for c in self.columns]}
 
 
-def answer_settings(answer, sampling, system: str | None = None) -> dict:
-    """The settings an answer was produced with (JSON): a vote is kept per prompt, variant and these."""
-    return {
-        "max_new_tokens": sampling.max_new_tokens,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "seed": answer.seed if not sampling.greedy else None,
-        "system": system,
-        "scales": answer.scales,
-    }
-
-
 def scored(answers: list, sampling, *, reference: str | None = None, system: str | None = None,
            embed_fn: Embed = embed) -> list[ScoredColumn]:
     """Engine answers (adapters.engine.Answer, e.g. a finished stream's `answers`) with their scores."""
-    from adapters.engine import BASE
+    from adapters.runfolder import BASE
 
     base_index = next((i for i, a in enumerate(answers) if a.variant == BASE), None)  # never scaled
     scores = score_answers([a.text for a in answers], base_index=base_index, reference=reference, embed_fn=embed_fn)
@@ -110,7 +99,7 @@ def scored(answers: list, sampling, *, reference: str | None = None, system: str
             tokens=a.tokens,
             seconds=a.seconds,
             finish_reason=a.finish_reason,
-            settings=answer_settings(a, sampling, system),
+            settings=answer_settings(sampling, seed=a.seed, system=system, scales=a.scales),
         )
         for a, s in zip(answers, scores)
     ]

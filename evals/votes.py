@@ -1,13 +1,15 @@
 """Votes and the leaderboard: the user's pass / fail on each answer, kept in the run folder.
 
 A vote says pass or fail (with an optional note) on one answer: a prompt, a column (variant, or
-"variant@eq" for a live-scaled view) and the settings it was produced with, stamped with the
+"variant@eq" for a live-scaled view) and the settings it was produced with (`answer_settings`: the
+one schema of the web app and the CLI, so one answer is one key), stamped with the
 variant's config fingerprint (a hash of its adapter_config.json and variant.json, so a retrained
 variant does not inherit old votes) and the answer's similarity scores. Votes live in
 `RUN_DIR/votes.sqlite` (SQLite in WAL mode: readers never block the writer, a crash loses
 nothing committed). Every call opens its own connection, so one store object may be shared by
 the threads of a web server. A vote with a `voter` replaces that voter's earlier vote on the same
-answer; anonymous votes are all kept.
+answer; anonymous votes are all kept. A database written before `answer_settings` existed is
+rewritten to it when opened (once: `PRAGMA user_version` records it), keeping every vote.
 
 The leaderboard ranks columns by the lower end of the Wilson 95% interval of their pass rate
 (few votes rank below many votes at the same rate), with the mean similarities beside it.
@@ -17,7 +19,6 @@ Nothing here generates or scores answers.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -29,11 +30,13 @@ from pathlib import Path
 from typing import Iterator
 
 from adapters.errors import LoraEqError
+from adapters.runfolder import BASE, RunFolder, config_fingerprint, derived_seed
 
 DB_NAME = "votes.sqlite"
 VERDICTS = ("pass", "fail")
 Z95 = 1.959963984540054  # standard normal quantile at 0.975
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: settings keyed by answer_settings (PRAGMA user_version; 1 in the meta table before)
+_SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_p")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS votes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -103,21 +106,37 @@ def wilson_interval(passes: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, center - half), min(1.0, center + half)
 
 
-def config_fingerprint(variant_dir: Path) -> str:
-    """A hash of a variant's adapter_config.json and variant.json: what trained this adapter."""
-    digest = hashlib.sha256()
-    for name in ("adapter_config.json", "variant.json"):
-        path = Path(variant_dir) / name
-        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
-    return digest.hexdigest()[:16]
+def answer_settings(sampling, *, seed: int | None = None, system: str | None = None,
+                    scales: dict | None = None) -> dict:
+    """The settings an answer was made with, as a vote keys them: one schema for every caller.
+
+    `sampling` is an `adapters.decoding.Sampling` (or its JSON); `seed` is the answer's own sampling
+    seed (`Answer.seed`), kept only when sampling, since a greedy answer does not depend on it; an
+    empty system prompt is none; `scales` is a live-scaled column's grid (Equalizer JSON). A
+    reference answer is not part of it: it scores the answer but does not change it."""
+    s = sampling.to_json() if hasattr(sampling, "to_json") else dict(sampling)
+    try:
+        out = {"max_new_tokens": int(s["max_new_tokens"]), "temperature": float(s["temperature"]),
+               "top_p": float(s["top_p"])}
+        sampled = out["temperature"] > 0
+        out["seed"] = int(seed) if sampled and seed is not None else None
+    except (KeyError, TypeError, ValueError) as e:
+        raise LoraEqError(f"answer settings {s!r}: need numbers max_new_tokens, temperature, top_p ({e})") from None
+    if sampled and seed is None:
+        raise LoraEqError("a sampled answer's settings need the answer's seed")
+    return {**out, "system": system or None, "scales": scales or None}
 
 
 def canonical_settings(settings: dict | None) -> str:
-    """Settings as canonical JSON (sorted keys), so equal settings are one key."""
+    """Settings as canonical JSON (sorted keys), so equal settings are one key. Settings of an
+    answer (they hold max_new_tokens, temperature and top_p) go through `answer_settings` first."""
     if settings is None:
         return "{}"
     if not isinstance(settings, dict):
         raise LoraEqError(f"vote settings must be an object, got {type(settings).__name__}")
+    if all(k in settings for k in _SAMPLING_KEYS):
+        settings = answer_settings(settings, seed=settings.get("seed"), system=settings.get("system"),
+                                   scales=settings.get("scales"))
     try:
         return json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -146,7 +165,10 @@ class VoteStore:
             with _write(conn):
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
-                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
+                if conn.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
+                    _rekey_settings(conn)
+                    conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -165,12 +187,11 @@ class VoteStore:
     def fingerprint(self, variant: str) -> str:
         """The config fingerprint of a column of this run: its variant's, or the base model's
         for "base"; a live-scaled view ("name@eq") is its variant's (the grid is in the settings)."""
-        from adapters.engine import BASE, run_variants
-
         name = variant.rsplit("@", 1)[0] if "@" in variant else variant
+        run = RunFolder.open(self.run_dir)
         if name == BASE:
-            return "base-" + _base_fingerprint(self.run_dir)
-        folders = run_variants(self.run_dir)
+            return "base-" + run.base_fingerprint()
+        folders = run.adapters()
         if name not in folders:
             finished = ", ".join(folders) or "none"
             raise LoraEqError(f"{self.run_dir}: no finished variant {name!r} to vote on (finished: {finished})")
@@ -205,7 +226,7 @@ class VoteStore:
             time.time(),
             prompt,
             variant,
-            canonical_settings(settings),
+            vote_key(settings, variant),
             fingerprint or self.fingerprint(variant),
             verdict,
             note,
@@ -296,19 +317,33 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def _base_fingerprint(run_dir: Path) -> str:
-    """The base model's fingerprint as the run's variants recorded it (or its spec and precision)."""
-    from adapters.runs import RUN_FILE
+def vote_key(settings: dict | None, variant: str) -> str:
+    """The key of a vote's settings on column `variant`: `canonical_settings`, after turning the
+    web app's former form ({sampling with the settings' seed, scales, reference}) into answer_settings:
+    its column's own seed is derived from the settings' seed and the column label, as the engine does."""
+    if isinstance(settings, dict) and "reference" in settings and "system" not in settings:
+        settings = dict(settings)
+        if isinstance(settings.get("seed"), int):
+            settings["seed"] = derived_seed(settings["seed"], variant)
+    return canonical_settings(settings)
 
-    try:
-        plan = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise LoraEqError(f"{run_dir}: not a LoRA EQ run folder (no {RUN_FILE})") from None
-    for entry in plan.get("variants", []):
+
+def _rekey_settings(conn: sqlite3.Connection) -> None:
+    """Rewrite every vote's settings key with `vote_key`. Anonymous votes are all kept; where a
+    voter's two votes become one answer, their later vote stands (as when they vote again)."""
+    rows = conn.execute("SELECT id, created, voter, prompt, variant, settings, fingerprint FROM votes ORDER BY id")
+    for vote_id, created, voter, prompt, variant, old, fingerprint in rows.fetchall():
         try:
-            record = json.loads((run_dir / entry["folder"] / "variant.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError):
+            new = vote_key(json.loads(old), variant)
+        except (ValueError, LoraEqError):
+            continue  # not settings we wrote: kept as they are
+        if new == old:
             continue
-        if record.get("base", {}).get("fingerprint"):
-            return record["base"]["fingerprint"]
-    return hashlib.sha256(f"{plan.get('model')}|{plan.get('precision')}".encode()).hexdigest()[:16]
+        same = conn.execute("SELECT id, created FROM votes WHERE voter = ? AND prompt = ? AND variant = ?"
+                            " AND settings = ? AND fingerprint = ?", (voter, prompt, variant, new, fingerprint)).fetchone()
+        if same and same[1] > created:
+            conn.execute("DELETE FROM votes WHERE id = ?", (vote_id,))
+            continue
+        if same:
+            conn.execute("DELETE FROM votes WHERE id = ?", (same[0],))
+        conn.execute("UPDATE votes SET settings = ? WHERE id = ?", (new, vote_id))

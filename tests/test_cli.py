@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from adapters.cli import format_table, main
+from adapters.cli.common import format_table
+from adapters.cli.main import main
 
 
 def _run(*args: str, env_cache=None) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli import main
+from adapters.cli.main import main
 
 DATASETS = Path(__file__).resolve().parents[1] / "datasets"
 DOLLY = str(DATASETS / "dolly-15k-sample.jsonl")

@@ -423,6 +423,20 @@ def test_only_the_chosen_variants_are_loaded_and_close_gives_the_base_back(tiny_
     assert restored.keys() == untouched.keys() and all(torch.equal(restored[k], untouched[k]) for k in restored)
 
 
+def test_the_kv_cache_goes_by_the_keyword_the_models_forward_takes():
+    from adapters.mixing import cache_keyword
+
+    class Renamed(torch.nn.Module):  # transformers releases that renamed it
+        def forward(self, input_ids=None, cache=None, use_cache=None):
+            return None
+
+    class Before(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            return None
+
+    assert cache_keyword(Renamed()) == "cache" and cache_keyword(Before()) == "past_key_values"
+
+
 # ---- scores and the CLI -----------------------------------------------------------------------------
 
 
@@ -442,7 +456,7 @@ def test_compare_scores_every_column_with_the_real_embedder(engine):
 
 
 def test_cli_compare_vote_and_leaderboard(tiny_run, capsys, tmp_path):
-    from adapters.cli import main
+    from adapters.cli.main import main
 
     code = main(["compare", str(tiny_run), "--prompt", MESSAGE, "--reference", "w1 w2", "--variants", "uniform",
                  "--scale", "uniform=0", "--max-new-tokens", "6", "--json"])
@@ -468,6 +482,38 @@ def test_cli_compare_vote_and_leaderboard(tiny_run, capsys, tmp_path):
     assert csv_path.read_text().splitlines()[0].startswith("variant,fingerprint,votes")
     assert main(["vote", str(tiny_run), "--prompt", MESSAGE, "--variant", "ghost", "--verdict", "pass"]) == 2
     assert "ghost" in capsys.readouterr().err
+
+
+def test_a_vote_on_one_answer_from_the_web_app_and_from_loraeq_vote_is_one_key_and_one_row(engine, tiny_run, capsys,
+                                                                                          tmp_path):
+    import shutil
+
+    from adapters.cli.main import main
+    from evals.votes import VoteStore, answer_settings
+
+    run = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("votes.sqlite*"))
+    flags = ["--max-new-tokens", "6", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3"]
+    assert main(["compare", str(run), "--prompt", MESSAGE, "--variants", "uniform", "--scale", "uniform=0.5",
+                 *flags, "--json"]) == 0
+    cli_columns = json.loads(capsys.readouterr().out)["columns"]
+    # The Compare tab: the engine's stream, then one answer_settings call per answer.
+    sampling = Sampling(max_new_tokens=6, temperature=0.8, top_p=0.9, seed=3)
+    unit = engine.unit_grid("uniform")
+    stream = engine.stream(MESSAGE, [Column(BASE), Column("uniform"),
+                                     Column("uniform", scales=Equalizer.uniform(unit.roles, unit.bands, 0.5))],
+                           sampling=sampling)
+    for _ in stream:
+        pass
+    store = VoteStore(run)
+    for answer, column in zip(stream.answers, cli_columns):
+        assert (answer.label, answer.text) == (column["variant"], column["text"])
+        store.cast(MESSAGE, answer.label, "fail", voter="ana",
+                   settings=answer_settings(sampling, seed=answer.seed, scales=answer.scales))
+        assert main(["vote", str(run), "--prompt", MESSAGE, "--variant", column["variant"], "--verdict", "pass",
+                     "--settings", json.dumps(column["settings"]), "--voter", "ana", "--json"]) == 0
+    votes = store.votes()
+    assert [(v.variant, v.verdict) for v in votes] == [(BASE, "pass"), ("uniform", "pass"), ("uniform@eq", "pass")]
+    assert votes[2].settings["scales"]["strengths"][0][0] == 0.5 and votes[1].settings["seed"] is not None
 
 
 # ---- the real model ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from adapters.cli import main
+from adapters.cli.main import main
 from adapters.data import load_dataset, split_heldout
 from adapters.errors import LoraEqError
 from adapters.loading import load_model

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adapters.analysis import analyze_loaded
-from adapters.cli import main
+from adapters.cli.main import main
 from adapters.models import embedded_gguf
 
 pytestmark = pytest.mark.integration

@@ -150,3 +150,101 @@ def test_bad_votes_name_the_bad_value(run_dir, tmp_path):
     with pytest.raises(LoraEqError, match="no such run folder"):
         VoteStore(tmp_path / "missing")
     assert store.votes() == []
+
+
+# ---- one key per answer -----------------------------------------------------------------------------
+
+_OLD_SCHEMA = """
+CREATE TABLE votes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, prompt TEXT NOT NULL, variant TEXT NOT NULL,
+    settings TEXT NOT NULL, fingerprint TEXT NOT NULL, verdict TEXT NOT NULL CHECK (verdict IN ('pass', 'fail')),
+    note TEXT NOT NULL DEFAULT '', similarity_reference REAL, similarity_base REAL, answer TEXT, voter TEXT);
+CREATE UNIQUE INDEX one_vote_per_voter ON votes (voter, prompt, variant, settings, fingerprint);
+CREATE INDEX votes_by_variant ON votes (variant, fingerprint);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema', '1');
+"""
+
+
+def _old_database(run_dir, rows: list[tuple]) -> None:
+    """votes.sqlite as the code before answer_settings wrote it (user_version 0)."""
+    conn = sqlite3.connect(run_dir / "votes.sqlite")
+    conn.executescript(_OLD_SCHEMA)
+    conn.executemany("INSERT INTO votes (created, prompt, variant, settings, fingerprint, verdict, voter)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?)", [(t, "p", v, json.dumps(s), "fp", verdict, voter)
+                                                       for t, v, s, verdict, voter in rows])
+    conn.commit()
+    conn.close()
+
+
+def _dump(run_dir) -> list[tuple]:
+    conn = sqlite3.connect(run_dir / "votes.sqlite")
+    try:
+        return conn.execute("SELECT * FROM votes ORDER BY id").fetchall() + [conn.execute("PRAGMA user_version").fetchone()]
+    finally:
+        conn.close()
+
+
+def test_a_vote_database_from_before_one_schema_opens_with_every_vote_under_one_key(run_dir):
+    from adapters.runfolder import derived_seed
+    from evals.votes import answer_settings
+
+    greedy = {"max_new_tokens": 128, "temperature": 0.0, "top_p": 1.0}
+    sampled = {"max_new_tokens": 64, "temperature": 0.7, "top_p": 0.9}
+    grid = {"roles": ["q_proj"], "bands": [[0]], "strengths": [[0.5]]}
+    # The web app keyed {sampling with the settings' seed, scales, reference}; the CLI
+    # {sampling with the answer's seed only when sampling, system, scales}.
+    web = lambda s, seed, scales=None, ref=None: {**s, "seed": seed, "scales": scales, "reference": ref}  # noqa: E731
+    cli = lambda s, seed, scales=None: {**s, "seed": seed, "system": None, "scales": scales}  # noqa: E731
+    rows = [
+        (1.0, "uniform", web(greedy, 0, ref="w1 w2"), "pass", None),
+        (2.0, "uniform", cli(greedy, None), "pass", None),
+        (3.0, "uniform", web(sampled, 5), "fail", None),
+        (4.0, "uniform", cli(sampled, derived_seed(5, "uniform")), "pass", None),
+        (5.0, "uniform@eq", web(greedy, 7, grid), "fail", None),
+        (6.0, "uniform@eq", cli(greedy, None, grid), "fail", None),
+        (7.0, "attention", {"t": 0}, "pass", None),  # not an answer's settings: kept as it is
+        (8.0, "attention", web(greedy, 0), "fail", "ana"),
+        (9.0, "attention", cli(greedy, None), "pass", "ana"),  # ana's later vote on the same answer
+    ]
+    _old_database(run_dir, rows)
+    store = VoteStore(run_dir)
+    votes = store.votes()
+    assert len(votes) == 8  # every anonymous vote; ana's two on one answer are her later one
+    keys = {v.created: json.dumps(v.settings, sort_keys=True) for v in votes}
+    canonical = lambda **kw: json.dumps(answer_settings(**kw), sort_keys=True)  # noqa: E731
+    assert keys[1.0] == keys[2.0] == canonical(sampling=greedy)
+    assert keys[3.0] == keys[4.0] == canonical(sampling=sampled, seed=derived_seed(5, "uniform"))
+    assert keys[5.0] == keys[6.0] == canonical(sampling=greedy, scales=grid)
+    assert keys[7.0] == '{"t": 0}' and 8.0 not in keys and keys[9.0] == keys[1.0]
+    assert [(v.variant, v.verdict) for v in votes if v.voter == "ana"] == [("attention", "pass")]
+    before = _dump(run_dir)
+    assert before[-1] == (2,)
+    VoteStore(run_dir)
+    assert _dump(run_dir) == before  # opening again changes nothing
+
+
+def test_answer_settings_keep_the_seed_only_when_sampling_and_need_it_then():
+    from adapters.decoding import Sampling
+    from evals.votes import answer_settings
+
+    greedy = answer_settings(Sampling(max_new_tokens=6, seed=3), seed=99, system="")
+    assert greedy == {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "seed": None, "system": None,
+                      "scales": None}
+    assert answer_settings(Sampling(temperature=1, seed=3), seed=99)["seed"] == 99
+    with pytest.raises(LoraEqError, match="seed"):
+        answer_settings(Sampling(temperature=0.5), seed=None)
+    with pytest.raises(LoraEqError, match="max_new_tokens"):
+        answer_settings({"temperature": 0.0, "top_p": 1.0})
+
+
+def test_a_vote_in_the_web_apps_former_settings_form_gets_the_one_key(run_dir):
+    from adapters.runfolder import derived_seed
+    from evals.votes import answer_settings
+
+    store = VoteStore(run_dir)
+    sampled = {"max_new_tokens": 64, "temperature": 0.7, "top_p": 0.9}
+    store.cast("p", "uniform", "fail", voter="ana", settings={**sampled, "seed": 5, "scales": None, "reference": "r"})
+    store.cast("p", "uniform", "pass", voter="ana",
+               settings=answer_settings(sampled, seed=derived_seed(5, "uniform")))
+    assert [(v.verdict, v.settings["seed"]) for v in store.votes()] == [("pass", derived_seed(5, "uniform"))]

@@ -9,7 +9,7 @@
 Files: `readers.py` (file formats), `shapes.py` (row shapes -> chat messages), `validate.py`
 (conversation and metadata rules), `load.py` (the pipeline), `stats.py` (token counts),
 `records.py` (the objects), `mixture.py` (weights and quotas), `split.py` (held-out split),
-`samples.py` (the sample datasets), `cli.py` (`loraeq data ...`). Nothing here imports gradio.
+`samples.py` (the sample datasets); `loraeq data ...` is `adapters/cli/data.py`. Nothing here imports gradio.
 """
 
 from .load import load_dataset

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli import _progress_bar, format_table
+from .common import format_table, progress_bar
 
 _TABLE = [
     ("heldout loss", "heldout_loss_base", "heldout_loss"),
@@ -25,7 +25,7 @@ _TABLE = [
 def _eval(args: argparse.Namespace) -> dict:
     from evals.proof import evaluate_run
 
-    report = evaluate_run(Path(args.run_dir), limit=args.limit, seed=args.seed, progress=_progress_bar("proof"))
+    report = evaluate_run(Path(args.run_dir), limit=args.limit, seed=args.seed, progress=progress_bar("proof"))
     data = report.to_json()
     for v in data["variants"]:
         v.pop("per_example")  # every answer and loss is in report.json; the summary stays small

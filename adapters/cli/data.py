@@ -6,8 +6,7 @@
     loraeq data samples --out DIR
 
 Each handler is a thin wrapper over `adapters.data` and returns a JSON-able dict (with an exit code
-where it is not 0); `render` turns that dict into the readable tables. Registered through
-`adapters.cli.REGISTRARS`.
+where it is not 0); `render` turns that dict into the readable tables.
 """
 
 from __future__ import annotations
@@ -17,27 +16,14 @@ import sys
 from pathlib import Path
 
 from ..errors import LoraEqError
+from .common import add_json_flag, format_table, parse_pairs
 
 DEFAULT_MAX_LENGTH = 2048
 _SHOWN = 20  # errors and warnings listed in the table (all are in --json)
 
 
-def _pairs(items: list[str] | None, flag: str, convert) -> dict:
-    """`["a=1", "b=2"]` -> {"a": convert("1"), ...}; a malformed item is a one-line error."""
-    out = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise LoraEqError(f"{flag} expects NAME=VALUE, got {item!r}")
-        try:
-            out[name.strip()] = convert(value.strip())
-        except ValueError:
-            raise LoraEqError(f"{flag} {item!r}: {value.strip()!r} is not a valid value") from None
-    return out
-
-
 def _load(args: argparse.Namespace, tokens: bool = False):
-    from .load import load_dataset
+    from ..data.load import load_dataset
 
     tokenizer, max_length = None, None
     if tokens and not args.no_tokens:
@@ -50,7 +36,7 @@ def _load(args: argparse.Namespace, tokens: bool = False):
     return load_dataset(
         args.file,
         format=args.format,
-        mapping=_pairs(args.map, "--map", str),
+        mapping=parse_pairs(args.map, "--map"),
         max_length=max_length,
         tokenizer=tokenizer,
         file_type=args.file_type,
@@ -58,8 +44,8 @@ def _load(args: argparse.Namespace, tokens: bool = False):
 
 
 def _add_file_flags(p: argparse.ArgumentParser) -> None:
-    from .readers import FILE_TYPES
-    from .shapes import FORMATS
+    from ..data.readers import FILE_TYPES
+    from ..data.shapes import FORMATS
 
     p.add_argument("file", help="the data file (.jsonl, .json, .csv, .tsv, .parquet, .txt)")
     p.add_argument("--format", choices=FORMATS, default=None, help="row shape (default: recognized from the keys)")
@@ -67,14 +53,14 @@ def _add_file_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--map", action="append", metavar="SRC=DST", help="read your column SRC as our field DST (repeatable)"
     )
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print exactly one JSON object")
+    add_json_flag(p, nested=True)
 
 
 # ---- inspect -------------------------------------------------------------------------------------
 
 
 def _inspect(args: argparse.Namespace):
-    from .records import write_rejects
+    from ..data.records import write_rejects
 
     ds = _load(args, tokens=True)
     out = ds.to_json()
@@ -90,15 +76,11 @@ def _inspect(args: argparse.Namespace):
 def _listing(title: str, items: list[dict]) -> list[str]:
     if not items:
         return []
-    from ..cli import format_table
-
     head = f"{title} ({len(items)})" if len(items) <= _SHOWN else f"{title} (first {_SHOWN} of {len(items)})"
     return ["", head, format_table(items[:_SHOWN], ["row", "field", "reason"])]
 
 
 def _render_inspect(data: dict, args: argparse.Namespace) -> str:
-    from ..cli import format_table
-
     lines = [
         f"file        {data['path']}  ({data['file_type']}, format {data['format']})",
         f"rows        {data['rows_in']} in: {data['rows_valid']} valid, {data['rows_rejected']} rejected",
@@ -138,8 +120,8 @@ def _register_inspect(dsub) -> None:
 
 
 def _split(args: argparse.Namespace) -> dict:
-    from .records import write_jsonl
-    from .split import split_heldout
+    from ..data.records import write_jsonl
+    from ..data.split import split_heldout
 
     ds = _load(args)
     split = split_heldout(ds, args.fraction, args.seed, args.group, args.mode)
@@ -154,8 +136,6 @@ def _split(args: argparse.Namespace) -> dict:
 
 
 def _render_split(data: dict, args: argparse.Namespace) -> str:
-    from ..cli import format_table
-
     rows = [{"category": c, **n} for c, n in data["categories"].items()]
     lines = [
         f"file        {data['path']}  ({data['rows_valid']} valid rows, {data['rows_rejected']} rejected)",
@@ -170,7 +150,7 @@ def _render_split(data: dict, args: argparse.Namespace) -> str:
 
 
 def _register_split(dsub) -> None:
-    from .split import MODES
+    from ..data.split import MODES
 
     p = dsub.add_parser("split", help="hold out a stratified, seeded share of the rows for the proof")
     _add_file_flags(p)
@@ -186,14 +166,14 @@ def _register_split(dsub) -> None:
 
 
 def _mix(args: argparse.Namespace) -> dict:
-    from .mixture import build_mixture
-    from .records import write_jsonl
+    from ..data.mixture import build_mixture
+    from ..data.records import write_jsonl
 
     ds = _load(args)
     mix = build_mixture(
         ds,
-        weights=_pairs(args.weight, "--weight", float),
-        quotas=_pairs(args.quota, "--quota", int),
+        weights=parse_pairs(args.weight, "--weight", float),
+        quotas=parse_pairs(args.quota, "--quota", int),
         size=args.size,
         seed=args.seed,
         window=args.window,
@@ -205,8 +185,6 @@ def _mix(args: argparse.Namespace) -> dict:
 
 
 def _render_mix(data: dict, args: argparse.Namespace) -> str:
-    from ..cli import format_table
-
     cols = ["name", "rows", "target", "quota", "places", "count", "share", "min_window", "repeats"]
     lines = [
         f"stream      {data['size']} examples from {data['path']} (seed {data['seed']}, window {data['window']})",
@@ -235,7 +213,7 @@ def _register_mix(dsub) -> None:
 
 
 def _samples(args: argparse.Namespace) -> dict:
-    from .samples import SAMPLES, write_samples
+    from ..data.samples import SAMPLES, write_samples
 
     written = write_samples(args.out)
     return {"files": {name: {"path": str(path), "rows": len(SAMPLES[name]())} for name, path in written.items()}}
@@ -248,7 +226,7 @@ def _render_samples(data: dict, args: argparse.Namespace) -> str:
 def _register_samples(dsub) -> None:
     p = dsub.add_parser("samples", help="write the sample datasets (autumn-voice, fictional-facts)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write them into")
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print exactly one JSON object")
+    add_json_flag(p, nested=True)
     p.set_defaults(handler=_samples, render=_render_samples)
 
 

@@ -1,7 +1,7 @@
-"""`loraeq suggest | train | status | cancel | export`: the equalizer and training stages on the command line.
+"""`loraeq train | status | cancel`: the training stage on the command line.
 
-Each handler parses flags into library calls (data/, suggest.py, runs.py, export.py) and
-returns a JSON-able dict; `cli.py` prints it. `train` is also the worker the web app launches:
+Each handler parses flags into library calls (data/, variants.py, runs.py) and returns a
+JSON-able dict; main.py prints it. `train` is also the worker the web app launches:
 it re-executes itself once under a fast malloc (runtime.py) and writes progress files that any
 reader can follow.
 """
@@ -12,70 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import add_model_flags, format_table
-from .errors import LoraEqError
-
-
-def add_data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="training data file (JSONL, JSON, CSV/TSV, Parquet, TXT)")
-    p.add_argument("--format", default=None, help="row shape, when auto-detection should be overridden")
-    p.add_argument("--map", action="append", default=[], metavar="SRC=DST", help="rename a column")
-
-
-def read_data(args: argparse.Namespace):
-    """The validated dataset named by --data/--format/--map (rejected rows are reported, not used)."""
-    from .data import load_dataset
-
-    mapping = {}
-    for item in args.map:
-        src, sep, dst = item.partition("=")
-        if not sep or not src.strip() or not dst.strip():
-            raise LoraEqError(f"--map expects SRC=DST, got {item!r}")
-        mapping[src.strip()] = dst.strip()
-    dataset = load_dataset(args.data, format=args.format, mapping=mapping)
-    if not dataset.examples:
-        raise LoraEqError(f"{args.data}: no valid row to train on ({dataset.rows_rejected} rejected)")
-    return dataset
-
-
-# ---- suggest ---------------------------------------------------------------------------------
-
-
-def _suggest(args: argparse.Namespace) -> dict:
-    from .cli import _progress_bar
-    from .loading import load_model
-    from .suggest import suggest_equalizer
-
-    dataset = read_data(args)
-    base = load_model(args.model, args.precision, trust_remote_code=args.trust_remote_code)
-    conversations = [e.messages for e in dataset.examples]
-    result = suggest_equalizer(
-        base, conversations, bands=args.bands, max_examples=args.examples, progress=_progress_bar("sensitivity")
-    )
-    if args.save:
-        import json
-
-        Path(args.save).write_text(json.dumps(result.equalizer.to_json(), indent=1), encoding="utf-8")
-    return {"model": base.info()["model"], "data": args.data, **result.to_json()}
-
-
-def _render_suggest(data: dict, args) -> str:
-    eq = data["equalizer"]
-    rows = [
-        {"band": b, "layers": f"{ls[0]}-{ls[-1]}", **dict(zip(eq["roles"], eq["strengths"][b]))}
-        for b, ls in enumerate(eq["bands"])
-    ]
-    return (
-        f"data-suggested equalizer for {data['model']['id']} from {data['examples']} examples "
-        f"({data['tokens']} tokens, {data['seconds']:.1f} s)\n" + format_table(rows)
-    )
-
-
-# ---- train -----------------------------------------------------------------------------------
+from ..errors import LoraEqError
+from .common import add_bands_flag, add_data_flags, add_model_flags, format_table, read_data
 
 
 def _variants_from_args(args: argparse.Namespace):
-    from .variants import Hyper, Variant, load_sweep
+    from ..variants import Hyper, Variant, load_sweep
 
     overrides = {
         k: v
@@ -101,7 +43,7 @@ def _variants_from_args(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> tuple[dict, int]:
-    from .runs import create_run, run_queue, run_status
+    from ..runs import create_run, run_queue, run_status
 
     out = Path(args.resume or args.out)
     if args.resume:
@@ -109,8 +51,8 @@ def _train(args: argparse.Namespace) -> tuple[dict, int]:
     else:
         if not args.out:
             raise LoraEqError("give --out RUN_DIR (or --resume RUN_DIR)")
-        from .data import split_heldout
-        from .runs import data_info
+        from ..data import split_heldout
+        from ..runs import data_info
 
         variants = _variants_from_args(args)
         dataset = read_data(args)
@@ -144,11 +86,11 @@ def _render_train(data: dict, args) -> str:
                                                                          "seconds", "tokens_per_s", "error"])
 
 
-# ---- status / cancel / export -----------------------------------------------------------------
+# ---- status / cancel -------------------------------------------------------------------------
 
 
 def _status(args: argparse.Namespace) -> dict:
-    from .runs import run_status
+    from ..runs import run_status
 
     return run_status(Path(args.run_dir))
 
@@ -164,35 +106,17 @@ def _render_status(data: dict, args) -> str:
 
 
 def _cancel(args: argparse.Namespace) -> dict:
-    from .runs import request_cancel, run_status
+    from ..runs import request_cancel, run_status
 
     run_status(Path(args.run_dir))
     request_cancel(Path(args.run_dir))
     return {"run_dir": args.run_dir, "cancel_requested": True}
 
 
-def _export(args: argparse.Namespace) -> dict:
-    from .export import export_adapter_zip, export_merged
-
-    folder = Path(args.variant_dir)
-    path = export_merged(folder, Path(args.out)) if args.merged else export_adapter_zip(folder, Path(args.out))
-    return {"variant": str(folder), "kind": "merged" if args.merged else "adapter", "path": str(path)}
-
-
 def register(sub) -> None:
-    p = sub.add_parser("suggest", help="a data-suggested equalizer: where the data pulls hardest")
-    add_model_flags(p)
-    add_data_flags(p)
-    p.add_argument("--bands", type=int, default=4)
-    p.add_argument("--examples", type=int, default=32, help="examples to measure (default 32)")
-    p.add_argument("--save", default=None, help="also write the equalizer JSON to this file")
-    p.set_defaults(handler=_suggest, render=_render_suggest)
-
     p = sub.add_parser("train", help="train one LoRA adapter per variant into a run folder")
     add_model_flags(p)
-    p.add_argument("--data", help="training data file")
-    p.add_argument("--format", default=None)
-    p.add_argument("--map", action="append", default=[], metavar="SRC=DST")
+    add_data_flags(p, required=False)
     p.add_argument("--sweep", help="YAML/JSON file listing variants")
     p.add_argument("--preset", action="append", default=[], help="an equalizer preset; one variant each")
     p.add_argument("--out", help="run folder to create")
@@ -209,7 +133,7 @@ def register(sub) -> None:
                    help="keep rows sharing this field together in the split (e.g. fact_id: held-out rows are "
                         "paraphrases of trained facts)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bands", type=int, default=4)
+    add_bands_flag(p)
     p.set_defaults(handler=_train, render=_render_train, reexec=True)
 
     p = sub.add_parser("status", help="where each variant of a run stands")
@@ -219,11 +143,3 @@ def register(sub) -> None:
     p = sub.add_parser("cancel", help="stop a running training queue after its current step")
     p.add_argument("run_dir")
     p.set_defaults(handler=_cancel, render=lambda d, a: f"cancel requested for {d['run_dir']}")
-
-    p = sub.add_parser("export", help="export a variant: adapter zip or merged full-precision model")
-    p.add_argument("variant_dir", help="RUN_DIR/VARIANT")
-    kind = p.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--adapter", action="store_true", help="the PEFT adapter + model card as a zip")
-    kind.add_argument("--merged", action="store_true", help="base + adapter merged, fp32 safetensors")
-    p.add_argument("--out", required=True)
-    p.set_defaults(handler=_export, render=lambda d, a: f"{d['kind']} written to {d['path']}")

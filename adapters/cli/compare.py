@@ -3,7 +3,7 @@
 `compare` loads a run's base once with its finished variants as adapters (engine.py), answers
 one prompt in every column in one batched decode and scores each answer (evals/scores.py).
 `vote` stores a pass / fail on one answer and `leaderboard` ranks the columns (evals/votes.py).
-Each handler returns a JSON-able dict; `cli.py` prints it.
+Each handler returns a JSON-able dict; main.py prints it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli import format_table
-from .errors import LoraEqError
+from ..errors import LoraEqError
+from .common import format_table
 
 
 def _split_names(value: str | None) -> list[str] | None:
@@ -39,7 +39,7 @@ def _read_history(path: str | None) -> list[dict] | None:
 
 def _scale_grid(engine, spec: str):
     """A `--scale VARIANT=FILE.json|NUMBER` flag as (variant, multiplier grid)."""
-    from .equalizer import Equalizer
+    from ..equalizer import Equalizer
 
     variant, sep, value = spec.partition("=")
     if not sep or not variant.strip() or not value.strip():
@@ -62,8 +62,8 @@ def _scale_grid(engine, spec: str):
 def _compare(args: argparse.Namespace) -> dict:
     from evals.scores import compare
 
-    from .decoding import Sampling
-    from .engine import Column, CompareEngine
+    from ..decoding import Sampling
+    from ..engine import Column, CompareEngine
 
     sampling = Sampling(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
@@ -135,8 +135,8 @@ def _render_leaderboard(data: dict, args) -> str:
 
 
 def register(sub) -> None:
-    from .engine import BACKENDS
-    from .loading import PRECISIONS
+    from ..engine import BACKENDS
+    from ..loading import PRECISIONS
 
     p = sub.add_parser("compare", help="answer one prompt with the base and every variant, side by side, scored")
     p.add_argument("run_dir", help="a run folder (loraeq train --out)")
