@@ -14,7 +14,7 @@ from adapters.equalizer import Equalizer, equalizer_table
 from adapters.errors import LoraEqError
 from adapters.limits import check_new_tokens, check_number, check_text
 from evals.scores import score_answers
-from evals.votes import VoteStore
+from evals.votes import VoteStore, answer_settings
 from playground.guard import handler
 from playground.sessions import Session
 from playground.shared import Shared
@@ -89,7 +89,7 @@ def ask(shared: Shared, text, ref, variants, t, p, n, s, eq_name, grid, state: S
         "columns": [
             {"label": a.label, "variant": a.variant, "text": a.text, "scales": a.scales,
              "similarity_reference": sc.similarity_reference, "similarity_base": sc.similarity_base,
-             "settings": {**sampling.to_json(), "scales": a.scales, "reference": ref or None}}
+             "settings": answer_settings(sampling, seed=a.seed, scales=a.scales)}
             for a, sc in zip(answers, scored)
         ],
     }

@@ -9,7 +9,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from adapters.data import FORMATS, build_mixture, load_dataset, token_summary, write_rejects
+from adapters.data import FORMATS, build_mixture, token_summary, write_rejects
+from adapters.dataspec import DataSpec
 from adapters.errors import LoraEqError
 from adapters.limits import check_number, check_text
 from playground.guard import handler
@@ -58,15 +59,18 @@ def mix_frame(ds) -> pd.DataFrame:
                          for c, n in ds.categories().items()])
 
 
-def session_dataset(shared: Shared, state: Session, with_tokens: bool = False):
-    """The session's validated data, read again with the format and mapping it was validated with."""
-    spec = state.data
-    if not spec:
+def session_spec(shared: Shared, state: Session) -> DataSpec:
+    """The session's data spec: the file it validated, with the format and mapping it was validated with."""
+    if not state.data:
         raise LoraEqError("validate a data file in the Data tab first")
-    path = shared.area.inside(state, spec["path"])
-    tokenizer = current(shared, state).model.tokenizer if with_tokens else None
-    return load_dataset(path, format=spec["format"], mapping=spec["mapping"],
-                        max_length=spec["max_length"] if with_tokens else None, tokenizer=tokenizer)
+    spec = DataSpec.from_json({**state.data, "mix": state.mix or {}})
+    shared.area.inside(state, spec.path)
+    return spec
+
+
+def session_dataset(shared: Shared, state: Session, with_tokens: bool = False):
+    """The session's validated data, read again through its spec (token counts on request)."""
+    return session_spec(shared, state).load(current(shared, state).model.tokenizer if with_tokens else None)
 
 
 def upload_source(file, sample_name) -> Path:
@@ -105,9 +109,9 @@ def validate(shared: Shared, file, sample_name, fmt: str, mapping_text: str, len
     mapping = parse_mapping(check_text("column mapping", mapping_text, shared.limits.text_chars))
     max_length = check_number("max_length", length, shared.limits.max_length, minimum=8)
     own = receive(shared, state, upload_source(file, sample_name))
-    spec = {"path": str(own), "format": None if fmt == "auto" else fmt, "mapping": mapping, "max_length": max_length}
+    spec = DataSpec(str(own), format=None if fmt == "auto" else fmt, mapping=mapping, max_length=max_length)
     try:
-        state.data = spec
+        state.data = {k: v for k, v in spec.to_json().items() if k != "mix"}
         ds = session_dataset(shared, state, with_tokens=True)
     except Exception:
         own.unlink(missing_ok=True)  # a file that cannot be used is not kept

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import html as html_lib
-import json
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from adapters.limits import check_number
+from adapters.runfolder import RunFolder
 from playground.guard import handler, public_message
 from playground.sessions import Session
 from playground.shared import Shared
@@ -35,11 +35,13 @@ def report_view(shared: Shared, state: Session):
         return "Measuring: losses, answers to the held-out prompts, statistics...", pd.DataFrame(), ""
     if job and job.state == "failed":
         return f"The proof failed: {public_message(job.failure(shared.jobs.memory_limit))}", pd.DataFrame(), ""
-    if not (run / "report.json").is_file():
+    folder = RunFolder.open(run)
+    data = folder.report()
+    if not data:
         return "No report yet: press Run the proof.", pd.DataFrame(), ""
-    data = json.loads((run / "report.json").read_text(encoding="utf-8"))
     rows = [{k: v.get(k) for k in VERDICT_COLUMNS} for v in data["variants"]]
-    html = framed((run / "report.html").read_text(encoding="utf-8")) if (run / "report.html").is_file() else ""
+    page = folder.report_file("html")
+    html = framed(page.read_text(encoding="utf-8")) if page else ""
     lines = [f"**{v['name']}**: {v.get('verdict_line') or v['verdict']}" for v in data["variants"]]
     return "  \n".join(lines) or "The report has no finished variant.", pd.DataFrame(rows), html
 

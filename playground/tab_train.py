@@ -9,21 +9,20 @@ import gradio as gr
 import pandas as pd
 
 from adapters.analysis import layer_bands
-from adapters.data import split_heldout
+from adapters.dataspec import start_run
 from adapters.equalizer import PRESETS, Equalizer, equalizer_table, preset
 from adapters.errors import LoraEqError
 from adapters.limits import check_hyper, check_number, check_ranks, check_text, check_training_memory, training_memory
-from adapters.runs import create_run, data_info, request_cancel, run_status
+from adapters.runs import request_cancel, run_status
 from adapters.suggest import suggest_equalizer
-from adapters.variants import DataMix, Hyper, Variant, safe_name
+from adapters.variants import DEFAULT_BANDS, Hyper, Variant, safe_name
 from playground.guard import handler, public_message
 from playground.plots import cell_at, equalizer_image, loss_curves
 from playground.sessions import Session
 from playground.shared import Shared
-from playground.tab_data import session_dataset
+from playground.tab_data import session_dataset, session_spec
 from playground.tab_model import current
 
-BANDS = 4
 MAX_STRENGTH = 2.0
 VARIANT_COLUMNS = ["name", "equalizer", "rank", "learning_rate", "max_steps", "batch_size"]
 
@@ -32,7 +31,7 @@ def session_equalizer(shared: Shared, state: Session) -> Equalizer:
     if state.equalizer:
         return Equalizer.from_json(state.equalizer)
     analysis = current(shared, state).analysis
-    return preset("uniform", analysis.roles, layer_bands(analysis.layers, BANDS))
+    return preset("uniform", analysis.roles, layer_bands(analysis.layers, DEFAULT_BANDS))
 
 
 def grid_frame(eq: Equalizer) -> pd.DataFrame:
@@ -116,13 +115,13 @@ def apply_preset(shared: Shared, name: str, state: Session):
     if name not in PRESETS:
         raise LoraEqError(f"preset {str(name)[:40]!r}: choose one of {', '.join(PRESETS)}")
     a = current(shared, state).analysis
-    return show(preset(name, a.roles, layer_bands(a.layers, BANDS)), state)
+    return show(preset(name, a.roles, layer_bands(a.layers, DEFAULT_BANDS)), state)
 
 
 def suggest(shared: Shared, state: Session, progress=gr.Progress()):
     ds = session_dataset(shared, state)
     loaded = current(shared, state)
-    result = suggest_equalizer(loaded.model, [e.messages for e in ds.examples], bands=BANDS,
+    result = suggest_equalizer(loaded.model, [e.messages for e in ds.examples], bands=DEFAULT_BANDS,
                                progress=lambda d, t: progress(d / t, desc="measuring sensitivity"))
     image, frame, state = show(result.equalizer, state)
     note = f"Suggested from {result.examples} examples ({result.tokens} tokens) in {result.seconds:.1f} s."
@@ -156,8 +155,9 @@ def start_training(shared: Shared, state: Session):
     running = shared.jobs.active(shared.area.ensure_id(state), "train")
     if running:
         raise LoraEqError("this session is already training: wait for it to finish, or cancel it")
-    ds = session_dataset(shared, state, with_tokens=True)
-    variants = [Variant.from_json({**v, "mix": DataMix(**state.mix).__dict__}) for v in state.variants]
+    spec = session_spec(shared, state)
+    ds = spec.load(current(shared, state).model.tokenizer)
+    variants = [Variant.from_json(v) for v in state.variants]
     loaded = current(shared, state)
     longest = max(ds.token_counts(), default=None)
     for v in variants:
@@ -167,12 +167,10 @@ def start_training(shared: Shared, state: Session):
         estimate = training_memory(loaded.analysis.cells, eq, v.hyper, loaded.model.memory_bytes,
                                    loaded.model.model.config, longest)
         check_training_memory(estimate, shared.limits)
-    group = "fact_id" if all("fact_id" in e.meta for e in ds.examples) else None
-    split = split_heldout(ds, fraction=0.1, seed=0, group=group)
     name, run_dir = shared.area.new_run(state)
     try:
-        create_run(run_dir, variants=variants, split=split, data_info=data_info(ds, split, state.data["path"]),
-                   model=state.model or shared.default_model, precision=state.precision or shared.default_precision)
+        start_run(run_dir, spec, variants, model=state.model or shared.default_model,
+                  precision=state.precision or shared.default_precision, dataset=ds)
         shared.jobs.submit(str(run_dir), ["train", "--resume", str(run_dir), "--json"], owner=state.id, kind="train")
     except Exception:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -110,12 +110,15 @@ def add_data_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--map", action="append", default=[], metavar="SRC=DST", help="rename a column")
 
 
+def data_mapping(args: argparse.Namespace) -> dict[str, str]:
+    return parse_pairs(args.map, "--map", form="SRC=DST")
+
+
 def read_data(args: argparse.Namespace):
     """The validated dataset named by --data/--format/--map (rejected rows are reported, not used)."""
     from ..data import load_dataset
 
-    mapping = parse_pairs(args.map, "--map", form="SRC=DST")
-    dataset = load_dataset(args.data, format=args.format, mapping=mapping)
+    dataset = load_dataset(args.data, format=args.format, mapping=data_mapping(args))
     if not dataset.examples:
         raise LoraEqError(f"{args.data}: no valid row to train on ({dataset.rows_rejected} rejected)")
     return dataset

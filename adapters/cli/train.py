@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LoraEqError
-from .common import add_bands_flag, add_data_flags, add_model_flags, format_table, read_data
+from .common import add_bands_flag, add_data_flags, add_model_flags, data_mapping, format_table, read_data
 
 
 def _variants_from_args(args: argparse.Namespace):
@@ -43,7 +43,7 @@ def _variants_from_args(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> tuple[dict, int]:
-    from ..runs import create_run, run_queue, run_status
+    from ..runs import run_queue, run_status
 
     out = Path(args.resume or args.out)
     if args.resume:
@@ -51,21 +51,14 @@ def _train(args: argparse.Namespace) -> tuple[dict, int]:
     else:
         if not args.out:
             raise LoraEqError("give --out RUN_DIR (or --resume RUN_DIR)")
-        from ..data import split_heldout
-        from ..runs import data_info
+        from ..dataspec import DataSpec, start_run
 
         variants = _variants_from_args(args)
-        dataset = read_data(args)
-        split = split_heldout(dataset, fraction=args.heldout, seed=args.seed, group=args.group)
-        create_run(
-            out,
-            variants=variants,
-            split=split,
-            data_info=data_info(dataset, split, args.data),
-            model=args.model,
-            precision=args.precision,
-            bands=args.bands,
-        )
+        group = None if args.group.lower() == "none" else args.group
+        spec = DataSpec(args.data, format=args.format, mapping=data_mapping(args), heldout=args.heldout, group=group,
+                        seed=args.seed)
+        start_run(out, spec, variants, model=args.model, precision=args.precision, bands=args.bands,
+                  dataset=read_data(args))
 
     def echo(record: dict) -> None:
         if not args.json:
@@ -129,9 +122,9 @@ def register(sub) -> None:
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--save-steps", type=int, default=None, help="checkpoint interval (default 25)")
     p.add_argument("--heldout", type=float, default=0.1, help="held-out fraction (default 0.1)")
-    p.add_argument("--group", default=None, metavar="FIELD",
+    p.add_argument("--group", default="auto", metavar="FIELD",
                    help="keep rows sharing this field together in the split (e.g. fact_id: held-out rows are "
-                        "paraphrases of trained facts)")
+                        "paraphrases of trained facts); default auto: fact_id when every row has one; none: off")
     p.add_argument("--seed", type=int, default=0)
     add_bands_flag(p)
     p.set_defaults(handler=_train, render=_render_train, reexec=True)

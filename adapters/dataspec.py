@@ -1,0 +1,85 @@
+"""From a data spec to a run folder: the one place that decides how a run's data is read and split.
+
+A `DataSpec` says where the data is and how to read it (file, row format, column mapping), how
+to hold rows out for the proof (fraction, grouping, seed) and which mix every variant draws
+(unless a variant brings its own). `start_run` turns a spec and variants into a run folder.
+`loraeq train` and the web app's Train tab both call it, so a flag and a form field mean the
+same thing. This module does not train (that is `runs.run_queue`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .errors import LoraEqError
+from .variants import DEFAULT_BANDS, DataMix, Variant
+
+AUTO_GROUP = "auto"
+FACT_FIELD = "fact_id"  # rows that are wordings of one fact carry it (the fictional-facts sample does)
+
+
+@dataclass
+class DataSpec:
+    """A training data file, how to read it, how to split it, and the mix every variant draws."""
+
+    path: str
+    format: str | None = None  # row shape; None recognizes it
+    mapping: dict[str, str] = field(default_factory=dict)  # {their column: our field}
+    max_length: int | None = None  # tokens: longer rows are reported (needs a tokenizer to count)
+    heldout: float = 0.1  # fraction of each category held out for the proof
+    group: str | None = AUTO_GROUP  # a field whose rows stay together; auto: fact_id when every row has it
+    seed: int = 0
+    mix: DataMix = field(default_factory=DataMix)  # for variants without a mix of their own
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path:
+            raise LoraEqError("the data spec needs a file path")
+        if isinstance(self.mix, dict):
+            self.mix = DataMix(**self.mix)
+        self.mapping = dict(self.mapping or {})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> DataSpec:
+        return cls(**data)
+
+    def load(self, tokenizer=None):
+        """The validated dataset (token counts too when a tokenizer is given)."""
+        from .data import load_dataset
+
+        counted = tokenizer is not None and self.max_length is not None
+        return load_dataset(self.path, format=self.format, mapping=self.mapping,
+                            max_length=self.max_length if counted else None, tokenizer=tokenizer if counted else None)
+
+    def group_for(self, dataset) -> str | None:
+        if self.group != AUTO_GROUP:
+            return self.group
+        examples = dataset.examples
+        return FACT_FIELD if examples and all(FACT_FIELD in e.meta for e in examples) else None
+
+    def split(self, dataset):
+        from .data import split_heldout
+
+        return split_heldout(dataset, fraction=self.heldout, seed=self.seed, group=self.group_for(dataset))
+
+
+def with_mix(variants: list[Variant], mix: DataMix) -> list[Variant]:
+    """The spec's mix for every variant that does not bring one of its own."""
+    return [v if v.mix.active or not mix.active else replace(v, mix=mix) for v in variants]
+
+
+def start_run(run_dir: str | Path, spec: DataSpec, variants: list[Variant], *, model: str | None, precision: str,
+              bands: int = DEFAULT_BANDS, dataset=None) -> dict:
+    """Read (or take) the dataset, split it, and write the run folder; returns the run plan."""
+    from .runs import create_run, data_info
+
+    dataset = dataset if dataset is not None else spec.load()
+    if not dataset.examples:
+        raise LoraEqError(f"{Path(spec.path).name}: no valid row to train on ({dataset.rows_rejected} rejected)")
+    split = spec.split(dataset)
+    info = {**data_info(dataset, split, spec.path), "spec": spec.to_json()}
+    return create_run(run_dir, variants=with_mix(variants, spec.mix), split=split, data_info=info, model=model,
+                      precision=precision, bands=bands)
