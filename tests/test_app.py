@@ -167,3 +167,44 @@ def test_requirements_match_the_package_dependencies():
     assert sorted(lines) == sorted(deps)
     front = (root / "README.md").read_text().split("---")[1]
     assert "sdk: gradio" in front and "app_file: app.py" in front
+
+
+def test_a_mapped_csv_trains_from_the_web_app_and_its_web_and_cli_votes_share_one_key(served, shared, tmp_path,
+                                                                                         capsys):
+    """Columns that need a mapping: the run's training split holds the mapped rows; a web vote and a
+    `loraeq vote` on the same answer (settings from `loraeq compare --json`) are one key."""
+    import csv
+
+    from gradio_client import Client, handle_file
+
+    from adapters.cli.main import main
+    from evals.votes import VoteStore
+
+    data = tmp_path / "theirs.csv"
+    with data.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ask", "reply"])
+        writer.writerows([[f"w{i} w{i + 1} ?", f"w{i + 2} w{i + 3}"] for i in range(20)])
+    client = Client(served, verbose=False)
+    report = client.predict(handle_file(str(data)), None, "auto", "ask=prompt,reply=completion", 64,
+                            api_name="/validate")[0]
+    assert "valid **20**" in report
+    client.predict("mine", 4, 1e-3, 2, 2, api_name="/add_variant")
+    client.predict(api_name="/start_training")
+    session = next(p for p in shared.runs_dir.iterdir() if p.is_dir())
+    _wait_for_finished_variant(session)
+    run = next(session.glob("run-*"))
+    rows = [json.loads(line) for line in (run / "data" / "train.jsonl").read_text().splitlines()]
+    assert rows and all(r["messages"][0]["content"].endswith("?") for r in rows), rows[0]
+    grid = client.predict(api_name="/load_variants")[2]
+    client.predict("w1 w2", "", ["mine"], 0.0, 1.0, 4, 0, None, grid, api_name="/ask")
+    client.predict("", api_name="/pass_1")
+    assert main(["compare", str(run), "--prompt", "w1 w2", "--variants", "mine", "--max-new-tokens", "4", "--json"]) == 0
+    column = next(c for c in json.loads(capsys.readouterr().out)["columns"] if c["variant"] == "mine")
+    assert main(["vote", str(run), "--prompt", "w1 w2", "--variant", "mine", "--verdict", "fail",
+                 "--settings", json.dumps(column["settings"]), "--json"]) == 0
+    votes = VoteStore(run).votes("mine")
+    keys = {json.dumps(v.settings, sort_keys=True) for v in votes}
+    assert [v.verdict for v in votes] == ["pass", "fail"] and len(keys) == 1, votes
+    board = {row["variant"]: row for row in (s.to_json() for s in VoteStore(run).leaderboard())}
+    assert list(board) == ["mine"] and board["mine"]["votes"] == 2
