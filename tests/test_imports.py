@@ -167,3 +167,22 @@ def test_reading_runs_and_votes_imports_no_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def long_functions(folder: Path, limit: int = 60) -> list[str]:
+    """Functions longer than `limit` lines under `folder` (the web app's handlers stay short)."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    found.append(f"{path.relative_to(folder.parent)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_function_of_the_web_app_is_over_60_lines(tmp_path):
+    assert long_functions(ROOT / "playground") == []
+    (tmp_path / "ui").mkdir()
+    (tmp_path / "ui" / "tab.py").write_text("def build():\n" + "    x = 1\n" * 60)
+    assert long_functions(tmp_path / "ui") == ["ui/tab.py:1 build (61 lines)"]
