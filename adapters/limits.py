@@ -135,10 +135,12 @@ def check_new_tokens(value, limits: Limits, model=None) -> int:
 
 def check_hyper(hyper, limits: Limits) -> None:
     """Steps, epochs, rank, batch size and example length of a variant within the limits."""
-    check_number("rank", hyper.rank, limits.rank, minimum=1)
+    if hyper.rank is not None:
+        check_number("rank", hyper.rank, limits.rank, minimum=1)
     check_number("batch size", hyper.batch_size, limits.batch_size, minimum=1)
     check_number("max length", hyper.max_length, limits.max_length, minimum=8)
-    check_number("epochs", hyper.epochs, limits.epochs, whole=False)
+    if hyper.epochs is not None:
+        check_number("epochs", hyper.epochs, limits.epochs, whole=False)
     if hyper.max_steps is not None:
         check_number("max steps", hyper.max_steps, limits.steps)
 

@@ -126,10 +126,13 @@ def request_cancel(run_dir: Path) -> None:
     (Path(run_dir) / CANCEL_FILE).touch()
 
 
-def _variant_record(run: RunFolder, variant: VariantInfo, base, eq_json: dict | None) -> dict:
+def _variant_record(run: RunFolder, info: VariantInfo, base, eq_json: dict | None, variant: Variant,
+                    schedule: str | None) -> dict:
     return {
-        "name": variant.name,
-        **variant.config,
+        **info.config,
+        "name": info.name,
+        "hyper": variant.to_json()["hyper"],  # as trained: the auto schedule's choices filled in
+        "schedule": schedule or "as given",
         "equalizer_grid": eq_json,
         "precision": base.precision,
         "base": {
@@ -176,9 +179,11 @@ def run_queue(run_dir: Path, base=None, on_event=None) -> list[dict]:
             emit({"variant": variant.name, "status": "running"})
             try:
                 eq, _ = resolve_equalizer(base, variant, run.bands)
-                if is_main_process():
-                    write_json_atomic(folder / "variant.json", _variant_record(run, info, base, eq.to_json()))
                 conversations = training_stream(train, variant)
+                variant, schedule = variant.scheduled(len(conversations))
+                if is_main_process():
+                    record = _variant_record(run, info, base, eq.to_json(), variant, schedule)
+                    write_json_atomic(folder / "variant.json", record)
                 result = train_variant(base, variant, conversations, folder, bands=run.bands, cancel_path=run.cancel_path)
             except CancelledError as e:
                 set_status(folder, "cancelled", error=str(e))

@@ -180,7 +180,7 @@ def training_arguments(variant: Variant, out: Path, base, n_examples: int):
         gradient_accumulation_steps=h.grad_accum,
         learning_rate=h.learning_rate,
         weight_decay=h.weight_decay,
-        num_train_epochs=h.epochs,
+        num_train_epochs=h.epochs if h.epochs is not None else 1.0,  # max_steps decides
         max_steps=h.max_steps if h.max_steps is not None else -1,
         warmup_steps=h.warmup_ratio,
         lr_scheduler_type="cosine",
@@ -255,6 +255,7 @@ def train_variant(
 
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
+    variant, _ = variant.scheduled(len(conversations))
     h = variant.hyper
     examples = encode_all(base.tokenizer, conversations, h.max_length)
     if not examples:

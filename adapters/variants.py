@@ -24,12 +24,13 @@ _RESERVED = {"", ".", "..", "data", "checkpoints"}
 
 @dataclass
 class Hyper:
-    """Training hyperparameters of one variant."""
+    """Training hyperparameters of one variant. rank, alpha, learning_rate and epochs left as None
+    are chosen from the data by the auto schedule (`auto_schedule`) when training starts."""
 
-    rank: int = 8  # LoRA rank of a cell at strength 1
+    rank: int | None = None  # LoRA rank of a cell at strength 1
     alpha: float = 16.0  # LoRA alpha of a cell at strength 1 (scaling alpha / rank)
-    learning_rate: float = 2e-4
-    epochs: float = 1.0  # passes over the training stream, unless max_steps is set
+    learning_rate: float | None = None
+    epochs: float | None = None  # passes over the training stream, unless max_steps is set
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
     dropout: float = 0.05
     max_length: int = 512  # tokens per example; longer ones are cut (and reported)
@@ -41,12 +42,14 @@ class Hyper:
     save_steps: int = 25  # checkpoint interval, for resume after a crash
 
     def __post_init__(self) -> None:
-        _positive(self, "rank", "batch_size", "grad_accum", "max_length", "save_steps")
+        _positive(self, "batch_size", "grad_accum", "max_length", "save_steps")
+        if self.rank is not None:
+            _positive(self, "rank")
         for name in ("alpha", "learning_rate"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if (value is not None or name == "alpha") and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise LoraEqError(f"{name}={value!r}: must be a positive number")
-        if not (isinstance(self.epochs, (int, float)) and self.epochs >= 0):
+        if self.epochs is not None and not (isinstance(self.epochs, (int, float)) and self.epochs >= 0):
             raise LoraEqError(f"epochs={self.epochs!r}: must be >= 0")
         if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps >= 0):
             raise LoraEqError(f"max_steps={self.max_steps!r}: must be a whole number >= 0")
@@ -54,6 +57,54 @@ class Hyper:
             raise LoraEqError(f"dropout={self.dropout!r}: must be in [0, 1)")
         if not 0 <= self.warmup_ratio < 1:
             raise LoraEqError(f"warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")
+
+
+    @property
+    def is_auto(self) -> bool:
+        return self.rank is None or self.learning_rate is None or (self.epochs is None and self.max_steps is None)
+
+
+# The auto schedule, measured on invented fact sets and the shipped samples (benchmarks/calibrate_proof.py):
+# a small set needs many passes at a high learning rate before its content shows in new answers,
+# a large one is learned in one pass at the usual rate and overfits with more.
+AUTO_TARGET_STEPS = 100  # optimizer steps a small set gets (as many whole epochs as come closest)
+AUTO_MAX_EPOCHS = 8
+AUTO_RANK = 16
+AUTO_LR_SMALL, AUTO_LR_LARGE = 1e-3, 2e-4  # at <= 500 rows, and at >= 5,000 (log-linear between)
+_SMALL_ROWS, _LARGE_ROWS = 500, 5000
+
+
+def auto_learning_rate(rows: int) -> float:
+    if rows <= _SMALL_ROWS:
+        return AUTO_LR_SMALL
+    if rows >= _LARGE_ROWS:
+        return AUTO_LR_LARGE
+    share = math.log(rows / _SMALL_ROWS) / math.log(_LARGE_ROWS / _SMALL_ROWS)
+    return float(f"{AUTO_LR_SMALL * (AUTO_LR_LARGE / AUTO_LR_SMALL) ** share:.2g}")
+
+
+def auto_schedule(hyper: Hyper, rows: int) -> tuple[Hyper, str | None]:
+    """`hyper` with its unset values chosen for `rows` training examples, and the reason in words
+    (None when nothing was left to choose)."""
+    if not hyper.is_auto:
+        return hyper, None
+    rows = max(1, int(rows))
+    chosen: dict = {}
+    if hyper.rank is None:
+        chosen["rank"] = AUTO_RANK
+    if hyper.learning_rate is None:
+        chosen["learning_rate"] = auto_learning_rate(rows)
+    per_epoch = math.ceil(rows / (hyper.batch_size * hyper.grad_accum))
+    if hyper.epochs is None and hyper.max_steps is None:
+        chosen["epochs"] = float(max(1, min(AUTO_MAX_EPOCHS, round(AUTO_TARGET_STEPS / per_epoch))))
+    resolved = Hyper(**{**asdict(hyper), **chosen})
+    if resolved.max_steps is not None:
+        length = f"{resolved.max_steps} steps"
+    else:
+        plural = "" if resolved.epochs == 1 else "s"
+        length = f"{resolved.epochs:g} epoch{plural} = {math.ceil(resolved.epochs * per_epoch)} steps"
+    return resolved, (f"auto: {length}, lr {resolved.learning_rate:g}, rank {resolved.rank}, "
+                      f"because {rows} training rows")
 
 
 @dataclass
@@ -101,6 +152,11 @@ class Variant:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def scheduled(self, rows: int) -> tuple["Variant", str | None]:
+        """This variant with its hyperparameters resolved for `rows` training examples (see `auto_schedule`)."""
+        hyper, reason = auto_schedule(self.hyper, rows)
+        return Variant(self.name, self.equalizer, hyper, self.mix), reason
 
     @classmethod
     def from_json(cls, data: dict) -> "Variant":

@@ -17,6 +17,7 @@ the default. It never trains nor changes an adapter, and the base comes back unc
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -33,14 +34,20 @@ from adapters.tokenize import Encoded, encode_chat, encode_prompt
 
 from .adapter_set import BASE, AdapterSet, load_adapter_set, release
 from .losses import Divergence, Scores, score
-from .stats import min_k_prob, roc_auc
-from .verdict import Evidence, Paired, Thresholds, Verdict, decide
+from .matching import matches
+from .stats import min_detectable_difference, min_k_prob, roc_auc
+from .verdict import Evidence, Matches, Paired, Thresholds, Verdict, decide
 
 Generate = Callable[[AdapterSet, list[list[dict]], list[str]], list[str]]
 Progress = Callable[[int, int], None]
 
 MAX_LENGTH = 1024  # tokens per scored conversation; longer ones are cut (their tail is not scored)
 MIN_K = 0.2  # Min-K% Prob: the 20% least likely answer tokens
+POWER = 0.8  # of the power statement in the report
+# A similarity gain the proof should be able to see: the smallest gain of a variant that learned
+# the fictional-facts sample with the old defaults (+0.05, one epoch): below that, a held-out set
+# that cannot detect +0.05 may miss real learning.
+MEANINGFUL_SIMILARITY = 0.05
 GENERATE_BATCH = 64  # sequences per generate call: bigger batches amortize the per-step overhead
 
 
@@ -72,9 +79,16 @@ class VariantProof:
     train_losses: list[float]
     train_losses_base: list[float]
     similarities: list[float]
+    matched: list[bool]  # each held-out answer matches its reference (matching.py)
+    power: dict  # what this held-out set could detect (see `power`)
     answers: list[str]
     loss_curve: list[list[float]]  # [step, loss] from train_log.jsonl
     divergence: Divergence
+
+    def headline(self) -> str:
+        """The first line a reader sees: how often the answers match the reference, against the base."""
+        m = self.evidence.matches
+        return f"answers held-out questions like the reference {m.rates()}"
 
     def to_json(self) -> dict:
         e = self.evidence
@@ -82,6 +96,9 @@ class VariantProof:
             "name": self.name,
             "folder": self.folder,
             "steps": self.steps,
+            "headline": self.headline(),
+            "matches": e.matches.to_json(),
+            "power": self.power,
             "verdict": self.verdict.label,
             "verdict_line": self.verdict.sentence,
             "heldout_loss_base": e.heldout_loss.base,
@@ -112,6 +129,7 @@ class VariantProof:
             "loss_curve": self.loss_curve,
             "per_example": {
                 "similarity": self.similarities,
+                "matched": self.matched,
                 "heldout_loss": self.heldout_losses,
                 "train_loss": self.train_losses,
                 "train_loss_base": self.train_losses_base,
@@ -138,6 +156,7 @@ class Report:
     skipped: list[dict] = field(default_factory=list)  # variants not finished: name, status
     notes: list[str] = field(default_factory=list)  # e.g. held-out rows that could not be measured
     seconds: dict = field(default_factory=dict)
+    base_matched: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.rows)
@@ -154,6 +173,7 @@ class Report:
             "n_resamples": self.n_resamples,
             "thresholds": self.thresholds.to_json(),
             "heldout_rows": len(self.rows),
+            "heldout_too_small": any(v.power["too_small"] for v in self.variants),
             "base": {
                 "heldout_loss": float(np.mean(self.base_heldout_losses)),
                 "heldout_ppl": _ppl(float(np.mean(self.base_heldout_losses))),
@@ -164,8 +184,9 @@ class Report:
             "notes": self.notes,
             "rows": [
                 {"id": r.id, "category": r.category, "prompt": r.prompt[-1]["content"], "reference": r.reference,
-                 "base_answer": a, "base_similarity": s, "base_loss": l}
-                for r, a, s, l in zip(self.rows, self.base_answers, self.base_similarities, self.base_heldout_losses)
+                 "base_answer": a, "base_similarity": s, "base_loss": l, "base_matched": bool(hit)}
+                for r, a, s, l, hit in zip(self.rows, self.base_answers, self.base_similarities,
+                                           self.base_heldout_losses, self.base_matched or [False] * len(self.rows))
             ],
             "seconds": self.seconds,
         }
@@ -351,6 +372,7 @@ def evaluate_run(
         rows=rows,
         base_answers=measured.answers[BASE],
         base_similarities=measured.similarity[BASE],
+        base_matched=measured.matched[BASE],
         base_heldout_losses=measured.heldout[BASE].loss.tolist(),
         variants=variants,
         skipped=skipped,
@@ -374,6 +396,7 @@ class _Measured:
     train: dict[str, tuple[Scores, Scores]]  # adapter id -> (base, variant) on its train sample
     answers: dict[str, list[str]]
     similarity: dict[str, list[float]]
+    matched: dict[str, list[bool]]
 
 
 class _Clock:
@@ -397,9 +420,9 @@ def _measure(adapters: AdapterSet, run_dir: Path, entries: list[VariantInfo], ro
     train = _train_scores(adapters, run_split(run_dir, "train"), entries, len(rows), seed)
     clock.lap("train_loss")
     _tick(progress, 2, stages)
-    answers, similarity = _answers(adapters, rows, generate, clock)
+    answers, similarity, matched = _answers(adapters, rows, generate, clock)
     _tick(progress, 3, stages)
-    return _Measured(adapters.ids, heldout, divergence, train, answers, similarity)
+    return _Measured(adapters.ids, heldout, divergence, train, answers, similarity, matched)
 
 
 def _answers(adapters: AdapterSet, rows: list[Row], generate: Generate | None, clock: _Clock):
@@ -419,7 +442,9 @@ def _answers(adapters: AdapterSet, rows: list[Row], generate: Generate | None, c
     clock.lap("similarity")
     answers = {name: list(flat[i * n : (i + 1) * n]) for i, name in enumerate(names)}
     similarity = {name: sims[i * n : (i + 1) * n] for i, name in enumerate(names)}
-    return answers, similarity
+    matched = {name: [matches(a, r.reference, r.prompt[-1]["content"], s)
+                      for a, r, s in zip(answers[name], rows, similarity[name])] for name in names}
+    return answers, similarity, matched
 
 
 def _tick(progress: Progress | None, done: int, total: int) -> None:
@@ -463,6 +488,7 @@ def _prove(variant: VariantInfo, m: _Measured, index: int, t: Thresholds, n_resa
         membership_auc=membership_auc(train_b, train_v, held_b, held_v),
         min_k_auc=roc_auc([min_k_prob(x, MIN_K) for x in train_v.token_logprobs],
                           [min_k_prob(x, MIN_K) for x in held_v.token_logprobs]),
+        matches=Matches.of(m.matched[BASE], m.matched[aid]),
     )
     log = variant.log()
     return VariantProof(
@@ -475,10 +501,36 @@ def _prove(variant: VariantInfo, m: _Measured, index: int, t: Thresholds, n_resa
         train_losses=train_v.loss.tolist(),
         train_losses_base=train_b.loss.tolist(),
         similarities=m.similarity[aid],
+        matched=m.matched[aid],
+        power=power(m.similarity[BASE], m.similarity[aid], t.alpha),
         answers=m.answers[aid],
         loss_curve=[[r["step"], r["loss"]] for r in log if "loss" in r and "step" in r],
         divergence=m.divergence[aid],
     )
+
+
+def power(base_similarity: list[float], variant_similarity: list[float], alpha: float) -> dict:
+    """What the held-out set could show: the smallest similarity gain detectable at `alpha` with
+    power 0.8 (from the observed spread of the paired differences), and whether the set is too
+    small to show a practically meaningful gain or any change in matches at all."""
+    n = len(base_similarity)
+    diffs = np.asarray(variant_similarity) - np.asarray(base_similarity)
+    detectable = min_detectable_difference(diffs, alpha=alpha, power=POWER) if n > 1 else math.inf
+    if not math.isfinite(detectable) or detectable == 0:  # no spread observed (e.g. an unchanged model)
+        detectable = min_detectable_difference(np.asarray(base_similarity) - np.mean(base_similarity),
+                                               alpha=alpha, power=POWER) if n > 1 else math.inf
+    enough_rows = n >= min_rows_for_mcnemar(alpha)
+    return {"n": n, "alpha": alpha, "power": POWER, "min_detectable_similarity": detectable,
+            "meaningful_similarity": MEANINGFUL_SIMILARITY,
+            "too_small": (not enough_rows) or detectable > MEANINGFUL_SIMILARITY}
+
+
+def min_rows_for_mcnemar(alpha: float) -> int:
+    """Fewest discordant rows that can make an exact McNemar test significant at `alpha`."""
+    k = 1
+    while 2 * 0.5**k >= alpha:
+        k += 1
+    return k
 
 
 def membership_auc(train_base: Scores, train_variant: Scores, held_base: Scores, held_variant: Scores) -> float:

@@ -83,11 +83,39 @@ def _rules(data: dict) -> list[str]:
         f"memorized (checked before learned): train loss significantly lower by >= {t['memorized_train_drop']:.0%} "
         f"of the base's, held-out loss down by < {t['memorized_generalization']:.0%} of that drop, membership AUC "
         f">= {t['memorized_auc']:g}",
-        "learned: held-out similarity to the reference significantly higher than the base's; or held-out loss "
-        "significantly lower with similarity not significantly lower",
-        "worse than base: held-out similarity significantly lower or held-out loss significantly higher",
+        "an answer matches its reference when it contains at least half of the reference's key words (its words "
+        "that are neither in the question nor common words); with no key word, when its similarity is >= 0.8",
+        f"learned: held-out answers better than the base's: similarity to the reference significantly higher, or "
+        f"significantly more answers matching the reference (exact McNemar test, p < {t['alpha']:g}); neither "
+        "significantly lower",
+        "closer in wording: held-out loss significantly lower while the answers are not measurably better: the "
+        "variant finds the data's phrasing more likely, its answers read the same",
+        "worse than base: held-out similarity or matches significantly lower, or held-out loss significantly higher",
         "inconclusive: changed from the base, none of the above shown at this sample size",
+        "power: the smallest similarity gain the held-out set detects at alpha with power 0.8 is "
+        "(z(1 - alpha/2) + z(0.8)) x sd(differences) / sqrt(n); the set is too small when that exceeds "
+        "+0.05, or when it has fewer rows than an exact McNemar test needs to reach alpha",
     ]
+
+
+def headlines(data: dict) -> list[str]:
+    """Per variant, the line a non-statistician reads first, then its verdict."""
+    return [f"{v['name']}: {v['headline']} — {v['verdict']}" for v in data["variants"]]
+
+
+def power_line(data: dict) -> str:
+    """What the held-out set could show, in words."""
+    powers = [v["power"] for v in data["variants"]]
+    if not powers:
+        return ""
+    n, detectable = powers[0]["n"], max(p["min_detectable_similarity"] for p in powers)
+    shown = f"+{detectable:.2f}" if detectable < 10 else "no gain at all"
+    if any(p["too_small"] for p in powers):
+        return (f"The held-out set ({n} rows) is too small to show an answer-level effect: it could only detect a "
+                f"similarity gain above {shown} (alpha {powers[0]['alpha']:g}, power 0.8). Hold out more rows "
+                f"(at least 50 where the data allows) before trusting a verdict of no change.")
+    return (f"The held-out set ({n} rows) can detect a similarity gain of {shown} or more "
+            f"(alpha {powers[0]['alpha']:g}, power 0.8).")
 
 
 # ---- markdown --------------------------------------------------------------------------------
@@ -99,6 +127,12 @@ def render_markdown(data: dict) -> str:
         "",
         f"Base `{data['model'] or 'embedded default'}` ({data['precision']}); {data['heldout_rows']} held-out rows; "
         f"seed {data['seed']}.",
+        "",
+        "## In short",
+        "",
+        *[f"- **{line}**" for line in headlines(data)],
+        "",
+        power_line(data),
         "",
         "## Verdicts",
         "",
@@ -123,11 +157,15 @@ def render_markdown(data: dict) -> str:
     ]
     for i, row in enumerate(data["rows"][:ANSWER_ROWS]):
         lines += ["", f"**{i + 1}. {_md(row['prompt'])}**", "", f"- reference: {_md(row['reference'])}",
-                  f"- base ({row['base_similarity']:.2f}): {_md(row['base_answer'])}"]
+                  f"- base ({_mark(row.get('base_matched'))}{row['base_similarity']:.2f}): {_md(row['base_answer'])}"]
         for v in data["variants"]:
             ex = v["per_example"]
-            lines.append(f"- {v['name']} ({ex['similarity'][i]:.2f}): {_md(ex['answers'][i])}")
+            lines.append(f"- {v['name']} ({_mark(ex['matched'][i])}{ex['similarity'][i]:.2f}): {_md(ex['answers'][i])}")
     return "\n".join(lines) + "\n"
+
+
+def _mark(matched) -> str:
+    return "match, " if matched else ""
 
 
 def _md(text: str) -> str:
@@ -140,11 +178,11 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .5em;text-align:right}
 td:first-child,th:first-child,td:nth-child(2){text-align:left}
-.learned{color:#176f2c}.memorized{color:#9a5b00}.worse{color:#a61b1b}.no-effect,.inconclusive{color:#555}
+.learned{color:#176f2c}.memorized,.wording{color:#9a5b00}.worse{color:#a61b1b}.no-effect,.inconclusive{color:#555}
 figure{margin:1.5em 0}.answers td{text-align:left;vertical-align:top}
 """
 _CLASS = {"learned": "learned", "memorized": "memorized", "worse than base": "worse", "no effect": "no-effect",
-          "inconclusive": "inconclusive"}
+          "inconclusive": "inconclusive", "closer in wording": "wording"}
 
 
 def render_html(data: dict) -> str:
@@ -154,6 +192,10 @@ def render_html(data: dict) -> str:
         f"<title>Proof of learning: {e(Path(data['run_dir']).name)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>Proof of learning</h1><p>{e(Path(data['run_dir']).name)}<br>base <code>{e(data['model'] or 'embedded default')}"
         f"</code> ({e(data['precision'])}), {data['heldout_rows']} held-out rows, seed {data['seed']}</p>",
+        "<h2>In short</h2><ul>",
+        *[f"<li class='{_CLASS.get(v['verdict'], '')}'><b>{e(v['name'])}</b>: {e(v['headline'])} — "
+          f"<b>{e(v['verdict'])}</b></li>" for v in data["variants"]],
+        f"</ul><p>{e(power_line(data))}</p>",
         "<h2>Verdicts</h2><ul>",
         *[f"<li class='{_CLASS.get(v['verdict'], '')}'><b>{e(v['name'])}</b>: {e(v['verdict_line'])}</li>"
           for v in data["variants"]],
@@ -179,10 +221,11 @@ def _answers_table(data: dict) -> str:
     names = ["reference", "base"] + [v["name"] for v in data["variants"]]
     out = ["<table class='answers'><tr><th>prompt</th>", *[f"<th>{e(n)}</th>" for n in names], "</tr>"]
     for i, row in enumerate(data["rows"][:ANSWER_ROWS]):
-        cells = [e(row["reference"]), f"{e(row['base_answer'])} <i>({row['base_similarity']:.2f})</i>"]
+        cells = [e(row["reference"]),
+                 f"{e(row['base_answer'])} <i>({_mark(row.get('base_matched'))}{row['base_similarity']:.2f})</i>"]
         for v in data["variants"]:
             ex = v["per_example"]
-            cells.append(f"{e(ex['answers'][i])} <i>({ex['similarity'][i]:.2f})</i>")
+            cells.append(f"{e(ex['answers'][i])} <i>({_mark(ex['matched'][i])}{ex['similarity'][i]:.2f})</i>")
         out.append(f"<tr><td>{e(row['prompt'])}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "".join(out) + "</table>"
 

@@ -10,6 +10,8 @@ This file knows nothing about models, runs or verdicts (see `losses.py`, `verdic
 from __future__ import annotations
 
 import itertools
+import math
+from statistics import NormalDist
 
 import numpy as np
 
@@ -134,3 +136,27 @@ def kl_divergence(p_logits, q_logits) -> np.ndarray:
     log_p, log_q = log_softmax(p_logits), log_softmax(q_logits)
     # Rounding can make an exactly-equal pair come out at -1e-17; a divergence is never negative.
     return np.maximum((np.exp(log_p) * (log_p - log_q)).sum(axis=-1), 0.0)
+
+
+def mcnemar_exact_p(base, variant) -> float:
+    """Two-sided exact McNemar test of paired pass/fail outcomes (same rows, base vs variant): the
+    binomial test of the discordant pairs against 1/2. 1.0 when no pair is discordant."""
+    b, v = np.asarray(base, dtype=bool), np.asarray(variant, dtype=bool)
+    if b.shape != v.shape or b.ndim != 1:
+        raise LoraEqError(f"paired outcomes need equal 1-D shapes, got {b.shape} and {v.shape}")
+    only_base, only_variant = int(np.sum(b & ~v)), int(np.sum(~b & v))
+    n, k = only_base + only_variant, min(only_base, only_variant)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return float(min(1.0, 2 * tail))
+
+
+def min_detectable_difference(diffs, alpha: float = 0.01, power: float = 0.8) -> float:
+    """The smallest mean paired difference a two-sided test at `alpha` detects with `power`, from
+    the observed spread of the differences (normal approximation): (z_(1-alpha/2) + z_power) * sd / sqrt(n)."""
+    x = _vector(diffs, "differences")
+    if x.size < 2:
+        return math.inf
+    z = NormalDist()
+    return float((z.inv_cdf(1 - alpha / 2) + z.inv_cdf(power)) * x.std(ddof=1) / math.sqrt(x.size))

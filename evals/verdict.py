@@ -5,8 +5,14 @@ their differences with a bootstrap interval and a sign-flip p-value (`stats.py`)
 the documented rules below to a variant's `Evidence` and returns its label and one sentence that
 carries the numbers it rests on. Pure: no model, no file.
 
+A verdict of "learned" rests on answers: the held-out answers must be measurably better than
+the base's, by similarity to the reference or by how many of them match it (`matching.py`; exact
+McNemar test on the rows whose outcome changed). A loss that falls while the answers stay as
+they were is "closer in wording": the variant finds the data's phrasing more likely, and a user
+reading its answers would see no difference.
+
 The rules, checked in this order (alpha = 0.01; "significant" means the 95% interval excludes 0
-and p < alpha):
+and p < alpha; for matches, the McNemar p < alpha):
 1. no effect: mean KL(base || variant) < 1e-4 nats per answer position and max |logit difference|
    < 1e-3 (or, for bf16/fp16 logits, under twice their rounding step at the largest logit). A
    LoRA with B = 0 (0 training steps) gives exactly 0 on both.
@@ -16,10 +22,13 @@ and p < alpha):
    variant/base) is at least 0.75. Checked before "learned" because a variant
    that memorized a few rows also answers held-out prompts in their form, which raises embedding
    similarity without the content being learned.
-3. learned: held-out similarity to the reference significantly higher than the base's.
-4. learned: held-out loss significantly down, held-out similarity not significantly lower.
-5. worse than base: held-out similarity significantly lower, or held-out loss significantly higher.
-6. inconclusive: the variant changed the model but none of the above is shown at this sample size.
+3. learned: held-out answers better: similarity to the reference significantly higher than the
+   base's, or significantly more answers matching the reference; and neither significantly lower.
+4. closer in wording: held-out loss significantly down, answers not measurably better (nor worse).
+5. worse than base: held-out similarity or matches significantly lower, or held-out loss
+   significantly higher.
+6. inconclusive: the variant changed the model but none of the above is shown at this sample size
+   (the report says when the held-out set is too small to show an answer-level effect at all).
 """
 
 from __future__ import annotations
@@ -31,9 +40,9 @@ import numpy as np
 
 from adapters.errors import LoraEqError
 
-from .stats import bootstrap_ci, paired_permutation_p
+from .stats import bootstrap_ci, mcnemar_exact_p, paired_permutation_p
 
-VERDICTS = ("learned", "memorized", "no effect", "worse than base", "inconclusive")
+VERDICTS = ("learned", "memorized", "closer in wording", "no effect", "worse than base", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,35 @@ class Paired:
 
 
 @dataclass(frozen=True)
+class Matches:
+    """Held-out answers matching their reference, base vs variant on the same rows (exact McNemar p)."""
+
+    base: int  # rows the base's answer matches
+    variant: int
+    n: int
+    p_value: float
+
+    @classmethod
+    def of(cls, base, variant) -> "Matches":
+        b, v = np.asarray(base, dtype=bool), np.asarray(variant, dtype=bool)
+        return cls(int(b.sum()), int(v.sum()), int(b.size), mcnemar_exact_p(b, v))
+
+    def up(self, alpha: float) -> bool:
+        return self.variant > self.base and self.p_value < alpha
+
+    def down(self, alpha: float) -> bool:
+        return self.variant < self.base and self.p_value < alpha
+
+    def rates(self) -> str:
+        """'68% of the time (base 4%)'"""
+        return f"{self.variant / self.n:.0%} of the time (base {self.base / self.n:.0%})"
+
+    def to_json(self) -> dict:
+        return {"base": self.base, "variant": self.variant, "n": self.n, "p_value": self.p_value,
+                "base_rate": self.base / self.n, "variant_rate": self.variant / self.n}
+
+
+@dataclass(frozen=True)
 class Thresholds:
     """Where the verdict rules draw their lines (see the module docstring)."""
 
@@ -115,6 +153,7 @@ class Evidence:
     logit_resolution: float = 0.0  # rounding step of the logits at their largest value
     membership_auc: float = 0.5  # train vs held-out by loss ratio variant/base
     min_k_auc: float = 0.5  # train vs held-out by the variant's Min-K% Prob
+    matches: Matches | None = None  # answers matching their reference, base vs variant
 
     def __post_init__(self) -> None:
         if self.kl_to_base < 0 or self.max_logit_diff < 0:
@@ -151,6 +190,14 @@ def is_memorized(e: Evidence, t: Thresholds) -> bool:
     )
 
 
+def answers_up(e: Evidence, t: Thresholds) -> bool:
+    return e.similarity.up(t.alpha) or (e.matches is not None and e.matches.up(t.alpha))
+
+
+def answers_down(e: Evidence, t: Thresholds) -> bool:
+    return e.similarity.down(t.alpha) or (e.matches is not None and e.matches.down(t.alpha))
+
+
 def decide(e: Evidence, t: Thresholds | None = None) -> Verdict:
     """The verdict for one variant, by the rules in the module docstring."""
     t = t or Thresholds()
@@ -164,19 +211,25 @@ def decide(e: Evidence, t: Thresholds | None = None) -> Verdict:
             f"but held-out loss {_arrow(held)} ({_carried(e)}); "
             f"held-out similarity {describe(sim)}; membership AUC {e.membership_auc:.2f}, "
             f"Min-K% AUC {e.min_k_auc:.2f}"))
-    if sim.up(t.alpha):
-        return Verdict("learned", f"learned: held-out similarity {describe(sim)}; held-out loss {_arrow(held)}")
-    if held.down(t.alpha) and not sim.down(t.alpha):
-        return Verdict("learned", (
-            f"learned: held-out loss {_arrow(held)} ({describe(held)}); held-out similarity {describe(sim)}, "
-            "not significant"))
-    if sim.down(t.alpha) or held.up(t.alpha):
-        return Verdict("worse than base", (
-            f"worse than base: held-out similarity {describe(sim)}; held-out loss {_arrow(held)} "
-            f"({describe(held)})"))
+    up, down = answers_up(e, t), answers_down(e, t)
+    if up and not down:
+        return Verdict("learned", f"learned: {_answers(e)}; held-out loss {_arrow(held)}")
+    if held.down(t.alpha) and not up and not down:
+        return Verdict("closer in wording", (
+            f"closer to the data's wording; answers not measurably better: held-out loss {_arrow(held)} "
+            f"({describe(held)}); {_answers(e)}"))
+    if down or held.up(t.alpha):
+        return Verdict("worse than base", f"worse than base: {_answers(e)}; held-out loss {_arrow(held)} ({describe(held)})")
     return Verdict("inconclusive", (
-        f"inconclusive: held-out similarity {describe(sim)}; held-out loss {_arrow(held)} ({describe(held)}); "
+        f"inconclusive: {_answers(e)}; held-out loss {_arrow(held)} ({describe(held)}); "
         f"changed from the base (mean KL {e.kl_to_base:.2g} nats/token) without a significant effect"))
+
+
+def _answers(e: Evidence) -> str:
+    text = f"held-out similarity {describe(e.similarity)}"
+    if e.matches is not None:
+        text += f"; answers match the reference {e.matches.rates()}, McNemar {format_p(e.matches.p_value)}"
+    return text
 
 
 def format_p(p: float) -> str:

@@ -42,7 +42,8 @@ def report_view(shared: Shared, state: Session):
     rows = [{k: v.get(k) for k in VERDICT_COLUMNS} for v in data["variants"]]
     page = folder.report_file("html")
     html = framed(page.read_text(encoding="utf-8")) if page else ""
-    lines = [f"**{v['name']}**: {v.get('verdict_line') or v['verdict']}" for v in data["variants"]]
+    lines = [f"**{v['name']}**: {v.get('verdict_line') or v['verdict']}" + (f" — {v['headline']}" if v.get("headline") else "")
+             for v in data["variants"]]
     return "  \n".join(lines) or "The report has no finished variant.", pd.DataFrame(rows), html
 
 

@@ -15,7 +15,7 @@ from adapters.errors import LoraEqError
 from adapters.limits import check_hyper, check_number, check_ranks, check_text, check_training_memory, training_memory
 from adapters.runs import request_cancel, run_status
 from adapters.suggest import suggest_equalizer
-from adapters.variants import DEFAULT_BANDS, Hyper, Variant, safe_name
+from adapters.variants import DEFAULT_BANDS, Hyper, Variant, auto_schedule, safe_name
 from playground.guard import handler, public_message
 from playground.plots import cell_at, equalizer_image, loss_curves
 from playground.sessions import Session
@@ -24,7 +24,7 @@ from playground.tab_data import session_dataset, session_spec
 from playground.tab_model import current
 
 MAX_STRENGTH = 2.0
-VARIANT_COLUMNS = ["name", "equalizer", "rank", "learning_rate", "max_steps", "batch_size"]
+VARIANT_COLUMNS = ["name", "equalizer", "rank", "learning_rate", "max_steps", "batch_size", "schedule"]
 
 
 def session_equalizer(shared: Shared, state: Session) -> Equalizer:
@@ -38,14 +38,31 @@ def grid_frame(eq: Equalizer) -> pd.DataFrame:
     return pd.DataFrame(equalizer_table(eq))
 
 
-def variants_frame(variants: list[dict]) -> pd.DataFrame:
+def variants_frame(variants: list[dict], train_rows: int | None = None) -> pd.DataFrame:
     rows = []
     for v in variants:
-        h = v["hyper"]
-        eq = v["equalizer"] if isinstance(v["equalizer"], str) else "custom grid"
-        rows.append({"name": v["name"], "equalizer": eq, "rank": h["rank"], "learning_rate": h["learning_rate"],
-                     "max_steps": h["max_steps"], "batch_size": h["batch_size"]})
+        variant = Variant.from_json(v)
+        scheduled, reason = variant.scheduled(train_rows) if train_rows else (variant, None)
+        h = scheduled.hyper
+        given = variant.hyper
+        rows.append({"name": v["name"], "equalizer": v["equalizer"] if isinstance(v["equalizer"], str) else "custom grid",
+                     "rank": _shown(given.rank, h.rank), "learning_rate": _shown(given.learning_rate, h.learning_rate),
+                     "max_steps": given.max_steps if given.max_steps is not None else "auto",
+                     "batch_size": h.batch_size, "schedule": reason or "as given"})
     return pd.DataFrame(rows, columns=VARIANT_COLUMNS)
+
+
+def _shown(given, chosen):
+    """A value the user set, or the auto schedule's choice marked as such."""
+    return given if given is not None else f"auto ({chosen:g})" if chosen is not None else "auto"
+
+
+def train_rows(shared: Shared, state: Session) -> int | None:
+    """About how many rows the session's data gives training (None before a file is validated)."""
+    if not state.data:
+        return None
+    spec = session_spec(shared, state)
+    return spec.train_rows(spec.load())
 
 
 def progress_markdown(shared: Shared, state: Session) -> str:
@@ -133,15 +150,21 @@ def add_variant(shared: Shared, vname, vrank, vlr, vsteps, vbatch, state: Sessio
     if len(state.variants) >= limits.variants:
         raise LoraEqError(f"{limits.variants} variants is the limit for one run: train these, then add more")
     vname = check_text("variant name", vname, 100)
-    hyper = Hyper(rank=check_number("rank", vrank, limits.rank, minimum=1),
-                  learning_rate=check_number("learning rate", vlr, 1.0, whole=False),
-                  max_steps=check_number("max steps", vsteps, limits.steps),
+    hyper = Hyper(rank=optional(vrank, lambda x: check_number("rank", x, limits.rank, minimum=1)),
+                  learning_rate=optional(vlr, lambda x: check_number("learning rate", x, 1.0, whole=False)),
+                  max_steps=optional(vsteps, lambda x: check_number("max steps", x, limits.steps)),
                   batch_size=check_number("batch size", vbatch, limits.batch_size, minimum=1))
     eq = session_equalizer(shared, state)
-    check_ranks(current(shared, state).analysis.cells, eq, hyper.rank)
+    rows = train_rows(shared, state)
+    check_ranks(current(shared, state).analysis.cells, eq, auto_schedule(hyper, rows or 1)[0].rank)
     variant = Variant(safe_name(vname or "variant", {v["name"] for v in state.variants}), eq.to_json(), hyper)
     state.variants = [*state.variants, variant.to_json()]
-    return variants_frame(state.variants), f"variant-{len(state.variants) + 1}", state
+    return variants_frame(state.variants, rows), f"variant-{len(state.variants) + 1}", state
+
+
+def optional(value, check):
+    """None (left blank: the auto schedule chooses) or the checked value."""
+    return None if value is None or value == "" else check(value)
 
 
 def clear_variants(state: Session):
@@ -157,14 +180,15 @@ def start_training(shared: Shared, state: Session):
         raise LoraEqError("this session is already training: wait for it to finish, or cancel it")
     spec = session_spec(shared, state)
     ds = spec.load(current(shared, state).model.tokenizer)
-    variants = [Variant.from_json(v) for v in state.variants]
+    variants = [Variant.from_json(v) for v in state.variants]  # the auto schedule resolves in the run
     loaded = current(shared, state)
     longest = max(ds.token_counts(), default=None)
     for v in variants:
-        check_hyper(v.hyper, shared.limits)
+        hyper = v.scheduled(spec.train_rows(ds))[0].hyper
+        check_hyper(hyper, shared.limits)
         eq = Equalizer.from_json(v.equalizer)
-        check_ranks(loaded.analysis.cells, eq, v.hyper.rank)
-        estimate = training_memory(loaded.analysis.cells, eq, v.hyper, loaded.model.memory_bytes,
+        check_ranks(loaded.analysis.cells, eq, hyper.rank)
+        estimate = training_memory(loaded.analysis.cells, eq, hyper, loaded.model.memory_bytes,
                                    loaded.model.model.config, longest)
         check_training_memory(estimate, shared.limits)
     name, run_dir = shared.area.new_run(state)
@@ -211,9 +235,9 @@ def build(shared: Shared, session: gr.State) -> None:
     gr.Markdown("**Variants**: each one is the equalizer above plus hyperparameters; each trains its own adapter.")
     with gr.Row():
         name = gr.Textbox("variant-1", label="Name")
-        rank = gr.Number(8, label="Rank", step=1)
-        lr = gr.Number(2e-4, label="Learning rate")
-        steps = gr.Number(20, label="Max steps", step=1)
+        rank = gr.Number(None, label="Rank (blank: auto)", step=1)
+        lr = gr.Number(None, label="Learning rate (blank: auto)")
+        steps = gr.Number(None, label="Max steps (blank: auto)", step=1)
         batch = gr.Number(8, label="Batch size", step=1)
         add = gr.Button("Add variant")
     variants = gr.Dataframe(pd.DataFrame(columns=VARIANT_COLUMNS), label="Variants", interactive=False)

@@ -62,11 +62,14 @@ def test_sizes_are_refused_before_any_work(shared):
         tab_train.add_variant(shared, "big", 100_000, 1e-3, 2, 4, state)
     with pytest.raises(LoraEqError, match="smaller dimension"):
         tab_train.add_variant(shared, "wide", 40, 1e-3, 2, 4, state)
-    for value in (float("nan"), float("inf"), None, "eight", 2.5, -3):
+    for value in (float("nan"), float("inf"), "eight", 2.5, -3):
         with pytest.raises(LoraEqError, match="rank"):
             tab_train.add_variant(shared, "odd", value, 1e-3, 2, 4, state)
     tab_train.add_variant(shared, "a", 4, 1e-3, 2, 4, state)
-    tab_train.add_variant(shared, "b", 4, 1e-3, 2, 4, state)
+    frame, _, _ = tab_train.add_variant(shared, "b", None, None, None, 4, state)  # blank: the auto schedule
+    auto = frame.iloc[1]
+    assert auto["rank"] == "auto (16)" and auto["learning_rate"] == "auto (0.001)" and auto["max_steps"] == "auto"
+    assert auto["schedule"] == "auto: 1 epoch = 68 steps, lr 0.001, rank 16, because 270 training rows"
     with pytest.raises(LoraEqError, match="2 variants is the limit"):
         tab_train.add_variant(shared, "c", 4, 1e-3, 2, 4, state)
     with pytest.raises(LoraEqError, match="train at least one variant"):

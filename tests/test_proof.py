@@ -20,7 +20,7 @@ from adapters.variants import Hyper, Variant
 from evals.adapter_set import BASE, load_adapter_set, release
 from evals.losses import plan_batches, score
 from evals.proof import evaluate_run, greedy_generate
-from evals.verdict import Evidence, Paired, Thresholds, decide
+from evals.verdict import Evidence, Matches, Paired, Thresholds, decide
 
 JSON_KEYS = {"name", "verdict", "heldout_loss_base", "heldout_loss", "similarity_base", "similarity", "diff_ci",
              "p_value", "kl_to_base"}
@@ -210,9 +210,21 @@ def test_verdict_learned_by_similarity_with_its_numbers():
     assert v.sentence == "learned: held-out similarity +0.18 [+0.12, +0.24], p < 0.001; held-out loss 2.41 -> 1.37"
 
 
-def test_verdict_learned_by_loss_when_similarity_is_flat():
-    v = decide(evidence(heldout_loss=paired(2.4, 1.9, -0.6, -0.4, 0.0001), train_loss=paired(2.4, 1.8, -0.7, -0.5, 1e-4)))
-    assert v.label == "learned" and "not significant" in v.sentence and "2.40 -> 1.90" in v.sentence
+def test_a_falling_loss_with_answers_unchanged_is_closer_in_wording_never_learned():
+    flat = Matches.of([False] * 12, [False] * 12)
+    v = decide(evidence(heldout_loss=paired(3.63, 3.02, -0.8, -0.4, 0.0001), train_loss=paired(2.4, 1.8, -0.7, -0.5, 1e-4),
+                        similarity=paired(0.60, 0.62, -0.02, 0.05, 0.40), matches=flat))
+    assert v.label == "closer in wording"
+    assert v.sentence.startswith("closer to the data's wording; answers not measurably better: held-out loss 3.63 -> 3.02")
+    assert "answers match the reference 0% of the time (base 0%), McNemar p = 1.0" in v.sentence
+
+
+def test_verdict_learned_by_matches_when_similarity_is_flat():
+    base, variant = [False] * 30, [True] * 14 + [False] * 16
+    v = decide(evidence(heldout_loss=paired(2.4, 1.9, -0.6, -0.4, 0.0001), matches=Matches.of(base, variant)))
+    assert v.label == "learned" and "answers match the reference 47% of the time (base 0%), McNemar p < 0.001" in v.sentence
+    assert Matches.of(base, [True] * 3 + [False] * 27).p_value == 0.25  # 3 discordant rows: not enough
+    assert decide(evidence(matches=Matches.of([True] * 14 + [False] * 16, base))).label == "worse than base"
 
 
 def test_verdict_memorized():
@@ -225,8 +237,8 @@ def test_verdict_memorized():
     # Answers in the memorized rows' form raise similarity; the loss shows the content did not carry over.
     form = replace(e, similarity=paired(0.6, 0.72, 0.08, 0.17, 1e-4), heldout_loss=paired(2.8, 2.3, -0.7, -0.4, 1e-4))
     assert decide(form).label == "memorized" and "22% of the train drop" in decide(form).sentence
-    # The same train drop carried over to held-out is learning, not memorization.
-    assert decide(replace(e, heldout_loss=paired(2.4, 0.6, -1.9, -1.7, 1e-4))).label == "learned"
+    # The same train drop carried over to held-out is not memorization; with answers unchanged, not learning.
+    assert decide(replace(e, heldout_loss=paired(2.4, 0.6, -1.9, -1.7, 1e-4))).label == "closer in wording"
     # Without train rows standing out (membership AUC), a flat held-out is not called memorization.
     assert decide(replace(e, membership_auc=0.6)).label == "worse than base"
     # A small train drop is not memorization either.

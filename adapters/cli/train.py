@@ -42,6 +42,15 @@ def _variants_from_args(args: argparse.Namespace):
     return [Variant(name=p, equalizer=p, hyper=Hyper(**overrides)) for p in args.preset]
 
 
+def heldout_arg(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise LoraEqError(f"--heldout {text!r}: a fraction between 0 and 1, or auto") from None
+
+
 def _train(args: argparse.Namespace) -> tuple[dict, int]:
     from ..runs import run_queue, run_status
 
@@ -55,8 +64,8 @@ def _train(args: argparse.Namespace) -> tuple[dict, int]:
 
         variants = _variants_from_args(args)
         group = None if args.group.lower() == "none" else args.group
-        spec = DataSpec(args.data, format=args.format, mapping=data_mapping(args), heldout=args.heldout, group=group,
-                        seed=args.seed)
+        spec = DataSpec(args.data, format=args.format, mapping=data_mapping(args), heldout=heldout_arg(args.heldout),
+                        group=group, seed=args.seed)
         start_run(out, spec, variants, model=args.model, precision=args.precision, bands=args.bands,
                   dataset=read_data(args))
 
@@ -121,7 +130,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--save-steps", type=int, default=None, help="checkpoint interval (default 25)")
-    p.add_argument("--heldout", type=float, default=0.1, help="held-out fraction (default 0.1)")
+    p.add_argument("--heldout", default="auto",
+                   help="held-out fraction for the proof (default auto: 10%% of the rows, at least 50, at most 25%%)")
     p.add_argument("--group", default="auto", metavar="FIELD",
                    help="keep rows sharing this field together in the split (e.g. fact_id: held-out rows are "
                         "paraphrases of trained facts); default auto: fact_id when every row has one; none: off")
