@@ -163,6 +163,7 @@ def run_queue(run_dir: Path, base=None, on_event=None) -> list[dict]:
             run.cancel_path.unlink(missing_ok=True)
         base = base or load_model(run.model, run.precision)
         train = run_split(run.path, "train")
+        heldout = [e.messages for e in run_split(run.path, "heldout").examples]
         results = []
         for info in run.variants:
             folder = info.folder
@@ -184,7 +185,8 @@ def run_queue(run_dir: Path, base=None, on_event=None) -> list[dict]:
                 if is_main_process():
                     record = _variant_record(run, info, base, eq.to_json(), variant, schedule)
                     write_json_atomic(folder / "variant.json", record)
-                result = train_variant(base, variant, conversations, folder, bands=run.bands, cancel_path=run.cancel_path)
+                result = train_variant(base, variant, conversations, folder, bands=run.bands,
+                                       cancel_path=run.cancel_path, heldout=heldout)
             except CancelledError as e:
                 set_status(folder, "cancelled", error=str(e))
                 results.append({"name": variant.name, "status": "cancelled", "path": str(folder)})
@@ -247,7 +249,8 @@ def run_status(run_dir: Path) -> dict:
     run = RunFolder.open(run_dir)
     variants = []
     for v in run.variants:
-        steps = [r for r in v.log() if "loss" in r]
+        log = v.log()
+        steps = [r for r in log if "loss" in r]
         variants.append(
             {
                 "name": v.name,
@@ -256,6 +259,7 @@ def run_status(run_dir: Path) -> dict:
                 "error": v.error(),
                 "last": steps[-1] if steps else None,
                 "losses": [[r["step"], r["loss"]] for r in steps],
+                "heldout_losses": [[r["step"], r["heldout_loss"]] for r in log if "heldout_loss" in r],
                 "metrics": v.metrics() or None,
             }
         )

@@ -10,6 +10,7 @@ nor about reading files (`data/`): it takes conversations already chosen for tra
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -144,6 +145,70 @@ def _progress_callback(log_path: Path, cancel_path: Path | None, counter: TokenC
     return ProgressLog()
 
 
+HELDOUT_SAMPLE = 64  # held-out rows scored during training: enough for a curve, cheap next to a step
+HELDOUT_EVALS = 10  # evaluations over a run
+PATIENCE = 3  # evaluations without a better held-out loss before early stopping
+
+
+def heldout_loss(model, batches: list[dict]) -> float:
+    """Mean assistant-token loss of the model on prepared batches (no gradients, eval mode)."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            n = int((batch["labels"][:, 1:] != IGNORE).sum())
+            total += float(model(**batch).loss) * n
+            tokens += n
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+def _heldout_callback(log_path: Path, model, batches: list[dict], every: int, early_stop: bool):
+    from transformers import TrainerCallback
+
+    class HeldoutWatch(TrainerCallback):
+        """Held-out loss every `every` steps into the log; with early stopping, stops after PATIENCE
+        evaluations without improvement and puts the best adapter weights back."""
+
+        def __init__(self) -> None:
+            self.best, self.best_step, self.waited, self.best_state = float("inf"), 0, 0, None
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step % every and state.global_step != state.max_steps:
+                return
+            loss = heldout_loss(model, batches)
+            if state.is_world_process_zero:
+                _append(log_path, {"step": state.global_step, "heldout_loss": loss, "time": time.time()})
+            if loss < self.best:
+                self.best, self.best_step, self.waited = loss, state.global_step, 0
+                if early_stop:
+                    self.best_state = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+            elif early_stop:
+                self.waited += 1
+                if self.waited >= PATIENCE:
+                    control.should_training_stop = True
+
+        def restore_best(self) -> int | None:
+            """Put the best evaluated weights back; the step they are from (None without early stopping)."""
+            if self.best_state is None:
+                return None
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for k, v in self.best_state.items():
+                    params[k].copy_(v)
+            return self.best_step
+
+    return HeldoutWatch()
+
+
+def _heldout_batches(tokenizer, conversations: list[list[dict]], max_length: int, batch_size: int) -> list[dict]:
+    rows = encode_all(tokenizer, conversations[:HELDOUT_SAMPLE], max_length)
+    collate = PadCollator(tokenizer.pad_token_id, TokenCounter())
+    return [collate([EncodedDataset(rows)[j] for j in range(i, min(i + batch_size, len(rows)))])
+            for i in range(0, len(rows), batch_size)]
+
+
 def _append(path: Path, record: dict) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -202,6 +267,14 @@ def training_arguments(variant: Variant, out: Path, base, n_examples: int):
     )
 
 
+def planned_steps(h, n_examples: int) -> int:
+    """Optimizer steps the Trainer will take for `n_examples` (as its own epoch arithmetic)."""
+    if h.max_steps is not None:
+        return h.max_steps
+    per_epoch = math.ceil(n_examples / h.batch_size / h.grad_accum)
+    return max(1, math.ceil((h.epochs or 1.0) * per_epoch))
+
+
 def resolve_equalizer(base, variant: Variant, bands: int = DEFAULT_BANDS):
     """The variant's equalizer as a grid over this base's roles and layer bands."""
     from .analysis import layer_bands, tuning_map
@@ -249,8 +322,11 @@ def train_variant(
     *,
     bands: int = DEFAULT_BANDS,
     cancel_path: Path | None = None,
+    heldout: list[list[dict]] | None = None,
 ) -> VariantResult:
-    """Train `variant` on `conversations` into `folder` (adapter files, train_log.jsonl)."""
+    """Train `variant` on `conversations` into `folder` (adapter files, train_log.jsonl). With
+    `heldout` conversations, their loss is logged every few steps (a sample of HELDOUT_SAMPLE),
+    and the variant's `early_stopping` stops on it."""
     from transformers import PrinterCallback, Trainer
 
     started = time.perf_counter()
@@ -269,12 +345,19 @@ def train_variant(
             _append(folder / "train_log.jsonl", {"event": "start", "step": 0, "max_steps": 0})
         else:
             progress = _progress_callback(folder / "train_log.jsonl", cancel_path, counter)
+            arguments = training_arguments(variant, folder / "checkpoints", base, len(examples))
+            callbacks, watch = [progress], None
+            if heldout:
+                batches = _heldout_batches(base.tokenizer, heldout, h.max_length, h.batch_size)
+                every = max(1, planned_steps(h, len(examples)) // HELDOUT_EVALS)
+                watch = _heldout_callback(folder / "train_log.jsonl", peft_model, batches, every, h.early_stopping)
+                callbacks.append(watch)
             trainer = Trainer(
                 model=peft_model,
-                args=training_arguments(variant, folder / "checkpoints", base, len(examples)),
+                args=arguments,
                 train_dataset=EncodedDataset(examples),
                 data_collator=PadCollator(base.tokenizer.pad_token_id, counter),
-                callbacks=[progress],
+                callbacks=callbacks,
             )
             trainer.remove_callback(PrinterCallback)  # stdout belongs to the CLI's JSON; progress goes to the log
             resume = last_checkpoint(folder / "checkpoints")
@@ -285,6 +368,9 @@ def train_variant(
             trained = counter.tokens
             if progress.cancelled:
                 raise CancelledError(f"variant {variant.name!r} cancelled at step {steps}")
+            best = watch.restore_best() if watch is not None else None
+            if best is not None and best != steps:
+                _append(folder / "train_log.jsonl", {"event": "early_stop", "step": steps, "best_step": best})
             del output
         if is_main_process():
             save_adapter_atomically(peft_model, folder)

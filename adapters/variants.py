@@ -40,6 +40,7 @@ class Hyper:
     weight_decay: float = 0.0
     seed: int = 0
     save_steps: int = 25  # checkpoint interval, for resume after a crash
+    early_stopping: bool = False  # stop when the held-out loss stops improving; keep the best weights
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size", "grad_accum", "max_length", "save_steps")
@@ -57,6 +58,8 @@ class Hyper:
             raise LoraEqError(f"dropout={self.dropout!r}: must be in [0, 1)")
         if not 0 <= self.warmup_ratio < 1:
             raise LoraEqError(f"warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")
+        if not isinstance(self.early_stopping, bool):
+            raise LoraEqError(f"early_stopping={self.early_stopping!r}: must be true or false")
 
 
     @property

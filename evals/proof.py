@@ -84,6 +84,7 @@ class VariantProof:
     answers: list[str]
     loss_curve: list[list[float]]  # [step, loss] from train_log.jsonl
     divergence: Divergence
+    heldout_curve: list[list[float]] = field(default_factory=list)  # [step, held-out loss] during training
 
     def headline(self) -> str:
         """The first line a reader sees: how often the answers match the reference, against the base."""
@@ -127,6 +128,7 @@ class VariantProof:
             "max_logit_diff": e.max_logit_diff,
             "logit_resolution": e.logit_resolution,
             "loss_curve": self.loss_curve,
+            "heldout_curve": self.heldout_curve,
             "per_example": {
                 "similarity": self.similarities,
                 "matched": self.matched,
@@ -505,6 +507,7 @@ def _prove(variant: VariantInfo, m: _Measured, index: int, t: Thresholds, n_resa
         power=power(m.similarity[BASE], m.similarity[aid], t.alpha),
         answers=m.answers[aid],
         loss_curve=[[r["step"], r["loss"]] for r in log if "loss" in r and "step" in r],
+        heldout_curve=[[r["step"], r["heldout_loss"]] for r in log if "heldout_loss" in r],
         divergence=m.divergence[aid],
     )
 

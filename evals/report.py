@@ -204,7 +204,8 @@ def render_html(data: dict) -> str:
         "</ul><h2>Numbers</h2><table><tr>", *[f"<th>{e(c)}</th>" for c in _HEAD], "</tr>",
         *["<tr>" + "".join(f"<td>{e(_cell(r.get(c)))}</td>" for c in _HEAD) + "</tr>" for r in summary_rows(data)],
         "</table><h2>Plots</h2>",
-        _figure(loss_curves(data), "Training loss per variant (train_log.jsonl)."),
+        _figure(loss_curves(data), "Training loss per variant (train_log.jsonl), and the held-out loss measured "
+                                   "during training (dashed)."),
         _figure(similarity_scatter(data), "Held-out similarity to the reference, per example: base (x) vs variant "
                                           "(y). Above the diagonal the variant's answer is closer."),
         _figure(intervals(data), "Mean paired difference, variant minus base, with its 95% bootstrap interval "
@@ -256,9 +257,12 @@ def loss_curves(data: dict):
     for v in data["variants"]:
         if v["loss_curve"]:
             steps, losses = zip(*v["loss_curve"])
-            ax.plot(steps, losses, label=v["name"], marker="." if len(steps) < 30 else None)
+            line, = ax.plot(steps, losses, label=v["name"], marker="." if len(steps) < 30 else None)
+            if v.get("heldout_curve"):
+                steps, losses = zip(*v["heldout_curve"])
+                ax.plot(steps, losses, "--o", color=line.get_color(), markersize=3, label=f"{v['name']} held-out")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss (solid: training, dashed: held-out)")
     if ax.lines:
         ax.legend(fontsize=8)
     else:

@@ -84,14 +84,17 @@ def cell_at(eq, x: int, y: int) -> tuple[int, int] | None:
 
 
 def loss_curves(status: dict):
-    """Training loss per variant of a run (from `runs.run_status`)."""
+    """Training loss per variant of a run (from `runs.run_status`), its held-out loss dashed."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for v in status["variants"]:
         if v["losses"]:
             steps, losses = zip(*v["losses"])
-            ax.plot(steps, losses, label=f"{v['name']} ({v['status']})")
+            line, = ax.plot(steps, losses, label=f"{v['name']} ({v['status']})")
+            if v.get("heldout_losses"):
+                steps, losses = zip(*v["heldout_losses"])
+                ax.plot(steps, losses, "--o", color=line.get_color(), markersize=3, label=f"{v['name']} held-out")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss (solid: training, dashed: held-out)")
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)

@@ -29,6 +29,7 @@ def _variants_from_args(args: argparse.Namespace):
             "batch_size": args.batch_size,
             "max_length": args.max_length,
             "save_steps": args.save_steps,
+            "early_stopping": True if args.early_stopping else None,
         }.items()
         if v is not None
     }
@@ -124,9 +125,11 @@ def register(sub) -> None:
     p.add_argument("--out", help="run folder to create")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an existing run folder")
     p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--rank", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=float, default=None, help="default: the auto schedule's choice for the data")
+    p.add_argument("--rank", type=int, default=None, help="default: the auto schedule's choice (16)")
+    p.add_argument("--lr", type=float, default=None, help="default: the auto schedule's choice for the data")
+    p.add_argument("--early-stopping", action="store_true",
+                   help="stop when the held-out loss (measured during training) stops improving; keep the best weights")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--save-steps", type=int, default=None, help="checkpoint interval (default 25)")
