@@ -105,17 +105,22 @@ def headlines(data: dict) -> list[str]:
 
 def power_line(data: dict) -> str:
     """What the held-out set could show, in words."""
-    powers = [v["power"] for v in data["variants"]]
-    if not powers:
+    variants = data["variants"]
+    if not variants:
         return ""
+    powers = [v["power"] for v in variants]
     n, detectable = powers[0]["n"], max(p["min_detectable_similarity"] for p in powers)
     shown = f"+{detectable:.2f}" if detectable < 10 else "no gain at all"
-    if any(p["too_small"] for p in powers):
-        return (f"The held-out set ({n} rows) is too small to show an answer-level effect: it could only detect a "
-                f"similarity gain above {shown} (alpha {powers[0]['alpha']:g}, power 0.8). Hold out more rows "
-                f"(at least 50 where the data allows) before trusting a verdict of no change.")
-    return (f"The held-out set ({n} rows) can detect a similarity gain of {shown} or more "
-            f"(alpha {powers[0]['alpha']:g}, power 0.8).")
+    setting = f"(alpha {powers[0]['alpha']:g}, power 0.8)"
+    if not any(p["too_small"] for p in powers):
+        return f"The held-out set ({n} rows) can detect a similarity gain of {shown} or more {setting}."
+    found = any(v["verdict"] in ("learned", "worse than base") for v in variants)
+    head = (f"The held-out set ({n} rows) is too small to detect a similarity gain of "
+            f"+{powers[0]['meaningful_similarity']:.2f}: it detects only gains above {shown} {setting}")
+    if found:
+        return head + "; the effects reported above are larger than that."
+    return head + (". It is too small to show an answer-level effect: hold out more rows (at least 50 where the "
+                   "data allows) before trusting a verdict of no change.")
 
 
 # ---- markdown --------------------------------------------------------------------------------

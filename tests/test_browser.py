@@ -58,10 +58,12 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "install Debian's chromium (scripts/setup.sh does)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        yield b
-        b.close()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("LD_PRELOAD", raising=False)  # `make test` preloads a malloc for PyTorch; the browser keeps its own
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+            yield b
+            b.close()
 
 
 def _shot(page, name: str) -> None:

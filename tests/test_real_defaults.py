@@ -80,6 +80,6 @@ def test_the_report_says_when_the_heldout_set_is_too_small(fresh):
     run, base, _, _, _, _ = fresh
     small = evaluate_run(run, base=base, limit=8, write=False).to_json()
     assert small["heldout_rows"] == 8 and small["heldout_too_small"]
-    assert power_line(small).startswith("The held-out set (8 rows) is too small to show an answer-level effect")
+    assert power_line(small).startswith("The held-out set (8 rows) is too small to detect a similarity gain of +0.05")
     held = json.loads((run / "report.json").read_text())
     assert held["variants"][0]["heldout_curve"], "held-out loss measured during training"
