@@ -2,14 +2,15 @@
 
 Every test here is on per-example paired differences (variant minus base on the same rows):
 a percentile bootstrap confidence interval of their mean, a two-sided sign-flip permutation test,
-a rank AUC (Mann-Whitney) for membership signals, Min-K% Prob, and the KL divergence between two
-next-token distributions given as logits. Seeded, so a report is reproducible.
+a rank AUC (Mann-Whitney) for membership signals, Min-K% Prob, the KL divergence between two
+next-token distributions given as logits, and an exact McNemar test on paired pass / fail outcomes. Seeded, so a report is reproducible.
 This file knows nothing about models, runs or verdicts (see `losses.py`, `verdict.py`).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -134,3 +135,23 @@ def kl_divergence(p_logits, q_logits) -> np.ndarray:
     log_p, log_q = log_softmax(p_logits), log_softmax(q_logits)
     # Rounding can make an exactly-equal pair come out at -1e-17; a divergence is never negative.
     return np.maximum((np.exp(log_p) * (log_p - log_q)).sum(axis=-1), 0.0)
+
+
+def mcnemar_exact_p(base_passed, other_passed) -> float:
+    """Two-sided exact McNemar test of "the two columns pass equally often" on paired pass / fail.
+
+    Only discordant pairs count: b (the base passes, the other fails) and c (the reverse). Under the
+    null each discordant pair goes either way with probability 1/2, so p is the two-sided binomial
+    tail of min(b, c) in b + c trials; with no discordant pair p = 1.
+    """
+    base = [bool(x) for x in base_passed]
+    other = [bool(x) for x in other_passed]
+    if len(base) != len(other):
+        raise LoraEqError(f"mcnemar_exact_p: {len(base)} outcomes against {len(other)}: pairs need equal lengths")
+    b = sum(1 for x, y in zip(base, other) if x and not y)
+    c = sum(1 for x, y in zip(base, other) if y and not x)
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
