@@ -198,11 +198,11 @@ def _checks(raw: list, where: str, folder: Path, run_dir) -> tuple[list[Check], 
         if isinstance(parsed, Unsupported):
             unsupported.append(parsed)
         else:
-            checks.append(_resolve_style(parsed, folder, run_dir) if parsed.type == "style" else parsed)
+            checks.append(resolve_style(parsed, folder, run_dir) if parsed.type == "style" else parsed)
     return checks, unsupported
 
 
-def _resolve_style(check: Check, folder: Path, run_dir) -> Check:
+def resolve_style(check: Check, folder: Path, run_dir) -> Check:
     """A style check with its examples (and a contrast given as a file) read into (prompt, text) pairs."""
     value = read_style_examples(check.value, folder, run_dir) if isinstance(check.value, str) else check.value
     contrast = check.contrast
