@@ -162,3 +162,49 @@ def test_cli_skip_bad_rows_runs_the_rest_and_lists_them(tiny_run, tmp_path, caps
                  "--max-new-tokens", "3", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["prompts"] == 1 and data["rejected"][0]["row"] == "row 2"
+
+
+# ---- the web tab's handlers (no server) -------------------------------------------------------
+
+
+def test_the_tab_runs_a_set_as_a_job_shows_the_matrix_opens_cells_takes_overrides_and_downloads(
+        tiny_run, tmp_path, monkeypatch):  # noqa: F811
+    import shutil
+    import time
+    from types import SimpleNamespace
+
+    from adapters.errors import LoraEqError
+    from adapters.limits import Limits
+    from playground import tab_evalsets
+    from playground.jobs import JobQueue
+    from playground.sessions import Session, SessionArea
+    from playground.shared import ModelRegistry, Shared
+
+    shared = Shared(ModelRegistry(), JobQueue(), SessionArea(tmp_path / "runs"), None, "fp32", Limits())
+    state = Session()
+    shared.area.ensure_id(state)
+    state.run, run = shared.area.new_run(state)
+    shutil.copytree(tiny_run, run, dirs_exist_ok=True, ignore=shutil.ignore_patterns("evalsets", "votes.sqlite*"))
+    bad = _write_set(tmp_path / "bad.jsonl", [{"prompt": "w1 ?"}, {"reference": "x"}])
+    with pytest.raises(LoraEqError, match="1 bad rows \\(row 2: needs a prompt"):
+        tab_evalsets.start(shared, str(bad), False, None, False, ["uniform"], 4, False, state)
+    good = _write_set(tmp_path / "small.jsonl", [{"prompt": p, "assert": [{"type": "contains", "value": "w"}]}
+                                                for p in PROMPTS[:3]])
+    shown, _ = tab_evalsets.start(shared, str(good), False, None, False, ["uniform"], 4, False, state)
+    assert shown.value == "small"
+    job = shared.jobs.get(tab_evalsets.job_key(run, "small"))
+    deadline = time.monotonic() + 300
+    while job.state in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert job.state == "finished", job.stderr_tail
+    status, matrix, table, figure, notes = tab_evalsets.view(shared, "small", state)
+    assert status == "Done." and list(table["name"]) == ["base", "uniform"] and figure is not None
+    assert matrix.data.shape == (3, 3) and list(matrix.data.columns) == ["prompt", "base", "uniform"]
+    detail, selected = tab_evalsets.open_cell(shared, "small", SimpleNamespace(index=[0, 2]), state)
+    assert "**uniform**" in detail and "contains: w" in detail and selected["column"] == "uniform"
+    flipped = "fail" if matrix.data.iloc[0, 2].startswith("✓") else "pass"
+    _, matrix, table, _, _ = tab_evalsets.override(shared, flipped, "small", selected, state)
+    assert matrix.data.iloc[0, 2].endswith("(you)") and table["overrides"].tolist() == [0, 1]
+    for kind in ("cells.csv", "cells.jsonl", "summary.csv"):
+        assert Path(tab_evalsets.download(shared, kind, "small", state)).stat().st_size > 0
+    assert tab_evalsets.choices(shared, state)[1].value == "small"  # after a reload, the results are listed
