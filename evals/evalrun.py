@@ -3,11 +3,12 @@
 `run_evalset` answers the cases with the base and the chosen variants, several cases per batch
 (`engine.answer_many`: all columns of a case and `batch_prompts` cases in one decode, cases sorted
 by length so a batch pads little), then answers the style checks' example prompts with the base
-(their default contrast set), fits one style probe per style check (style.py), embeds every text
-once, and judges every cell (checks.py). It writes into its folder (matrix.py names the files):
-progress.jsonl after each batch (done, total, eta), status.json (running with the pid, done,
-cancelled, failed), and at the end cells.jsonl and summary.json, each replaced whole, so earlier
-results stay readable until new ones are complete. A `cancel` file in the folder stops it before
+(their default contrast set; a prompt the set already asked keeps the base's answer to it), fits
+one style probe per style check (style.py), embeds every text once, and judges every cell
+(checks.py). It writes into its folder (matrix.py names the files): progress.jsonl after each
+batch (done, total, eta), status.json (running with the pid, done, cancelled, failed), and at the
+end cells.jsonl and summary.json, each replaced whole, so earlier results stay readable until new
+ones are complete. A `cancel` file in the folder stops it before
 its next batch. Summary statistics are matrix.py's; nothing here decides what a variant learned.
 """
 
@@ -89,12 +90,14 @@ def run_evalset(engine, evalset: EvalSet, folder: str | Path, *, variants: list[
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CANCEL).unlink(missing_ok=True)
     (folder / PROGRESS).unlink(missing_ok=True)
-    styles = [c for c in evalset.style_checks() if c.contrast is None]
-    job = Job(folder, len(evalset.cases) + sum(len(c.value) for c in styles))
+    plain = {c.prompt for c in evalset.cases if not c.history and not c.system}
+    to_ask = {p for c in evalset.style_checks() if c.contrast is None for p, _ in c.value} - plain
+    job = Job(folder, len(evalset.cases) + len(to_ask))
     set_status(folder, "running", total=job.total)
     try:
         answers = answer_cases(engine, evalset.cases, columns, sampling, batch_prompts, job)
-        probes = fit_probes(engine, evalset, sampling, batch_prompts, job, embed_fn)
+        known = {c.prompt: a[0].text for c, a in zip(evalset.cases, answers) if c.prompt in plain}
+        probes = fit_probes(engine, evalset, sampling, batch_prompts, job, embed_fn, known)
     except Cancelled:
         set_status(folder, "cancelled")
         return {"status": "cancelled", "folder": str(folder)}
@@ -126,23 +129,26 @@ def answer_cases(engine, cases: list[EvalCase], columns, sampling, batch_prompts
 
 
 def fit_probes(engine, evalset: EvalSet, sampling, batch_prompts: int, job: Job | None,
-               embed_fn: Embed) -> dict[tuple, StyleProbe]:
-    """One probe per style check: its examples against its contrast (default: the base's answers)."""
-    probes = {}
+               embed_fn: Embed, known: dict[str, str] | None = None) -> dict[tuple, StyleProbe]:
+    """One probe per style check: its examples against its contrast (default: the base's answers;
+    `known` holds base answers already made, by prompt: a row's answer does not depend on its batch)."""
+    probes, known = {}, dict(known or {})
     for check in evalset.style_checks():
         contrast = check.contrast if check.contrast is not None else _base_contrast(
-            engine, check, sampling, batch_prompts, job)
+            engine, check, sampling, batch_prompts, job, known)
         probes[check.style_key] = fit_probe(list(check.value), list(contrast), embed_fn)
     return probes
 
 
-def _base_contrast(engine, check: Check, sampling, batch_prompts: int, job: Job | None) -> list:
+def _base_contrast(engine, check: Check, sampling, batch_prompts: int, job: Job | None, known: dict) -> list:
     prompts = [p for p, _ in check.value]
     if any(p is None for p in prompts):
         raise LoraEqError("style examples without their prompts need a contrast set (the base cannot answer them)")
-    cases = [EvalCase(f"style {i}", ({"role": "user", "content": p},)) for i, p in enumerate(prompts, 1)]
+    missing = [p for p in dict.fromkeys(prompts) if p not in known]
+    cases = [EvalCase(f"style {i}", ({"role": "user", "content": p},)) for i, p in enumerate(missing, 1)]
     answers = answer_cases(engine, cases, engine.columns([]), sampling, batch_prompts, job)
-    return [(p, a[0].text) for p, a in zip(prompts, answers)]
+    known.update((p, a[0].text) for p, a in zip(missing, answers))
+    return [(p, known[p]) for p in prompts]
 
 
 class _Vectors:
