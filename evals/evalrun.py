@@ -14,6 +14,7 @@ its next batch. Summary statistics are matrix.py's; nothing here decides what a 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -57,17 +58,11 @@ class Job:
         record = {"stage": stage, "done": self.done, "total": self.total, "elapsed_s": round(elapsed, 2),
                   "eta_s": None if eta is None else round(eta, 1), "time": time.time()}
         with (self.folder / PROGRESS).open("a", encoding="utf-8") as f:
-            f.write(_json(record) + "\n")
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def check_cancel(self) -> None:
         if (self.folder / CANCEL).exists():
             raise Cancelled()
-
-
-def _json(data: dict) -> str:
-    import json
-
-    return json.dumps(data, ensure_ascii=False)
 
 
 def set_status(folder: Path, status: str, **extra) -> None:

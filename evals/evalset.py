@@ -6,12 +6,12 @@
 
 A row has `prompt` (or `messages`, a chat context ending with the user's turn; a last assistant
 turn becomes the reference), and optionally `reference`, `system`, `assert` (a list of checks,
-checks.py; in CSV a JSON list) and `tags` (a list, or comma-separated text), `id`.
+checks.py; in CSV a JSON list) and `tags` (a list, or comma-separated text; else its `category`), `id`.
 A promptfoo config gives `prompts` (templates with `{{var}}`), `tests` (each with `vars` and
 `assert`), `defaultTest` (vars and asserts every test gets) and `description`: every prompt x test
 is one case. Its `providers` are not used (the columns are the base and the chosen variants): a
-note says so. A style check's examples may name a file (relative to the set's folder) or the
-run's held-out split (`heldout`); they are read here, once.
+note says so. A style check's examples may name a file in the set's folder or the run's held-out
+split (`heldout`); they are read here, once. Files outside the set's folder are refused.
 
 Validated like training data: a bad row (no prompt, an unknown check, a template variable the test
 does not set) is kept in `rejected` with its number and reason, nothing is dropped silently; a
@@ -130,8 +130,9 @@ def _row_case(value: object, where: str, folder: Path, run_dir) -> tuple[EvalCas
     messages, reference = _messages(value)
     reference = _optional_text(value, "reference") or reference
     checks, unsupported = _checks(_assert_list(value.get("assert")), where, folder, run_dir)
+    category = (value["category"],) if isinstance(value.get("category"), str) else ()
     case = EvalCase(str(value.get("id") or where), messages, _optional_text(value, "system"), reference,
-                    tuple(checks), _tags(value.get("tags")))
+                    tuple(checks), _tags(value.get("tags")) or category)
     return case, unsupported
 
 
@@ -219,7 +220,7 @@ def read_style_examples(source: str, folder: Path = Path("."), run_dir=None) -> 
             raise LoraEqError("style examples 'heldout' need a run")
         path = split_path(run_dir, "heldout")
     else:
-        path = Path(source) if Path(source).is_absolute() else folder / source
+        path = inside(folder, source)
     raw = read_file(path, row_keys=frozenset({"messages", "text", "prompt"}))
     pairs = []
     for r in raw.rows:
@@ -227,6 +228,16 @@ def read_style_examples(source: str, folder: Path = Path("."), run_dir=None) -> 
             raise LoraEqError(f"style examples {path.name} row {r.row}: {r.problem or 'not an object'}")
         pairs.append(_example_pair(r.value, f"style examples {path.name} row {r.row}"))
     return style_examples(pairs, f"style examples {path.name}")
+
+
+def inside(folder: Path, name: str) -> Path:
+    """A file an eval set names, refused unless it lies in the set's own folder (an uploaded set
+    must not read the server's files)."""
+    root = Path(folder).resolve()
+    path = (root / name).resolve()
+    if root not in path.parents:
+        raise LoraEqError(f"{name}: an eval set may only name files in its own folder")
+    return path
 
 
 def _example_pair(value: dict, where: str) -> tuple[str | None, str]:
@@ -289,7 +300,7 @@ def _prompt_templates(raw: object, path: Path) -> list[str]:
     for i, p in enumerate(raw, 1):
         text = p.get("raw") if isinstance(p, dict) else p
         if isinstance(text, str) and text.startswith("file://"):
-            file = path.parent / text.removeprefix("file://")
+            file = inside(path.parent, text.removeprefix("file://"))
             try:
                 text = file.read_text(encoding="utf-8")
             except OSError as e:

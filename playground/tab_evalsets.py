@@ -12,7 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from adapters.errors import LoraEqError
-from adapters.limits import check_new_tokens, check_number
+from adapters.limits import check_new_tokens
 from evals.evalset import HELDOUT, load_evalset
 from evals.matrix import (EvalFolder, apply_votes, cells_csv, evalset_dir, list_evalsets, summarize, summary_csv,
                           summary_rows, verdict)
@@ -48,7 +48,8 @@ def set_path(shared: Shared, state: Session, file, use_heldout: bool) -> str:
     if use_heldout:
         return HELDOUT
     if not file:
-        raise LoraEqError("upload an eval set (JSONL, JSON, CSV, Parquet or a promptfoo YAML) or use the held-out split")
+        raise LoraEqError("upload an eval set (JSONL, JSON, CSV, Parquet or a promptfoo YAML) "
+                          "or use the held-out split")
     return str(receive(shared, state, Path(file if isinstance(file, str) else file.name)))
 
 
@@ -185,10 +186,10 @@ def cell_markdown(cell: dict) -> str:
     sims = [f"to reference {cell['similarity_reference']:.3f}" if cell["similarity_reference"] is not None else "",
             f"to base {cell['similarity_base']:.3f}" if cell["similarity_base"] is not None else ""]
     override = f"\n\nYour override: **{cell['override']}**" if cell.get("override") else ""
+    similarity = " · ".join(s for s in sims if s) or "—"
     return (f"**{cell['column']}** · {cell['case']}\n\n**Prompt:** {cell['prompt']}\n\n**Answer:**\n\n"
-            f"{cell['text']}\n\n**Reference:** {cell['reference'] or '—'}\n\nSimilarity: "
-            f"{' · '.join(s for s in sims if s) or '—'}\n\n**Checks** ({MARKS[verdict(cell)]}):\n{checks or '- none'}"
-            f"{override}")
+            f"{cell['text']}\n\n**Reference:** {cell['reference'] or '—'}\n\nSimilarity: {similarity}\n\n"
+            f"**Checks** ({MARKS[verdict(cell)]}):\n{checks or '- none'}{override}")
 
 
 def override(shared: Shared, verdict_text: str, name, selected, state: Session):

@@ -206,7 +206,8 @@ def test_style_examples_come_from_a_file_beside_the_set(tmp_path):
     (tmp_path / "voice.jsonl").write_text("\n".join(json.dumps(
         {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]})
         for i in range(5)))
-    (tmp_path / "set.jsonl").write_text(json.dumps({"prompt": "q", "assert": [{"type": "style", "value": "voice.jsonl"}]}))
+    style = {"type": "style", "value": "voice.jsonl"}
+    (tmp_path / "set.jsonl").write_text(json.dumps({"prompt": "q", "assert": [style]}))
     check = load_evalset(tmp_path / "set.jsonl").cases[0].checks[0]
     assert check.value == tuple((f"q{i}", f"a{i}") for i in range(5))
 
@@ -234,3 +235,14 @@ def test_summary_pass_rates_intervals_and_tests_against_the_base():
     assert v1["mean_similarity"] == pytest.approx(0.6) and v1["similarity_p"] < 0.01
     assert v1["by_check"]["contains"]["passed"] == 11  # the check's own result, without the override
     assert verdict({"passed": None}) is None
+
+
+def test_a_set_may_not_read_files_outside_its_folder(tmp_path):
+    (tmp_path / "secret.txt").write_text("do not show")
+    folder = tmp_path / "sets"
+    folder.mkdir()
+    (folder / "cfg.yaml").write_text("prompts: ['file://../secret.txt']\ntests: [{vars: {}}]\n")
+    with pytest.raises(LoraEqError, match="only name files in its own folder"):
+        load_evalset(folder / "cfg.yaml")
+    (folder / "set.jsonl").write_text(json.dumps({"prompt": "q", "assert": [{"type": "style", "value": "/etc/hosts"}]}))
+    assert "only name files in its own folder" in load_evalset(folder / "set.jsonl").rejected[0]["reason"]

@@ -29,7 +29,7 @@ def _names(value: str | None) -> list[str] | None:
 
 def _read_set(args: argparse.Namespace):
     from evals.checks import parse_check
-    from evals.evalset import load_evalset, resolve_style
+    from evals.evalset import HELDOUT, load_evalset, resolve_style
 
     evalset = load_evalset(args.set, run_dir=args.run_dir)
     if evalset.rejected and not args.skip_bad_rows:
@@ -38,8 +38,10 @@ def _read_set(args: argparse.Namespace):
         raise LoraEqError(f"{args.set}: {len(evalset.rejected)} bad rows{more}: {shown}; fix them or pass "
                           "--skip-bad-rows")
     if args.style:
-        check = parse_check({"type": "style", "value": args.style}, "--style")
-        evalset = evalset.with_checks([resolve_style(check, Path("."), args.run_dir)])
+        source = Path(args.style).resolve()
+        folder, name = (Path("."), args.style) if args.style == HELDOUT else (source.parent, source.name)
+        check = parse_check({"type": "style", "value": name}, "--style")
+        evalset = evalset.with_checks([resolve_style(check, folder, args.run_dir)])
     return evalset
 
 
