@@ -3,7 +3,8 @@
 Every test here is on per-example paired differences (variant minus base on the same rows):
 a percentile bootstrap confidence interval of their mean, a two-sided sign-flip permutation test,
 a rank AUC (Mann-Whitney) for membership signals, Min-K% Prob, the KL divergence between two
-next-token distributions given as logits, and an exact McNemar test on paired pass / fail outcomes. Seeded, so a report is reproducible.
+next-token distributions given as logits, and an exact McNemar test on paired pass / fail
+outcomes (eval sets). Seeded, so a report is reproducible.
 This file knows nothing about models, runs or verdicts (see `losses.py`, `verdict.py`).
 """
 
