@@ -5,7 +5,8 @@ variants as PEFT adapters on that one model. A message (with an optional chat hi
 one per column, and an optional system prompt) is answered by the base and the chosen variants in
 one batched decode (decoding.py) where each row goes through its own adapter (mixing.py), rendered
 with the model's chat template and left-padded. `stream` yields each column's new text as it
-comes, for a UI that fills N columns live; `answer` waits for the whole answers. Greedy answers
+comes, for a UI that fills N columns live; `answer` waits for the whole answers; `answer_many`
+answers several prompts x the columns in one batch (an eval set). Greedy answers
 are token-identical to asking each column alone; sampled answers are reproducible because every
 column samples with its own seed, derived from the settings' seed and the column's label.
 
@@ -322,6 +323,26 @@ class CompareEngine:
         for _ in stream:
             pass
         return stream.answers
+
+    def answer_many(
+        self,
+        prompts: list[list[dict]],
+        columns: list[Column | str] | None = None,
+        *,
+        sampling: Sampling | None = None,
+    ) -> list[list[Answer]]:
+        """Several prompts, each in every column, in one batched decode: one list of answers per
+        prompt, in column order. Each prompt is its whole conversation (`conversation(...)`). A row
+        never depends on the other rows of its batch, so the answers are the ones `answer` gives."""
+        cols = self._resolve_columns(columns)
+        if not prompts:
+            return []
+        rows = [c for _ in prompts for c in cols]
+        stream = AnswerStream(self, rows, [list(p) for p in prompts for _ in cols], sampling or Sampling())
+        for _ in stream:
+            pass
+        answers = stream.answers
+        return [answers[i * len(cols):(i + 1) * len(cols)] for i in range(len(prompts))]
 
     def _resolve_columns(self, columns: list[Column | str] | None) -> list[Column]:
         cols = self.columns() if columns is None else [c if isinstance(c, Column) else Column(c) for c in columns]

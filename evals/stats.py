@@ -2,8 +2,9 @@
 
 Every test here is on per-example paired differences (variant minus base on the same rows):
 a percentile bootstrap confidence interval of their mean, a two-sided sign-flip permutation test,
-a rank AUC (Mann-Whitney) for membership signals, Min-K% Prob, and the KL divergence between two
-next-token distributions given as logits. Seeded, so a report is reproducible.
+a rank AUC (Mann-Whitney) for membership signals, Min-K% Prob, the KL divergence between two
+next-token distributions given as logits, and an exact McNemar test on paired pass / fail
+outcomes (eval sets). Seeded, so a report is reproducible.
 This file knows nothing about models, runs or verdicts (see `losses.py`, `verdict.py`).
 """
 
@@ -143,7 +144,7 @@ def mcnemar_exact_p(base, variant) -> float:
     binomial test of the discordant pairs against 1/2. 1.0 when no pair is discordant."""
     b, v = np.asarray(base, dtype=bool), np.asarray(variant, dtype=bool)
     if b.shape != v.shape or b.ndim != 1:
-        raise LoraEqError(f"paired outcomes need equal 1-D shapes, got {b.shape} and {v.shape}")
+        raise LoraEqError(f"mcnemar_exact_p: {b.size} outcomes against {v.size}: pairs need equal lengths")
     only_base, only_variant = int(np.sum(b & ~v)), int(np.sum(~b & v))
     n, k = only_base + only_variant, min(only_base, only_variant)
     if n == 0:

@@ -16,7 +16,7 @@ import gradio as gr
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
 from adapters.loading import PRECISIONS
-from playground import tab_compare, tab_data, tab_export, tab_model, tab_proof, tab_train
+from playground import tab_compare, tab_data, tab_evalsets, tab_export, tab_model, tab_proof, tab_train
 from playground.guard import handler
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
@@ -40,6 +40,8 @@ def build_app(shared: Shared) -> gr.Blocks:
                 tab_train.build(shared, session)
             with gr.Tab("Compare", id="compare"):
                 tab_compare.build(shared, session)
+            with gr.Tab("Eval sets", id="evalsets"):
+                tab_evalsets.build(shared, session)
             with gr.Tab("Proof", id="proof"):
                 tab_proof.build(shared, session)
             with gr.Tab("Export", id="export"):

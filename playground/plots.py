@@ -102,3 +102,19 @@ def loss_curves(status: dict):
         ax.text(0.5, 0.5, "no steps yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     return fig
+
+
+def evalset_heatmap(cases: list[str], columns: list[str], verdicts: list[list[bool | None]]):
+    """Eval-set cells: cases (rows) x columns, green pass, red fail, grey for a cell without checks."""
+    grid = np.array([[np.nan if v is None else float(v) for v in row] for row in verdicts], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 3, max(2.5, 0.25 * len(cases) + 1.2)))
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#dddddd")
+    ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks(np.arange(len(columns)), columns, rotation=30, ha="right")
+    step = max(1, len(cases) // 30)
+    ax.set_yticks(np.arange(0, len(cases), step), [c[:40] for c in cases[::step]], fontsize=7)
+    rates = [np.nanmean(grid[:, j]) if np.any(~np.isnan(grid[:, j])) else np.nan for j in range(len(columns))]
+    ax.set_title("pass rate: " + ", ".join(f"{c} {r:.0%}" for c, r in zip(columns, rates) if not np.isnan(r)),
+                 fontsize=9)
+    fig.tight_layout()
+    return fig

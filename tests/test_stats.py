@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as sps
 
 from adapters.errors import LoraEqError
-from evals.stats import bootstrap_ci, kl_divergence, min_k_prob, paired_permutation_p, roc_auc
+from evals.stats import bootstrap_ci, kl_divergence, mcnemar_exact_p, min_k_prob, paired_permutation_p, roc_auc
 
 # ---- bootstrap -------------------------------------------------------------------------------
 
@@ -145,3 +145,22 @@ def test_kl_divergence_known_values():
     assert (kl_divergence(logits, logits[::-1]) > 0).all()
     with pytest.raises(LoraEqError, match="shapes"):
         kl_divergence(logits, logits[:2])
+
+
+def test_mcnemar_exact_matches_scipy_binomtest_on_the_discordant_pairs():
+    rng = np.random.default_rng(3)
+    for n in (1, 5, 12, 40, 150):
+        base = rng.random(n) < 0.4
+        other = rng.random(n) < 0.7
+        b = int(np.sum(base & ~other))
+        c = int(np.sum(~base & other))
+        expected = 1.0 if b + c == 0 else sps.binomtest(c, b + c, 0.5).pvalue
+        assert mcnemar_exact_p(base, other) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_mcnemar_hand_cases_and_bad_input():
+    assert mcnemar_exact_p([1, 0, 1], [1, 0, 1]) == 1.0  # no discordant pair
+    assert mcnemar_exact_p([0] * 10, [1] * 10) == pytest.approx(2 / 2**10)  # 10 of 10 one way
+    assert mcnemar_exact_p([1, 0], [0, 1]) == 1.0  # one each way
+    with pytest.raises(LoraEqError, match="2 outcomes against 3"):
+        mcnemar_exact_p([1, 0], [1, 0, 1])

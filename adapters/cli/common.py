@@ -1,6 +1,6 @@
 """What every `loraeq` stage module shares: the parser class, flags, tables, progress bars, output.
 
-The stage modules (analyze.py, data.py, suggest.py, train.py, compare.py, proof.py, export.py)
+The stage modules (analyze.py, data.py, suggest.py, train.py, compare.py, proof.py, export.py, evalset.py)
 build on these helpers; main.py wires the stages together. Nothing here runs a stage.
 """
 

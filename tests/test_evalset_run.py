@@ -1,0 +1,211 @@
+"""Running eval sets on a tiny trained run: several prompts x columns in one batch (token-identical
+to one prompt at a time), cells and summary in the run folder, style probes on the base's own
+answers, votes as overrides, cancel, and `loraeq evalset` with its named errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_engine import engine, tiny_run  # noqa: F401  (module fixtures: a run with two trained variants)
+
+from adapters.cli.main import main
+from adapters.decoding import Sampling
+from adapters.engine import conversation
+from evals.evalrun import run_evalset
+from evals.evalset import load_evalset
+from evals.matrix import EvalFolder, apply_votes, evalset_dir, summarize
+from evals.votes import VoteStore
+
+HERE = Path(__file__).resolve().parent
+PROMPTS = ["w1 w2 ?", "w3 ?", "w4 w5 w6 w7 w8 ?", "hello", "w9 w10 w11 ?"]
+
+
+def _hash_embed(texts: list[str]) -> np.ndarray:
+    """A deterministic stand-in for MiniLM: bag of words hashed into 32 dimensions, unit length."""
+    out = np.zeros((len(texts), 32))
+    for i, t in enumerate(texts):
+        for w in t.split():
+            out[i, hash(w) % 32] += 1.0
+        out[i, -1] += 0.1
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("sampling", [Sampling(max_new_tokens=10), Sampling(max_new_tokens=10, temperature=0.9,
+                                                                            top_p=0.9, seed=3)],
+                         ids=["greedy", "sampled"])
+def test_several_prompts_in_one_batch_answer_as_one_prompt_at_a_time(engine, sampling):  # noqa: F811
+    many = engine.answer_many([conversation(p, None, None) for p in PROMPTS], sampling=sampling)
+    for prompt, answers in zip(PROMPTS, many):
+        alone = engine.answer(prompt, sampling=sampling)
+        assert [a.label for a in answers] == ["base", "uniform", "early"]
+        assert [a.token_ids for a in answers] == [a.token_ids for a in alone], prompt
+    assert len({tuple(a.token_ids) for a in many[0]}) > 1  # the variants answer differently from the base
+
+
+def _write_set(path: Path, rows: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_promptfoo_config_runs_every_prompt_x_test_x_column(engine, tmp_path):  # noqa: F811
+    evalset = load_evalset(HERE / "promptfoo_getting_started.yaml")
+    folder = tmp_path / "out"
+    summary = run_evalset(engine, evalset, folder, sampling=Sampling(max_new_tokens=6), batch_prompts=3,
+                          embed_fn=_hash_embed)
+    cells = EvalFolder(folder).cells()
+    assert summary["cells"] == len(cells) == 2 * 2 * 3
+    assert [c["name"] for c in summary["columns"]] == ["base", "uniform", "early"]
+    assert summary["columns"][0]["mcnemar_p"] is None and summary["columns"][1]["mcnemar_p"] is not None
+    assert {c["checks"][0]["name"] for c in cells} == {"contains", "icontains"}
+    assert all(c["passed"] is False for c in cells)  # a word-level tiny model never writes "Bonjour le monde"
+    assert any("providers ignored" in n for n in summary["notes"])
+    assert EvalFolder(folder).status()["status"] == "done"
+    progress = EvalFolder(folder).progress()
+    assert progress["done"] == progress["total"] == 4 and progress["eta_s"] == 0
+
+
+def test_checks_pass_where_the_answer_has_them_and_votes_override_cells(engine, tiny_run, tmp_path):  # noqa: F811
+    sampling = Sampling(max_new_tokens=6)
+    base_answer = engine.answer("w1 w2 ?", ["base"], sampling=sampling)[0].text
+    first_word = base_answer.split()[0]
+    rows = [{"prompt": "w1 w2 ?", "reference": base_answer,
+             "assert": [{"type": "starts-with", "value": first_word}, {"type": "similar", "threshold": 0.99}]},
+            {"prompt": "w3 ?", "assert": [{"type": "not-contains", "value": "zzz"}, {"type": "is-json"}]}]
+    evalset = load_evalset(_write_set(tmp_path / "mine.jsonl", rows))
+    folder = evalset_dir(tiny_run, evalset.name)
+    summary = run_evalset(engine, evalset, folder, sampling=sampling, embed_fn=_hash_embed)
+    cells = EvalFolder(folder).cells()
+    base_cell = next(c for c in cells if c["column"] == "base" and c["prompt"] == "w1 w2 ?")
+    assert base_cell["passed"] is True and base_cell["similarity_reference"] == pytest.approx(1.0)
+    assert summary["unsupported"] == [{"test": "row 2", "type": "is-json",
+                                       "reason": "promptfoo's 'is-json' is not run by LoRA EQ"}]
+    failing = next(c for c in cells if c["passed"] is False)
+    VoteStore(tiny_run).cast(failing["prompt"], failing["column"], "pass", settings=failing["settings"])
+    overridden = apply_votes(cells, VoteStore(tiny_run))
+    assert [c["override"] for c in overridden].count("pass") == 1
+    before = {c["name"]: c["passed"] for c in summarize(cells)}
+    after = {c["name"]: c["passed"] for c in summarize(overridden)}
+    assert after[failing["column"]] == before[failing["column"]] + 1
+
+
+def test_a_style_probe_against_the_bases_own_answers(engine, tmp_path):  # noqa: F811
+    sampling = Sampling(max_new_tokens=6)
+    examples = [{"prompt": f"w{i} ?", "text": f"w{40 + i % 3} w{41 + i % 3} w42 w43"} for i in range(12)]
+    rows = [{"prompt": p, "assert": [{"type": "style", "value": examples}]} for p in PROMPTS]
+    evalset = load_evalset(_write_set(tmp_path / "style.jsonl", rows))
+    summary = run_evalset(engine, evalset, tmp_path / "style", sampling=sampling, embed_fn=_hash_embed)
+    assert len(summary["probes"]) == 1 and summary["probes"][0]["contrast"] == 12
+    assert summary["probes"][0]["cv_accuracy"] >= 0.9
+    cells = EvalFolder(tmp_path / "style").cells()
+    assert all(c["checks"][0]["name"] == "style" and 0 <= c["checks"][0]["score"] <= 1 for c in cells)
+    progress = EvalFolder(tmp_path / "style").progress()
+    assert progress["done"] == progress["total"] == len(PROMPTS) + 11  # the base answered the examples'
+    # prompts too, but "w3 ?" only once: the set asked it already
+
+
+def test_cancel_stops_before_the_next_batch_and_keeps_earlier_results(engine, tmp_path, monkeypatch):  # noqa: F811
+    evalset = load_evalset(_write_set(tmp_path / "c.jsonl", [{"prompt": p} for p in PROMPTS]))
+    folder = tmp_path / "c"
+    run_evalset(engine, evalset, folder, sampling=Sampling(max_new_tokens=3), embed_fn=_hash_embed)
+    kept = (folder / "cells.jsonl").read_text()
+    real = engine.answer_many
+
+    def answer_then_cancel(*args, **kwargs):
+        EvalFolder(folder).request_cancel()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "answer_many", answer_then_cancel)
+    out = run_evalset(engine, evalset, folder, sampling=Sampling(max_new_tokens=3), batch_prompts=2,
+                      embed_fn=_hash_embed)
+    assert out["status"] == "cancelled" and EvalFolder(folder).status()["status"] == "cancelled"
+    assert EvalFolder(folder).progress()["done"] == 2
+    assert (folder / "cells.jsonl").read_text() == kept
+
+
+# ---- the CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_runs_the_promptfoo_example_with_the_real_embedder(tiny_run, capsys):  # noqa: F811
+    code = main(["evalset", str(tiny_run), "--set", str(HERE / "promptfoo_getting_started.yaml"),
+                 "--columns", "uniform", "--max-new-tokens", "4", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["cells"] == 2 * 2 * 2 and data["unsupported"] == []
+    base, uniform = data["columns"]
+    assert base["name"] == "base" and base["mcnemar_p"] is None and base["total"] == 4
+    assert set(uniform) >= {"name", "passed", "total", "pass_rate", "ci", "mean_similarity", "mcnemar_p"}
+    assert any("providers ignored" in n for n in data["notes"])
+    assert Path(data["folder"]) == evalset_dir(tiny_run, "promptfoo_getting_started")
+    assert (Path(data["folder"]) / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("content,suffix,message", [
+    ('{"prompt": "ok"}\n{"reference": "no prompt"}\n', ".jsonl", "row 2: needs a prompt"),
+    ('{"prompt": "ok", "assert": [{"type": "contians", "value": "x"}]}\n', ".jsonl", "unknown check type 'contians'"),
+    ("prompts: ['a'\ntests: [\n", ".yaml", "not valid YAML at line"),
+], ids=["bad-row", "unknown-check", "broken-yaml"])
+def test_cli_names_a_bad_row_an_unknown_check_and_broken_yaml_and_exits_2(tiny_run, tmp_path, capsys,  # noqa: F811
+                                                                          content, suffix, message):
+    path = tmp_path / f"bad{suffix}"
+    path.write_text(content)
+    out = tmp_path / "results"
+    assert main(["evalset", str(tiny_run), "--set", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()  # nothing was started, nothing overwritten
+
+
+def test_cli_skip_bad_rows_runs_the_rest_and_lists_them(tiny_run, tmp_path, capsys):  # noqa: F811
+    path = _write_set(tmp_path / "mixed.jsonl", [{"prompt": "w1 ?"}, {"tags": ["x"]}])
+    code = main(["evalset", str(tiny_run), "--set", str(path), "--out", str(tmp_path / "o"), "--skip-bad-rows",
+                 "--max-new-tokens", "3", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["prompts"] == 1 and data["rejected"][0]["row"] == "row 2"
+
+
+# ---- the web tab's handlers (no server) -------------------------------------------------------
+
+
+def test_the_tab_runs_a_set_as_a_job_shows_the_matrix_opens_cells_takes_overrides_and_downloads(
+        tiny_run, tmp_path, monkeypatch):  # noqa: F811
+    import shutil
+    import time
+    from types import SimpleNamespace
+
+    from adapters.errors import LoraEqError
+    from adapters.limits import Limits
+    from playground import tab_evalsets
+    from playground.jobs import JobQueue
+    from playground.sessions import Session, SessionArea
+    from playground.shared import ModelRegistry, Shared
+
+    shared = Shared(ModelRegistry(), JobQueue(), SessionArea(tmp_path / "runs"), None, "fp32", Limits())
+    state = Session()
+    shared.area.ensure_id(state)
+    state.run, run = shared.area.new_run(state)
+    shutil.copytree(tiny_run, run, dirs_exist_ok=True, ignore=shutil.ignore_patterns("evalsets", "votes.sqlite*"))
+    bad = _write_set(tmp_path / "bad.jsonl", [{"prompt": "w1 ?"}, {"reference": "x"}])
+    with pytest.raises(LoraEqError, match="1 bad rows \\(row 2: needs a prompt"):
+        tab_evalsets.start(shared, str(bad), False, None, False, ["uniform"], 4, False, state)
+    good = _write_set(tmp_path / "small.jsonl", [{"prompt": p, "assert": [{"type": "contains", "value": "w"}]}
+                                                for p in PROMPTS[:3]])
+    shown, _ = tab_evalsets.start(shared, str(good), False, None, False, ["uniform"], 4, False, state)
+    assert shown.value == "small"
+    job = shared.jobs.get(tab_evalsets.job_key(run, "small"))
+    deadline = time.monotonic() + 300
+    while job.state in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert job.state == "finished", job.stderr_tail
+    status, matrix, table, figure, notes = tab_evalsets.view(shared, "small", state)
+    assert status == "Done." and list(table["name"]) == ["base", "uniform"] and figure is not None
+    assert matrix.data.shape == (3, 3) and list(matrix.data.columns) == ["prompt", "base", "uniform"]
+    detail, selected = tab_evalsets.open_cell(shared, "small", SimpleNamespace(index=[0, 2]), state)
+    assert "**uniform**" in detail and "contains: w" in detail and selected["column"] == "uniform"
+    flipped = "fail" if matrix.data.iloc[0, 2].startswith("✓") else "pass"
+    _, matrix, table, _, _ = tab_evalsets.override(shared, flipped, "small", selected, state)
+    assert matrix.data.iloc[0, 2].endswith("(you)") and table["overrides"].tolist() == [0, 1]
+    for kind in ("cells.csv", "cells.jsonl", "summary.csv"):
+        assert Path(tab_evalsets.download(shared, kind, "small", state)).stat().st_size > 0
+    assert tab_evalsets.choices(shared, state)[1].value == "small"  # after a reload, the results are listed
