@@ -55,13 +55,17 @@ def tiny_tokenizer():
     return tok
 
 
-@pytest.fixture
-def tiny_model_dir(tmp_path):
-    """A folder holding a tiny Llama (safetensors) and its tokenizer, as a user would have it."""
-    folder = tmp_path / "tiny-llama"
+def write_tiny_model(folder):
+    """A tiny Llama (safetensors) and its tokenizer written to `folder`, as a user would have it."""
     tiny_causal_lm("llama").save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    """A folder holding a tiny Llama (safetensors) and its tokenizer, as a user would have it."""
+    return write_tiny_model(tmp_path / "tiny-llama")
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def _write_data(path, n=48):
 def tiny_run(tmp_path_factory):
     """A run of a tiny Llama with two finished variants: uniform (rank 8 everywhere) and early
     (rank 8 in layer 0, rank 1 in layer 1, so a batch mixes ranks)."""
-    from conftest import tiny_causal_lm, tiny_tokenizer
+    from conftest import write_tiny_model
 
     from adapters.data import load_dataset, split_heldout
     from adapters.runs import create_run, data_info, run_queue
@@ -48,9 +48,7 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("engine")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LORAEQ_CACHE", str(root / "cache"))
-        model_dir = root / "tiny-llama"
-        tiny_causal_lm("llama").save_pretrained(model_dir)
-        tiny_tokenizer().save_pretrained(model_dir)
+        model_dir = write_tiny_model(root / "tiny-llama")
         data = _write_data(root / "data.jsonl")
         dataset = load_dataset(data)
         split = split_heldout(dataset, fraction=0.2, seed=0)

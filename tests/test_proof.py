@@ -41,12 +41,10 @@ def _write_data(path, n=80):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One run, trained once: a 0-step variant and a variant trained hard on the train split."""
-    from conftest import tiny_causal_lm, tiny_tokenizer
+    from conftest import write_tiny_model
 
     root = tmp_path_factory.mktemp("proof")
-    model_dir = root / "tiny-llama"
-    tiny_causal_lm("llama").save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
+    model_dir = write_tiny_model(root / "tiny-llama")
     data = _write_data(root / "data.jsonl")
     dataset = load_dataset(data)
     split = split_heldout(dataset, fraction=0.25, seed=0)

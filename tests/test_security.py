@@ -42,12 +42,10 @@ def _serve(shared):
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from conftest import tiny_causal_lm, tiny_tokenizer
+    from conftest import write_tiny_model
 
     root = tmp_path_factory.mktemp("security")
-    model = root / "tiny-llama"
-    tiny_causal_lm("llama").save_pretrained(model)
-    tiny_tokenizer().save_pretrained(model)
+    model = write_tiny_model(root / "tiny-llama")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LORAEQ_CACHE", str(root / "cache"))
         shared = make_shared(str(model), "fp32", str(root / "runs"))
