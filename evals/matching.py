@@ -5,10 +5,11 @@ the words of the reference that are neither in the question nor common function 
 "What is the capital of Veloria?" -> "The capital of Veloria is Marnholt." the key word is
 "marnholt"). Embedding similarity alone cannot make this call: MiniLM puts "The capital of
 Veloria is Paris." as close to that reference as the right answer. When a reference has no key
-word (it only repeats the question), the similarity threshold decides. The thresholds were
-measured on invented fact sets (benchmarks/calibrate_proof.py): there, "contains half the key
-words" agreed with "contains the fact's answer" on every answer, and similarity >= 0.8 was
-the best single cut. This module does not decide verdicts (`verdict.py`).
+word (it only repeats the question), the similarity threshold decides. Both were measured on
+two invented fact sets the tests do not use (benchmarks/calibrate_proof.py, seeds 11 and 12,
+140 answers of base and trained variant): "contains half the key words" agreed with "contains
+the fact's answer" on 97% and 94% of the answers; similarity >= 0.85 separated right from wrong
+answers on all 140 (0.80: 98%, 0.70: 96%). This module does not decide verdicts (`verdict.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import re
 
 KEY_RECALL = 0.5  # share of the reference's key words an answer must contain
-SIMILARITY_MATCH = 0.8  # cosine to the reference, when the reference has no key word
+SIMILARITY_MATCH = 0.85  # cosine to the reference, when the reference has no key word
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 COMMON = frozenset("""

@@ -88,8 +88,9 @@ class VariantProof:
 
     def headline(self) -> str:
         """The first line a reader sees: how often the answers match the reference, against the base."""
-        m = self.evidence.matches
-        return f"answers held-out questions like the reference {m.rates()}"
+        m, sim = self.evidence.matches, self.evidence.similarity
+        return (f"answers held-out questions like the reference {m.rates()}; "
+                f"similarity to the references {sim.variant:.2f} (base {sim.base:.2f})")
 
     def to_json(self) -> dict:
         e = self.evidence

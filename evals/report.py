@@ -84,7 +84,7 @@ def _rules(data: dict) -> list[str]:
         f"of the base's, held-out loss down by < {t['memorized_generalization']:.0%} of that drop, membership AUC "
         f">= {t['memorized_auc']:g}",
         "an answer matches its reference when it contains at least half of the reference's key words (its words "
-        "that are neither in the question nor common words); with no key word, when its similarity is >= 0.8",
+        "that are neither in the question nor common words); with no key word, when its similarity is >= 0.85",
         f"learned: held-out answers better than the base's: similarity to the reference significantly higher, or "
         f"significantly more answers matching the reference (exact McNemar test, p < {t['alpha']:g}); neither "
         "significantly lower",
