@@ -36,7 +36,7 @@ def fresh(tmp_path_factory):
     base = load_model(None, precision)
     run = root / "run"
     start_run(run, DataSpec(str(data)), [Variant("defaults", "uniform", Hyper()),
-                                         Variant("nudge", "uniform", Hyper(max_steps=2, learning_rate=1e-5))],
+                                         Variant("nudge", "uniform", Hyper(max_steps=2, learning_rate=1e-4))],
               model=None, precision=precision)
     started = time.perf_counter()
     results = run_queue(run, base=base)
