@@ -163,8 +163,10 @@ def add_variant(shared: Shared, vname, vrank, vlr, vsteps, vbatch, state: Sessio
 
 
 def optional(value, check):
-    """None (left blank: the auto schedule chooses) or the checked value."""
-    return None if value is None or value == "" else check(value)
+    """None (blank or "auto": the auto schedule chooses) or the checked value."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
+        return None
+    return check(value.strip() if isinstance(value, str) else value)
 
 
 def clear_variants(state: Session):
@@ -235,9 +237,9 @@ def build(shared: Shared, session: gr.State) -> None:
     gr.Markdown("**Variants**: each one is the equalizer above plus hyperparameters; each trains its own adapter.")
     with gr.Row():
         name = gr.Textbox("variant-1", label="Name")
-        rank = gr.Number(None, label="Rank (blank: auto)", step=1)
-        lr = gr.Number(None, label="Learning rate (blank: auto)")
-        steps = gr.Number(None, label="Max steps (blank: auto)", step=1)
+        rank = gr.Textbox("auto", label="Rank (auto or a number)")
+        lr = gr.Textbox("auto", label="Learning rate (auto or a number)")
+        steps = gr.Textbox("auto", label="Max steps (auto or a number)")
         batch = gr.Number(8, label="Batch size", step=1)
         add = gr.Button("Add variant")
     variants = gr.Dataframe(pd.DataFrame(columns=VARIANT_COLUMNS), label="Variants", interactive=False)
