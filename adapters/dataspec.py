@@ -77,11 +77,17 @@ class DataSpec:
         return FACT_FIELD if examples and all(FACT_FIELD in e.meta for e in examples) else None
 
     def fraction_for(self, dataset) -> float:
-        return heldout_fraction(len(dataset.examples)) if self.heldout == AUTO else float(self.heldout)
+        return self.fraction_of(len(dataset.examples))
+
+    def fraction_of(self, rows: int) -> float:
+        return heldout_fraction(rows) if self.heldout == AUTO else float(self.heldout)
 
     def train_rows(self, dataset) -> int:
         """About how many rows training gets (before a mix), for the auto schedule's choice."""
-        return max(1, round(len(dataset.examples) * (1 - self.fraction_for(dataset))))
+        return self.train_rows_of(len(dataset.examples))
+
+    def train_rows_of(self, rows: int) -> int:
+        return max(1, round(rows * (1 - self.fraction_of(rows))))
 
     def split(self, dataset):
         from .data import split_heldout

@@ -35,6 +35,7 @@ class Session:
     model: str | None = None
     precision: str = "auto"
     data: dict | None = None  # {"path", "format", "mapping", "max_length"} of the validated file
+    data_rows: int = 0  # its valid rows, counted when it was validated
     equalizer: dict | None = None
     mix: dict = field(default_factory=dict)  # {"weights": ..., "quotas": ...} from the Data tab
     variants: list[dict] = field(default_factory=list)

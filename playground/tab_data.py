@@ -117,6 +117,7 @@ def validate(shared: Shared, file, sample_name, fmt: str, mapping_text: str, len
         own.unlink(missing_ok=True)  # a file that cannot be used is not kept
         state.data = None
         raise
+    state.data_rows = ds.rows_valid
     rejects = None
     if ds.rows_rejected:
         path = write_rejects(ds, own.with_name(f"{own.stem}.rejects.jsonl"))

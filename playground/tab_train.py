@@ -58,11 +58,11 @@ def _shown(given, chosen):
 
 
 def train_rows(shared: Shared, state: Session) -> int | None:
-    """About how many rows the session's data gives training (None before a file is validated)."""
+    """About how many rows the session's data gives training (None before a file is validated);
+    from the count taken at validation: adding a variant does not read the file again."""
     if not state.data:
         return None
-    spec = session_spec(shared, state)
-    return spec.train_rows(spec.load())
+    return session_spec(shared, state).train_rows_of(state.data_rows)
 
 
 def progress_markdown(shared: Shared, state: Session) -> str:
