@@ -40,6 +40,7 @@ class Session:
     mix: dict = field(default_factory=dict)  # {"weights": ..., "quotas": ...} from the Data tab
     variants: list[dict] = field(default_factory=list)
     run: str | None = None  # the name of the run this session follows
+    adapters: dict[str, str] = field(default_factory=dict)  # name -> adapter folder the server accepted
     last: dict | None = None  # the last comparison's answers, for votes on them
 
 

@@ -100,6 +100,15 @@ class Shared:
         """The run the session follows, resolved inside its own folder."""
         return self.area.run_path(session)
 
+    def engine_for(self, session: Session):
+        """The side-by-side engine for this session: its run's finished variants (when it has a
+        run) plus the outside adapters it added (`session.adapters`, folders the server accepted)."""
+        run = self.run_path(session)
+        if run is None and not session.adapters:
+            raise LoraEqError("train a variant (Equalizer & Train) or add an adapter first")
+        return self.engines.get(run, session.adapters, model=session.model or self.default_model,
+                                precision=session.precision or self.default_precision)
+
     def require_run(self, session: Session, what: str = "train at least one variant first (Equalizer & Train)") -> Path:
         run = self.run_path(session)
         if run is None:
@@ -108,30 +117,54 @@ class Shared:
 
 
 class EngineRegistry:
-    """Side-by-side engines (a base with a run's adapters loaded) by run folder; at most `capacity`."""
+    """Side-by-side engines (a base with a run's adapters and outside adapters loaded) by run folder
+    and outside adapters; at most `capacity`."""
 
     def __init__(self, capacity: int = 2):
         self.capacity = capacity
         self._items: OrderedDict[str, object] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, run_dir: str | Path):
-        from adapters.engine import CompareEngine
-
-        run_dir = str(run_dir)
+    def get(self, run_dir: str | Path | None, adapters: dict[str, str] | None = None, *,
+            model: str | None = None, precision: str = "auto"):
+        """The engine for a run (None: no run, the base `model` alone) plus outside adapters."""
+        key = (str(run_dir) if run_dir else None, tuple(sorted((adapters or {}).items())))
         with self._lock:
-            if run_dir in self._items:
-                self._items.move_to_end(run_dir)
-                return self._items[run_dir]
-            engine = CompareEngine.from_run(run_dir)
-            self._items[run_dir] = engine
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            engine = _build_engine(run_dir, adapters or {}, model, precision)
+            self._items[key] = engine
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)[1].close()
             return engine
 
-    def forget(self, run_dir: str | Path) -> None:
-        """Drop a run's engine (its variants changed: new ones finished training)."""
+    def forget(self, run_dir: str | Path | None) -> None:
+        """Drop a run's engines (its variants changed: new ones finished training)."""
+        run_dir = str(run_dir) if run_dir else None
         with self._lock:
-            engine = self._items.pop(str(run_dir), None)
-        if engine is not None:
+            gone = [self._items.pop(k) for k in [k for k in self._items if k[0] == run_dir]]
+        for engine in gone:
             engine.close()
+
+
+def _build_engine(run_dir, adapters: dict[str, str], model: str | None, precision: str):
+    from adapters.engine import CompareEngine
+    from adapters.loading import load_model
+    from adapters.runfolder import RunFolder
+
+    if run_dir is None:
+        return CompareEngine(load_model(model, precision), dict(adapters))
+    engine = CompareEngine.from_run(run_dir)
+    if not adapters:
+        return engine
+    run = RunFolder.open(run_dir)
+    clash = sorted(set(adapters) & set(run.adapters()))
+    if clash:
+        engine.close()
+        raise LoraEqError(f"adapter name {clash[0]!r} is already a variant of this run: choose another name")
+    base = engine.base
+    engine.close()  # the run's own engine gives its base back; one engine holds both kinds
+    combined = CompareEngine(base, {**run.adapters(), **adapters})
+    combined.run_dir = run.path
+    return combined

@@ -42,7 +42,7 @@ def leaderboard_frame(run: Path | None) -> pd.DataFrame:
 def load_variants(shared: Shared, state: Session):
     run = shared.require_run(state)
     shared.engines.forget(run)  # new variants may have finished since
-    engine = shared.engines.get(run)
+    engine = shared.engine_for(state)
     names = engine.variants
     grid = pd.DataFrame(equalizer_table(engine.unit_grid(names[0]))) if names else pd.DataFrame()
     return gr.CheckboxGroup(names, value=names), gr.Dropdown(names, value=None), grid, leaderboard_frame(run)
@@ -70,7 +70,7 @@ def ask(shared: Shared, text, ref, variants, t, p, n, s, eq_name, grid, state: S
     run = shared.require_run(state)
     text = check_text("message", text, shared.limits.prompt_chars, required=True)
     ref = check_text("reference answer", ref, shared.limits.prompt_chars)
-    engine = shared.engines.get(run)
+    engine = shared.engine_for(state)
     cols = columns_for(shared, engine, variants or [], eq_name, grid)
     sampling = Sampling(max_new_tokens=check_new_tokens(n, shared.limits, engine.model),
                         temperature=check_number("temperature", t, 2.0, whole=False),
