@@ -8,7 +8,9 @@ with the model's chat template and left-padded. `stream` yields each column's ne
 comes, for a UI that fills N columns live; `answer` waits for the whole answers; `answer_many`
 answers several prompts x the columns in one batch (an eval set). Greedy answers
 are token-identical to asking each column alone; sampled answers are reproducible because every
-column samples with its own seed, derived from the settings' seed and the column's label.
+column samples with its own seed, derived from the settings' seed and the column's label. A
+conversation longer than the model's context loses its oldest turns (chat.trim_to_context), and
+each answer says how many (`Answer.dropped_turns`).
 
 A column may carry a live equalizer grid (`Column.scales`): per-cell multipliers on the trained
 adapter's LoRA scaling (live_eq.py), for that answer only, so the same variant can answer scaled
@@ -36,9 +38,11 @@ from typing import Iterator
 
 import torch
 
+from .chat import trim_to_context
 from .decoding import Sampling, decode
 from .equalizer import Equalizer
 from .errors import LoraEqError
+from .limits import context_length
 from .mixing import BASE_ROW, MIXERS, fusable
 from .runfolder import BASE, RunFolder, VariantInfo, derived_seed
 
@@ -94,6 +98,7 @@ class Answer:
     finish_reason: str  # "stop" (end of turn) or "length" (max_new_tokens)
     seed: int
     scales: dict | None = None  # the live grid (Equalizer JSON) when the column was scaled
+    dropped_turns: int = 0  # oldest turns of the history left out to fit the model's context
 
     @property
     def tokens(self) -> int:
@@ -429,11 +434,21 @@ def conversation(message: str, history: list[dict] | None, system: str | None) -
     return messages + [{"role": "user", "content": message}]
 
 
-def _check_context(model, needed: int) -> None:
-    config = getattr(model, "config", None)
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if isinstance(limit, int) and needed > limit:
-        raise LoraEqError(f"prompt + max_new_tokens = {needed} tokens: the model reads at most {limit}")
+def fit_prompt(tokenizer, messages: list[dict], limit: int | None, reserve: int) -> tuple[list[int], int]:
+    """A conversation's prompt ids, its oldest turns dropped until it fits `limit` tokens with
+    `reserve` new ones (chat.trim_to_context), and how many turns were dropped."""
+    from .tokenize import encode_prompt
+
+    if limit is None:
+        return encode_prompt(tokenizer, messages), 0
+    encoded: dict[int, list[int]] = {}
+
+    def length(kept: list[dict]) -> int:
+        encoded[len(kept)] = encode_prompt(tokenizer, kept)
+        return len(encoded[len(kept)])
+
+    kept, dropped = trim_to_context(messages, length, limit, reserve)
+    return encoded[len(kept)], dropped
 
 
 def _history_for(history: list[dict] | dict[str, list[dict]] | None, label: str) -> list[dict] | None:
@@ -453,6 +468,7 @@ class AnswerStream:
         self.conversations = conversations
         self.sampling = sampling
         self.seeds = [column_seed(c, sampling) for c in columns]
+        self.dropped: list[int] = [0] * len(columns)  # oldest turns left out to fit the context, per row
         self._answers: list[Answer] | None = None
 
     @property
@@ -479,12 +495,11 @@ class AnswerStream:
         return [torch.Generator(device=self.engine.base.device).manual_seed(s) for s in self.seeds]
 
     def _run(self, mixer) -> Iterator[Delta]:
-        from .tokenize import encode_prompt
-
         engine = self.engine
         # Under the engine's lock: a fast tokenizer shared between threads can fail ("Already borrowed").
-        prompts = [encode_prompt(engine.tokenizer, m) for m in self.conversations]
-        _check_context(engine.model, max(len(p) for p in prompts) + self.sampling.max_new_tokens)
+        limit, reserve = context_length(engine.model), self.sampling.max_new_tokens
+        fitted = [fit_prompt(engine.tokenizer, m, limit, reserve) for m in self.conversations]
+        prompts, self.dropped = [ids for ids, _ in fitted], [dropped for _, dropped in fitted]
         tails = [_TextTail(engine.tokenizer) for _ in self.columns]
         answers: list[Answer | None] = [None] * len(self.columns)
         started = time.perf_counter()
@@ -519,4 +534,5 @@ class AnswerStream:
             finish_reason=reason,
             seed=self.seeds[row],
             scales=column.scales.to_json() if column.scales is not None else None,
+            dropped_turns=self.dropped[row],
         )

@@ -1,0 +1,114 @@
+"""The blind battle: balanced random pairs, battles kept in the votes database, and a Bradley-Terry
+ranking that recovers known strengths with 95% intervals covering them."""
+
+from __future__ import annotations
+
+import math
+import random
+import sqlite3
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from adapters.chat import Conversation
+from adapters.errors import LoraEqError
+from evals.arena import CENTER, SCALE, BattleRound, BattleStore, draw_pair, rank
+
+COLUMNS = ["base", "weak", "strong"]
+
+
+def test_pairs_and_positions_are_balanced_over_1000_draws():
+    rng = random.Random(7)
+    draws = [draw_pair(COLUMNS, rng) for _ in range(1000)]
+    assert all(a != b and {a, b} <= set(COLUMNS) for a, b in draws)
+    as_a, as_b = Counter(a for a, _ in draws), Counter(b for _, b in draws)
+    pairs = Counter(frozenset(d) for d in draws)
+    sd = math.sqrt(1000 * (1 / 3) * (2 / 3))  # binomial sd of a column's count in one position
+    for column in COLUMNS:
+        assert abs(as_a[column] - 1000 / 3) < 3 * sd, as_a
+        assert abs(as_a[column] - as_b[column]) < 3 * math.sqrt(2) * sd, (as_a, as_b)
+    assert len(pairs) == 3 and min(pairs.values()) > 1000 / 3 - 3 * sd
+    again = random.Random(7)
+    assert [draw_pair(COLUMNS, again) for _ in range(1000)] == draws  # seeded: reproducible
+
+
+def test_a_battle_needs_two_columns():
+    with pytest.raises(LoraEqError, match="two columns"):
+        draw_pair(["base"], random.Random(0))
+
+
+def _simulate(strength: dict[str, float], n: int, seed: int) -> list[tuple[str, str, str]]:
+    """Battles drawn as the app draws them; A wins with the Bradley-Terry probability."""
+    rng = random.Random(seed)
+    battles = []
+    for _ in range(n):
+        a, b = draw_pair(list(strength), rng)
+        p_a = 1 / (1 + math.exp(strength[b] - strength[a]))
+        battles.append((a, b, "a" if rng.random() < p_a else "b"))
+    return battles
+
+
+def test_simulated_battles_recover_known_strengths_with_intervals_covering_them():
+    truth = {"base": 0.0, "weak": 0.5, "strong": 1.2}  # natural log-odds
+    mean = sum(truth.values()) / 3
+    expected = {m: CENTER + SCALE * (s - mean) for m, s in truth.items()}  # the ranking's scale: mean 1000
+    ranking = rank(_simulate(truth, 3000, seed=1), rounds=300, seed=0)
+    assert [r.model for r in ranking] == ["strong", "weak", "base"], ranking
+    assert [r.rank for r in ranking] == [1, 2, 3]
+    for r in ranking:
+        assert r.low < expected[r.model] < r.high, (r, expected[r.model])
+        assert r.high - r.low < 120, r  # 3000 battles pin a rating to within tens of points
+        assert r.wins + r.ties + r.losses == r.battles
+    assert sum(r.battles for r in ranking) == 2 * 3000
+    assert np.mean([r.rating for r in ranking]) == pytest.approx(CENTER, abs=0.2)
+
+
+def test_few_battles_give_wide_intervals_and_an_unbeaten_column_stays_finite():
+    ranking = rank([("a", "b", "a")] * 5, rounds=200)
+    assert [r.model for r in ranking] == ["a", "b"]
+    assert all(math.isfinite(x) for r in ranking for x in (r.rating, r.low, r.high))
+    assert ranking[0].high - ranking[0].low >= 0 and ranking[0].rating > ranking[1].rating
+    tied = rank([("a", "b", "tie"), ("b", "a", "bad")], rounds=50)
+    assert tied[0].rating == pytest.approx(tied[1].rating) and tied[0].ties == 2
+    assert rank([]) == []
+
+
+def test_battles_are_stored_beside_the_votes_and_an_old_database_keeps_its_votes(tmp_path):
+    from test_votes import run_dir as make_run
+    from evals.votes import VoteStore
+
+    run = make_run.__wrapped__(tmp_path)
+    VoteStore(run).cast("hello", "uniform", "pass", settings={"temperature": 0.0})  # a database before battles
+    store = BattleStore(run)
+    battle = BattleRound.draw(["uniform", "attention"], random.Random(3), system="be brief")
+    with pytest.raises(LoraEqError, match="must answer before"):
+        battle.record(store, "a", {"temperature": 0.0})
+    turn = battle.conversation.ask("hello")
+    for label, text in zip(battle.conversation.labels, ("hi there", "good day")):
+        turn.replies[label].text, turn.replies[label].done = text, True
+    battle_id = battle.record(store, "b", {"temperature": 0.0, "max_new_tokens": 8})
+    with pytest.raises(LoraEqError, match="already decided"):
+        battle.record(store, "a", {})
+    with pytest.raises(LoraEqError, match="outcome 'maybe'"):
+        store.record("uniform", "attention", "maybe", conversation={}, settings={})
+    [stored] = store.battles()
+    assert stored.id == battle_id and (stored.model_a, stored.model_b) == (battle.model_a, battle.model_b)
+    assert stored.outcome == "b" and stored.settings["max_new_tokens"] == 8
+    assert stored.conversation["system"] == "be brief"
+    assert stored.conversation["a"] == battle.conversation.messages(battle.model_a)
+    assert stored.fingerprint_a == VoteStore(run).fingerprint(battle.model_a)
+    assert [v.prompt for v in VoteStore(run).votes()] == ["hello"]  # the old vote is still there
+    ranking = store.ranking(rounds=20)
+    assert ranking[0].model == battle.model_b and ranking[0].wins == 1
+    rows = list(csv_rows(store.export_csv(tmp_path / "arena.csv")))
+    assert [r["model"] for r in rows] == [battle.model_b, battle.model_a] and rows[0]["low"]
+    with sqlite3.connect(run / "votes.sqlite") as conn:
+        assert {"votes", "battles"} <= {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        yield from csv.DictReader(f)
