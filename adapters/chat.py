@@ -6,16 +6,17 @@ messages with *its own* replies, so a variant answers the next turn from what it
 from what the base said. Regenerate and undo work on the last turn. `conversation_key` names a
 column's conversation so far for a vote (a single turn is keyed by its message alone, as a vote
 from `loraeq compare` is, so both are one key). `trim_to_context` drops the oldest turns of a
-conversation until it fits the model's context, and says how many it dropped.
+conversation until it fits the model's context, and says how many it dropped. `respond` streams
+one turn of every column through the engine (one batched call) into the conversation.
 
-Nothing here generates, scores or stores: the engine (engine.py) answers, evals/ scores and votes.
+Nothing here scores or stores: evals/ scores the replies and keeps the votes.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from .errors import LoraEqError
 
@@ -135,3 +136,30 @@ def trim_to_context(messages: list[dict], length: Callable[[list[dict]], int], l
         if needed <= limit:
             return kept, dropped
     raise LoraEqError(f"prompt + max_new_tokens = {needed} tokens: the model reads at most {limit}")
+
+
+def respond(engine, conversation: Conversation, columns: list, sampling) -> Iterator[Turn]:
+    """Answer the conversation's last turn in every column (`engine`: a CompareEngine, `columns`
+    its Columns, labelled as the conversation's columns) in one batched stream, each column from
+    its own history. Yields the turn after each new piece of text; when the stream ends, every
+    reply is done and carries its tokens, seconds, seed and the turns dropped to fit the context.
+    A stream closed early (the user stopped it) leaves the replies as far as they got, not done; a
+    refused turn (a LoraEqError before any text) is taken out of the conversation."""
+    if [c.label for c in columns] != conversation.labels:
+        raise LoraEqError("the columns asked differ from the conversation's columns: start a new conversation")
+    turn = conversation.last
+    try:
+        stream = engine.stream(turn.user, columns, history=conversation.histories(), system=conversation.system,
+                               sampling=sampling)
+        for delta in stream:
+            turn.replies[delta.label].text += delta.text
+            yield turn
+    except LoraEqError:
+        if not any(r.text for r in turn.replies.values()):
+            conversation.turns.pop()  # nothing was answered: the message is not part of the conversation
+        raise
+    for answer in stream.answers:
+        reply = turn.replies[answer.label]
+        reply.text, reply.done, reply.tokens, reply.seconds = answer.text, True, answer.tokens, answer.seconds
+        reply.seed, reply.scales, reply.dropped_turns = answer.seed, answer.scales, answer.dropped_turns
+    yield turn

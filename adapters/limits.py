@@ -54,7 +54,7 @@ class Limits:
     batch_size: int = 64
     max_length: int = 8192  # tokens per training example
     variants: int = 8  # variants in one training run
-    columns: int = 6  # columns answering side by side
+    columns: int = 8  # columns answering side by side (the base included)
     new_tokens: int = 2048  # tokens generated per answer
     prompt_chars: int = 20_000  # characters of one message
     text_chars: int = 2_000  # a name, a model id, a mapping, a note

@@ -30,7 +30,7 @@ import random
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -170,21 +170,24 @@ class BattleRound:
     model_b: str
     conversation: Conversation
     outcome: str | None = None
+    settings: dict = field(default_factory=dict)  # the sampling settings and system prompt of its answers
 
     @classmethod
     def draw(cls, columns: list[str], rng: random.Random, system: str | None = None) -> BattleRound:
         a, b = draw_pair(columns, rng)
         return cls(a, b, Conversation([a, b], system or None))
 
-    def record(self, store: BattleStore, outcome: str, settings: dict, voter: str | None = None) -> int:
-        """Store the outcome (once per battle) after at least one finished turn; returns the battle's id."""
+    def record(self, store: BattleStore, outcome: str, settings: dict | None = None, voter: str | None = None) -> int:
+        """Store the outcome (once per battle) after at least one finished turn, with `settings`
+        (default: the round's own); returns the battle's id."""
         if self.outcome is not None:
             raise LoraEqError("this battle is already decided: start a new one")
         conv = self.conversation
         if not conv.turns or not all(r.done for r in conv.last.replies.values()):
             raise LoraEqError("both models must answer before you vote")
         record = {"system": conv.system, "a": conv.messages(self.model_a), "b": conv.messages(self.model_b)}
-        battle_id = store.record(self.model_a, self.model_b, outcome, conversation=record, settings=settings,
+        battle_id = store.record(self.model_a, self.model_b, outcome, conversation=record,
+                                 settings=self.settings if settings is None else settings,
                                  voter=voter)
         self.outcome = outcome
         return battle_id

@@ -123,3 +123,18 @@ def compare(
     answers = engine.answer(prompt, columns, history=history, system=system, sampling=sampling)
     columns_scored = scored(answers, sampling, reference=reference, system=system, embed_fn=embed_fn)
     return Comparison(prompt, reference, columns_scored)
+
+
+def score_turn(turn, sampling, *, reference: str | None = None, system: str | None = None,
+               embed_fn: Embed = embed) -> None:
+    """Fill in the scores and vote settings of a finished chat turn's replies (adapters.chat.Turn):
+    similarity to the base's reply (the column labelled "base") and to `reference`."""
+    from adapters.runfolder import BASE
+
+    labels = list(turn.replies)
+    base_index = labels.index(BASE) if BASE in labels else None
+    scores = score_answers([r.text for r in turn.replies.values()], base_index=base_index, reference=reference,
+                           embed_fn=embed_fn)
+    for reply, s in zip(turn.replies.values(), scores):
+        reply.similarity_base, reply.similarity_reference = s.similarity_base, s.similarity_reference
+        reply.settings = answer_settings(sampling, seed=reply.seed, system=system, scales=reply.scales)

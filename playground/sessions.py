@@ -14,13 +14,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import random
 import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.chat import Conversation
 from adapters.errors import LoraEqError
+from evals.arena import BattleRound
 
 SESSION_ID = re.compile(r"^[a-f0-9]{32}$")
 RUN_NAME = re.compile(r"^run-\d{8}-\d{6}-[a-f0-9]{6}$")
@@ -41,7 +44,9 @@ class Session:
     variants: list[dict] = field(default_factory=list)
     run: str | None = None  # the name of the run this session follows
     adapters: dict[str, str] = field(default_factory=dict)  # name -> adapter folder the server accepted
-    last: dict | None = None  # the last comparison's answers, for votes on them
+    chat: Conversation | None = None  # the Compare tab's conversation: shared user turns, each column's replies
+    battle: BattleRound | None = None  # the blind battle in progress (or just decided)
+    battle_rng: random.Random | None = None  # draws battle pairs; made on first use (never shared between sessions)
 
 
 class SessionArea:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from adapters.analysis import Analysis, analyze_loaded
 from adapters.errors import LoraEqError
-from adapters.limits import Limits
+from adapters.decoding import Sampling
+from adapters.limits import Limits, check_new_tokens, check_number
 from adapters.loading import LoadedModel, load_model
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
@@ -168,3 +169,11 @@ def _build_engine(run_dir, adapters: dict[str, str], model: str | None, precisio
     combined = CompareEngine(base, {**run.adapters(), **adapters})
     combined.run_dir = run.path
     return combined
+
+
+def sampling_for(limits: Limits, engine, temperature, top_p, max_new_tokens, seed) -> Sampling:
+    """The answer settings a form sent, each checked against the limits and the engine's model."""
+    return Sampling(max_new_tokens=check_new_tokens(max_new_tokens, limits, engine.model),
+                    temperature=check_number("temperature", temperature, 2.0, whole=False),
+                    top_p=check_number("top-p", top_p, 1.0, whole=False),
+                    seed=check_number("seed", seed, 2**31 - 1))

@@ -1,35 +1,47 @@
-"""Compare tab: one message, the original and the variants answering side by side (streaming),
-each answer scored, pass / fail votes, the inference-time equalizer, the leaderboard."""
+"""Compare tab: the chat arena. One chatbot per column (the original and the chosen variants), one
+message box; each turn streams every column at once, each column answering from its own replies.
+Under each reply its scores and pass / fail votes; the inference-time equalizer; the blind battle
+(tab_battle.py); the pass-rate leaderboard beside the battle ranking.
+
+The conversation lives in the session (`adapters.chat.Conversation`); these handlers only read the
+form, call the core and draw what it returns."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
 
-from adapters.decoding import Sampling
+from adapters.chat import Conversation, respond
 from adapters.engine import BASE, Column
 from adapters.equalizer import Equalizer, equalizer_table
 from adapters.errors import LoraEqError
-from adapters.limits import check_new_tokens, check_number, check_text
-from evals.scores import score_answers
-from evals.votes import VoteStore, answer_settings
+from adapters.limits import check_number, check_text
+from evals.scores import score_turn
+from evals.votes import VoteStore
+from playground import tab_battle
 from playground.guard import handler
 from playground.sessions import Session
-from playground.shared import Shared
+from playground.shared import Shared, sampling_for
 
-MAX_COLUMNS = 6
+MAX_COLUMNS = 8
 MAX_MULTIPLIER = 4.0
 
 
-def scores_line(score, answer) -> str:
-    parts = []
-    if score.similarity_reference is not None:
-        parts.append(f"to reference **{score.similarity_reference:.3f}**")
-    if score.similarity_base is not None:
-        parts.append(f"to base {score.similarity_base:.3f}")
-    parts.append(f"{answer.tokens} tokens · {answer.seconds:.1f} s")
+def reply_line(reply) -> str:
+    """What a reply's column shows under it: turns dropped, similarities, tokens, seconds, the vote."""
+    if not reply.done:
+        return "*stopped*" if reply.text else ""
+    parts = [f"⚠ {reply.dropped_turns} oldest turn(s) left out to fit the model's context"] if reply.dropped_turns else []
+    if reply.similarity_reference is not None:
+        parts.append(f"to reference **{reply.similarity_reference:.3f}**")
+    if reply.similarity_base is not None:
+        parts.append(f"to base {reply.similarity_base:.3f}")
+    parts.append(f"{reply.tokens} tokens · {reply.seconds:.1f} s")
+    if reply.verdict:
+        parts.append(f"voted **{reply.verdict}**")
     return " · ".join(parts)
 
 
@@ -45,7 +57,8 @@ def load_variants(shared: Shared, state: Session):
     engine = shared.engine_for(state)
     names = engine.variants
     grid = pd.DataFrame(equalizer_table(engine.unit_grid(names[0]))) if names else pd.DataFrame()
-    return gr.CheckboxGroup(names, value=names), gr.Dropdown(names, value=None), grid, leaderboard_frame(run)
+    return (gr.CheckboxGroup(names, value=names), gr.Dropdown(names, value=None), grid, leaderboard_frame(run),
+            tab_battle.ranking_frame(run))
 
 
 def columns_for(shared: Shared, engine, variants, eq_name: str | None, grid: pd.DataFrame) -> list[Column]:
@@ -66,60 +79,102 @@ def columns_for(shared: Shared, engine, variants, eq_name: str | None, grid: pd.
     return cols
 
 
-def ask(shared: Shared, text, ref, variants, t, p, n, s, eq_name, grid, state: Session):
-    run = shared.require_run(state)
+def conversation_for(state: Session, labels: list[str], system: str) -> Conversation:
+    """The session's conversation; a new one when the columns or the system prompt changed."""
+    conv = state.chat
+    if conv is None or conv.labels != labels or conv.system != (system.strip() or None):
+        if conv is not None and conv.turns:
+            gr.Info("The columns or the system prompt changed: a new conversation starts")
+        conv = state.chat = Conversation(labels, system.strip() or None)
+    return conv
+
+
+def chat_frame(conv: Conversation | None) -> list:
+    """Updates for every column's chatbot, reply line and vote buttons (unused columns hidden)."""
+    labels = conv.labels if conv else []
+    done = bool(conv and conv.turns and all(r.done for r in conv.last.replies.values()))
+    bots, lines = [], []
+    for i in range(MAX_COLUMNS):
+        shown = i < len(labels)
+        bots.append(gr.Chatbot(conv.messages(labels[i]) if shown else [], label=labels[i] if shown else None,
+                               visible=shown))
+        line = reply_line(conv.last.replies[labels[i]]) if shown and conv.turns else ""
+        lines.append(gr.Markdown(line, visible=shown))
+    buttons = [gr.Button(visible=done and i < len(labels)) for i in range(MAX_COLUMNS)]
+    return bots + lines + buttons + buttons
+
+
+def _turn(conv: Conversation, engine, cols, sampling, ref: str):
+    """Stream the conversation's last turn into every column, then score it."""
+    for _ in respond(engine, conv, cols, sampling):
+        yield chat_frame(conv)
+    score_turn(conv.last, sampling, reference=ref.strip() or None, system=conv.system)
+    dropped = max(r.dropped_turns for r in conv.last.replies.values())
+    if dropped:
+        gr.Warning(f"The conversation outgrew the model's context: its {dropped} oldest turn(s) were left out")
+    yield chat_frame(conv)
+
+
+def ask(shared: Shared, text, ref, variants, t, p, n, s, eq_name, grid, system, state: Session):
+    shared.require_run(state)
     text = check_text("message", text, shared.limits.prompt_chars, required=True)
+    ref = check_text("reference answer", ref, shared.limits.prompt_chars)
+    system = check_text("system prompt", system, shared.limits.prompt_chars)
+    engine = shared.engine_for(state)
+    cols = columns_for(shared, engine, variants or [], eq_name, grid)
+    sampling = sampling_for(shared.limits, engine, t, p, n, s)
+    conv = conversation_for(state, [c.label for c in cols], system)
+    conv.ask(text)
+    for frame in _turn(conv, engine, cols, sampling, ref):
+        yield frame + ["", sampling.seed, state]
+
+
+def regenerate(shared: Shared, ref, variants, t, p, n, s, eq_name, grid, system, state: Session):
+    """The last turn again, with the next seed (a sampled answer comes out different)."""
+    conv = state.chat
+    if conv is None or not conv.turns:
+        raise LoraEqError("nothing to regenerate: send a message first")
     ref = check_text("reference answer", ref, shared.limits.prompt_chars)
     engine = shared.engine_for(state)
     cols = columns_for(shared, engine, variants or [], eq_name, grid)
-    sampling = Sampling(max_new_tokens=check_new_tokens(n, shared.limits, engine.model),
-                        temperature=check_number("temperature", t, 2.0, whole=False),
-                        top_p=check_number("top-p", p, 1.0, whole=False),
-                        seed=check_number("seed", s, 2**31 - 1))
-    stream = engine.stream(text, cols, sampling=sampling)
-    texts = [""] * len(cols)
-    labels = [c.label for c in cols]
-    for delta in stream:
-        texts[delta.column] += delta.text
-        yield answer_frame(labels, texts) + [state]
-    answers = stream.answers
-    scored = score_answers([a.text for a in answers], base_index=0, reference=ref.strip() or None)
-    state.last = {
-        "prompt": text,
-        "columns": [
-            {"label": a.label, "variant": a.variant, "text": a.text, "scales": a.scales,
-             "similarity_reference": sc.similarity_reference, "similarity_base": sc.similarity_base,
-             "settings": answer_settings(sampling, seed=a.seed, scales=a.scales)}
-            for a, sc in zip(answers, scored)
-        ],
-    }
-    yield answer_frame(labels, texts, [scores_line(sc, a) for sc, a in zip(scored, answers)]) + [state]
+    if [c.label for c in cols] != conv.labels:
+        raise LoraEqError("the columns changed since this conversation began: press Clear to start anew")
+    seed = check_number("seed", s, 2**31 - 1) + 1
+    sampling = sampling_for(shared.limits, engine, t, p, n, seed if seed < 2**31 else 0)
+    conv.regenerate()
+    for frame in _turn(conv, engine, cols, sampling, ref):
+        yield frame + [gr.Textbox(), sampling.seed, state]
 
 
-def answer_frame(labels: list[str], texts: list[str], score_texts: list[str] | None = None) -> list:
-    """Updates for every column's title, answer, score line and vote buttons (unused columns hidden)."""
-    n, hidden, shown = len(labels), MAX_COLUMNS - len(labels), score_texts is not None
-    out = [gr.Markdown(f"**{labels[i]}**", visible=True) for i in range(n)] + [gr.Markdown(visible=False)] * hidden
-    out += [gr.Textbox(texts[i], visible=True) for i in range(n)] + [gr.Textbox(visible=False)] * hidden
-    out += [gr.Markdown(score_texts[i] if shown else "", visible=shown) for i in range(n)]
-    out += [gr.Markdown(visible=False)] * hidden
-    out += ([gr.Button(visible=shown)] * n + [gr.Button(visible=False)] * hidden) * 2
-    return out
+def undo(state: Session):
+    """Take back the last turn; its message returns to the message box."""
+    text = state.chat.undo() if state.chat else ""
+    return chat_frame(state.chat) + [text, state]
+
+
+def clear(state: Session):
+    state.chat = None
+    return chat_frame(None) + ["", state]
 
 
 def vote(shared: Shared, i: int, verdict: str, note_text, state: Session):
-    last = state.last
-    if not last or i >= len(last["columns"]):
+    """Pass or fail on column i's last reply, keyed by that column's conversation so far and its settings."""
+    conv = state.chat
+    if conv is None or not conv.turns or i >= len(conv.labels):
         raise LoraEqError("ask something first")
     run = shared.require_run(state)
-    col = last["columns"][i]
+    label = conv.labels[i]
+    reply = conv.last.replies[label]
+    if not reply.done or reply.settings is None:
+        raise LoraEqError(f"{label}'s last reply is not finished: regenerate it before voting")
     VoteStore(run).cast(
-        last["prompt"], col["label"], verdict, settings=col["settings"],
+        conv.key(label), label, verdict, settings=reply.settings,
         note=check_text("note", note_text, shared.limits.text_chars),
-        similarity_reference=col["similarity_reference"], similarity_base=col["similarity_base"], answer=col["text"],
+        similarity_reference=reply.similarity_reference, similarity_base=reply.similarity_base, answer=reply.text,
     )
-    gr.Info(f"{verdict} recorded for {col['label']}")
-    return leaderboard_frame(run)
+    reply.verdict = verdict
+    gr.Info(f"{verdict} recorded for {label}")
+    return leaderboard_frame(run), gr.Markdown(reply_line(reply))
 
 
 def leaderboard_csv(shared: Shared, state: Session):
@@ -128,12 +183,13 @@ def leaderboard_csv(shared: Shared, state: Session):
     return shared.downloads.hand_out(path)
 
 
-def build(shared: Shared, session: gr.State) -> None:
+def _settings_form() -> SimpleNamespace:
     with gr.Row():
         load = gr.Button("Load my run's variants")
-        chosen = gr.CheckboxGroup([], label="Variants to show next to the base")
-    message = gr.Textbox(label="Message", placeholder="Ask something...", elem_id="compare-message")
-    reference = gr.Textbox(label="Reference answer (optional, for scoring)")
+        chosen = gr.CheckboxGroup([], label=f"Variants to show next to the base (up to {MAX_COLUMNS - 1})")
+    with gr.Row():
+        system = gr.Textbox(label="System prompt (optional)", lines=1)
+        reference = gr.Textbox(label="Reference answer (optional, for scoring)")
     with gr.Row():
         temperature = gr.Slider(0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
         top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
@@ -143,27 +199,66 @@ def build(shared: Shared, session: gr.State) -> None:
                       open=False):
         eq_variant = gr.Dropdown([], label="Variant to rescale")
         eq_grid = gr.Dataframe(pd.DataFrame(), label="Multipliers (1 = as trained, 0 = off)", interactive=True)
-    ask_button = gr.Button("Ask", variant="primary")
-    titles, boxes, scores, passes, fails = [], [], [], [], []
+    return SimpleNamespace(load=load, chosen=chosen, system=system, reference=reference, temperature=temperature,
+                           top_p=top_p, max_new=max_new, seed=seed, eq_variant=eq_variant, eq_grid=eq_grid)
+
+
+def _chat_columns() -> SimpleNamespace:
+    bots, lines, passes, fails = [], [], [], []
     with gr.Row():
         for i in range(MAX_COLUMNS):
             with gr.Column(min_width=220):
-                titles.append(gr.Markdown(visible=False))
-                boxes.append(gr.Textbox(lines=8, show_label=False, visible=False, elem_id=f"answer-{i}"))
-                scores.append(gr.Markdown(visible=False))
+                bots.append(gr.Chatbot(visible=False, elem_id=f"chat-col-{i}", height=360, render_markdown=False,
+                                       feedback_options=None))
+                lines.append(gr.Markdown(visible=False, elem_id=f"chat-info-{i}"))
                 with gr.Row():
                     passes.append(gr.Button("Pass", size="sm", visible=False, elem_id=f"pass-{i}"))
                     fails.append(gr.Button("Fail", size="sm", visible=False, elem_id=f"fail-{i}"))
+    with gr.Row():
+        message = gr.Textbox(show_label=False, placeholder="Message (Enter sends)", elem_id="chat-input", scale=6)
+        send = gr.Button("Send", variant="primary", elem_id="chat-send", scale=1)
+    with gr.Row():
+        regen = gr.Button("Regenerate", size="sm", elem_id="chat-regenerate")
+        undo_button = gr.Button("Undo", size="sm", elem_id="chat-undo")
+        clear_button = gr.Button("Clear", size="sm", elem_id="chat-clear")
+        stop = gr.Button("Stop", size="sm", variant="stop", elem_id="chat-stop")
     note = gr.Textbox(label="Note with your vote (optional)")
-    board = gr.Dataframe(label="Leaderboard (your votes)", interactive=False, elem_id="leaderboard")
-    csv = gr.DownloadButton("Leaderboard as CSV")
+    return SimpleNamespace(bots=bots, lines=lines, passes=passes, fails=fails, message=message, send=send,
+                           regen=regen, undo=undo_button, clear=clear_button, stop=stop, note=note)
 
-    load.click(handler(load_variants, shared), [session], [chosen, eq_variant, eq_grid, board],
-               api_name="load_variants")
-    ask_button.click(handler(ask, shared),
-                     [message, reference, chosen, temperature, top_p, max_new, seed, eq_variant, eq_grid, session],
-                     titles + boxes + scores + passes + fails + [session], api_name="ask")
+
+def _wire_chat(shared: Shared, session: gr.State, f: SimpleNamespace, c: SimpleNamespace, board) -> None:
+    frame = c.bots + c.lines + c.passes + c.fails
+    form = [f.reference, f.chosen, f.temperature, f.top_p, f.max_new, f.seed, f.eq_variant, f.eq_grid, f.system]
+    sent = gr.on([c.send.click, c.message.submit], handler(ask, shared), [c.message] + form + [session],
+                 frame + [c.message, f.seed, session], api_name="ask")
+    again = c.regen.click(handler(regenerate, shared), form + [session], frame + [c.message, f.seed, session],
+                          api_name="regenerate")
+    c.stop.click(None, None, None, cancels=[sent, again])
+    c.undo.click(handler(undo), [session], frame + [c.message, session], api_name="undo")
+    c.clear.click(handler(clear), [session], frame + [c.message, session], api_name="clear")
     for i in range(MAX_COLUMNS):
-        passes[i].click(handler(vote, shared, i, "pass"), [note, session], board, api_name=f"pass_{i}")
-        fails[i].click(handler(vote, shared, i, "fail"), [note, session], board, api_name=f"fail_{i}")
+        c.passes[i].click(handler(vote, shared, i, "pass"), [c.note, session], [board, c.lines[i]],
+                          api_name=f"pass_{i}")
+        c.fails[i].click(handler(vote, shared, i, "fail"), [c.note, session], [board, c.lines[i]],
+                         api_name=f"fail_{i}")
+
+
+def build(shared: Shared, session: gr.State) -> None:
+    # Outside adapters (adapter_picker.build(shared, session)) go here, above the run's variants.
+    f = _settings_form()
+    c = _chat_columns()
+    with gr.Accordion("Blind battle: two models drawn at random, shown as Model A and Model B", open=False):
+        battle = tab_battle.build(shared, session, f)
+    with gr.Row():
+        board = gr.Dataframe(label="Leaderboard: pass rate of your votes", interactive=False, elem_id="leaderboard")
+        arena_board = gr.Dataframe(label="Battle ranking (Bradley-Terry, 95% intervals)", interactive=False,
+                                   elem_id="arena-board")
+    with gr.Row():
+        csv = gr.DownloadButton("Leaderboard as CSV")
+        arena_csv = gr.DownloadButton("Battle ranking as CSV")
+    f.load.click(handler(load_variants, shared), [session], [f.chosen, f.eq_variant, f.eq_grid, board, arena_board],
+                 api_name="load_variants")
+    _wire_chat(shared, session, f, c, board)
+    tab_battle.wire(shared, session, f, battle, arena_board, arena_csv)
     csv.click(handler(leaderboard_csv, shared), [session], csv, api_name="leaderboard_csv")
