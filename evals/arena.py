@@ -221,6 +221,8 @@ def fit_bradley_terry(i: np.ndarray, j: np.ndarray, score: np.ndarray, weight: n
 
 def rank(battles: list[tuple[str, str, str]], *, rounds: int = 500, seed: int = 0) -> list[Rating]:
     """Bradley-Terry ratings of (model_a, model_b, outcome) battles with bootstrap 95% intervals, best first."""
+    if not isinstance(rounds, int) or rounds < 0:
+        raise LoraEqError(f"bootstrap rounds {rounds!r}: a whole number >= 0")
     if not battles:
         return []
     names = sorted({m for a, b, _ in battles for m in (a, b)})

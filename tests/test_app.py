@@ -136,10 +136,10 @@ def test_two_sessions_see_only_their_own_votes(served, shared, tmp_path):
     for folder in sessions:
         _wait_for_finished_variant(folder)
     for verdict, client in clients.items():
-        _, _, grid, board = client.predict(api_name="/load_variants")
+        _, _, grid, board, _ = client.predict(api_name="/load_variants")
         assert not any(c not in ("", None) for row in board["data"] for c in row), board  # no vote yet
-        client.predict("w1 w2", "", ["mine"], 0.0, 1.0, 4, 0, None, grid, api_name="/ask")
-        board = client.predict("my note", api_name=f"/{verdict}_1")
+        client.predict("w1 w2", "", ["mine"], 0.0, 1.0, 4, 0, None, grid, "", api_name="/ask")
+        board, _ = client.predict("my note", api_name=f"/{verdict}_1")
         rows = {row[board["headers"].index("variant")]: row for row in board["data"]}
         assert list(rows) == ["mine"], board
     for verdict, client in clients.items():  # after both voted, each still sees only its own vote
@@ -197,7 +197,7 @@ def test_a_mapped_csv_trains_from_the_web_app_and_its_web_and_cli_votes_share_on
     rows = [json.loads(line) for line in (run / "data" / "train.jsonl").read_text().splitlines()]
     assert rows and all(r["messages"][0]["content"].endswith("?") for r in rows), rows[0]
     grid = client.predict(api_name="/load_variants")[2]
-    client.predict("w1 w2", "", ["mine"], 0.0, 1.0, 4, 0, None, grid, api_name="/ask")
+    client.predict("w1 w2", "", ["mine"], 0.0, 1.0, 4, 0, None, grid, "", api_name="/ask")
     client.predict("", api_name="/pass_1")
     assert main(["compare", str(run), "--prompt", "w1 w2", "--variants", "mine", "--max-new-tokens", "4", "--json"]) == 0
     column = next(c for c in json.loads(capsys.readouterr().out)["columns"] if c["variant"] == "mine")

@@ -107,6 +107,27 @@ def test_battles_are_stored_beside_the_votes_and_an_old_database_keeps_its_votes
         assert {"votes", "battles"} <= {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
 
 
+def test_cli_prints_the_ranking_as_json_and_csv(tmp_path, capsys):
+    import json
+
+    from test_votes import run_dir as make_run
+
+    from adapters.cli.main import main
+
+    run = make_run.__wrapped__(tmp_path)
+    store = BattleStore(run)
+    for outcome in ["a", "a", "a", "tie", "b"]:
+        store.record("uniform", "attention", outcome, conversation={"a": [], "b": []}, settings={})
+    out = tmp_path / "ranking.csv"
+    assert main(["arena", str(run), "--json", "--csv", str(out), "--rounds", "50"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["battles"] == 5 and [r["model"] for r in data["ranking"]] == ["uniform", "attention"]
+    assert data["ranking"][0]["wins"] == 3 and data["ranking"][0]["low"] <= data["ranking"][0]["rating"]
+    assert [r["model"] for r in csv_rows(out)] == ["uniform", "attention"]
+    assert main(["arena", str(run), "--rounds", "-1"]) == 2
+    assert main(["arena", str(run)]) == 0 and "uniform" in capsys.readouterr().out
+
+
 def csv_rows(path):
     import csv
 

@@ -132,19 +132,31 @@ def test_full_flow_in_chromium(server, page):
     _tab(page, "Compare")
     page.get_by_role("button", name="Load my run's variants").click()
     page.get_by_role("checkbox", name="variant-1").wait_for(timeout=120_000)
-    page.locator("#compare-message textarea").fill("What is the capital of France?")
-    page.get_by_label("Reference answer (optional, for scoring)").fill("The capital of France is Paris.")
-    page.get_by_role("button", name="Ask").click()
+    page.get_by_label("Reference answer (optional, for scoring)").fill("Your dog is called Biscuit.")
+    turns = ["My dog is called Biscuit.", "What is my dog called?"]
+    page.locator("#chat-input textarea").fill(turns[0])
+    page.locator("#chat-send").click()
+    page.locator("#pass-1").wait_for(timeout=180_000)  # vote buttons show once every column finished
+    page.locator("#chat-input textarea").fill(turns[1])
+    page.locator("#chat-input textarea").press("Enter")  # Enter sends too
+    page.locator("#chat-col-1 [data-testid='bot']").nth(1).wait_for(timeout=180_000)
     page.locator("#pass-1").wait_for(timeout=180_000)
-    base_answer = page.locator("#answer-0 textarea").input_value()
-    variant_answer = page.locator("#answer-1 textarea").input_value()
-    assert base_answer.strip() and variant_answer.strip()
+    shown = {i: [" ".join(t.split()) for t in page.locator(f"#chat-col-{i} [data-testid='bot']").all_inner_texts()]
+             for i in range(2)}
+    tokens = {i: int(re.search(r"(\d+) tokens", page.locator(f"#chat-info-{i}").inner_text()).group(1)) for i in range(2)}
     assert page.get_by_text(re.compile(r"to reference \d\.\d{3}")).first.is_visible()
+    _check_against_the_engine(server["runs"], turns, shown, tokens)
     page.locator("#pass-1").click()
     first_row = page.locator("#leaderboard [data-testid='cell-0-0']")
     first_row.get_by_text("variant-1").wait_for(timeout=30_000)
     _shot(page, "4-compare")
-
+    page.get_by_text("Blind battle").click()
+    page.locator("#battle-input textarea").fill("Name a colour.")
+    page.locator("#battle-send").click()
+    page.locator("#battle-vote-a").wait_for(timeout=180_000)
+    page.locator("#battle-vote-a").click()
+    page.locator("#battle-reveal").get_by_text(re.compile("Model A was")).wait_for(timeout=30_000)
+    _shot(page, "4-battle")
 
     _tab(page, "Proof")
     page.get_by_label("Held-out rows to use (0 = all)").fill("8")
@@ -163,3 +175,24 @@ def test_full_flow_in_chromium(server, page):
     page.get_by_role("button", name="Adapter (PEFT zip)").click()
     page.locator("#model-card").get_by_text(re.compile("Equalizer")).first.wait_for(timeout=120_000)
     _shot(page, "6-export")
+
+
+def _check_against_the_engine(runs: Path, turns: list[str], shown: dict, tokens: dict) -> None:
+    """Each column's replies in the page are the engine's greedy answers to that column's own
+    history, token for token, and the second differs from the answer without the first turn."""
+    from adapters.decoding import Sampling
+    from adapters.engine import CompareEngine
+
+    engine = CompareEngine.from_run(next(runs.glob("*/run-*")))
+    greedy = Sampling(max_new_tokens=96)  # the form's default
+    try:
+        for i, column in enumerate(["base", "variant-1"]):
+            first = engine.answer(turns[0], [column], sampling=greedy)[0]
+            history = [{"role": "user", "content": turns[0]}, {"role": "assistant", "content": first.text}]
+            second = engine.answer(turns[1], [column], history=history, sampling=greedy)[0]
+            alone = engine.answer(turns[1], [column], sampling=greedy)[0]
+            assert shown[i] == [" ".join(a.text.split()) for a in (first, second)], (column, shown[i])
+            assert tokens[i] == second.tokens, (column, tokens[i], second.tokens)
+            assert alone.token_ids != second.token_ids, (column, alone.text)
+    finally:
+        engine.close()

@@ -81,7 +81,7 @@ def owner(app):
     a.predict(api_name="/start_training")
     _wait_until(lambda: "done" in a.predict(api_name="/training_progress")[0], what="A's training")
     grid = a.predict(api_name="/load_variants")[2]
-    a.predict("w1 w2", "", ["mine"], 0.0, 1.0, 4, 0, None, grid, api_name="/ask")
+    a.predict("w1 w2", "", ["mine"], 0.0, 1.0, 4, 0, None, grid, "", api_name="/ask")
     a.predict("", api_name="/pass_1")
     token = a.predict({"token": token}, api_name="/restore")["token"]
     session_id = token.split(".")[0]
@@ -172,7 +172,7 @@ def test_sizes_over_the_limits_are_refused_at_once(app, owner):
     assert "max steps=1,000,000,000: over the limit of 20,000" in _error(
         lambda: a.predict("x", 8, 1e-3, 10**9, 2, api_name="/add_variant"))
     assert "max new tokens=10,000,000: over the limit of 127" in _error(
-        lambda: a.predict("hi", "", ["mine"], 0.0, 1.0, 10**7, 0, None, owner["grid"], api_name="/ask"))
+        lambda: a.predict("hi", "", ["mine"], 0.0, 1.0, 10**7, 0, None, owner["grid"], "", api_name="/ask"))
     assert "rank 64 x strength 1 = 64" in _error(lambda: a.predict("wide", 64, 1e-3, 2, 2, api_name="/add_variant"))
     assert time.monotonic() - started < 10
 
@@ -231,9 +231,11 @@ def test_every_endpoint_answers_hostile_values_with_a_clear_line(app, owner):
     fuzzer.predict({"token": None}, api_name="/restore")
     fuzzer.predict(None, "autumn-voice.jsonl", "auto", "", 64, api_name="/validate")
     endpoints = fuzzer.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    # Long jobs are covered by their own tests; one pass/fail button stands for all (same handler).
+    # Long jobs are covered by their own tests; one pass/fail button stands for all (same handler),
+    # as one battle vote does for the four.
     skip = {"/start_training", "/suggest", "/export_merged", "/run_proof"}
-    skip |= {f"/{verdict}_{i}" for verdict in ("pass", "fail") for i in range(1, 6)}
+    skip |= {f"/{verdict}_{i}" for verdict in ("pass", "fail") for i in range(1, 8)}
+    skip |= {f"/battle_vote_{outcome}" for outcome in ("b", "tie", "bad")}
     before, calls, messages = _rss(), 0, []
     for name, spec in endpoints.items():
         if name in skip:
