@@ -73,7 +73,7 @@ def test_sizes_are_refused_before_any_work(shared):
     with pytest.raises(LoraEqError, match="2 variants is the limit"):
         tab_train.add_variant(shared, "c", 4, 1e-3, 2, 4, state)
     with pytest.raises(LoraEqError, match="train at least one variant"):
-        list(tab_compare.ask(shared, "hi", "", [], 0, 1, 8, 0, None, None, state))
+        list(tab_compare.ask(shared, "hi", "", [], 0, 1, 8, 0, None, None, "", state))
 
 
 def test_training_memory_over_the_worker_limit_is_refused(tiny_model_dir, cache_home, tmp_path):
