@@ -8,6 +8,7 @@ form, call the core and draw what it returns."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,6 +29,7 @@ from playground.shared import Shared, sampling_for
 
 MAX_COLUMNS = 8
 MAX_MULTIPLIER = 4.0
+STREAM_EVERY = 0.1  # seconds between redraws while a turn streams
 
 
 def reply_line(reply) -> str:
@@ -105,9 +107,13 @@ def chat_frame(conv: Conversation | None) -> list:
 
 
 def _turn(conv: Conversation, engine, cols, sampling, ref: str):
-    """Stream the conversation's last turn into every column, then score it."""
+    """Stream the conversation's last turn into every column, then score it. The page is redrawn
+    at most every STREAM_EVERY seconds: every column's whole chat goes out with each redraw."""
+    shown = 0.0
     for _ in respond(engine, conv, cols, sampling):
-        yield chat_frame(conv)
+        if time.monotonic() - shown >= STREAM_EVERY:
+            shown = time.monotonic()
+            yield chat_frame(conv)
     score_turn(conv.last, sampling, reference=ref.strip() or None, system=conv.system)
     dropped = max(r.dropped_turns for r in conv.last.replies.values())
     if dropped:
