@@ -1,6 +1,8 @@
 """Votes and the leaderboard: the user's pass / fail on each answer, kept in the run folder.
 
-A vote says pass or fail (with an optional note) on one answer: a prompt, a column (variant, or
+A vote says pass or fail (with an optional note) on one answer: a prompt (in a chat, the
+column's conversation so far: `adapters.chat.conversation_key`, the message alone on a first
+turn), a column (variant, or
 "variant@eq" for a live-scaled view) and the settings it was produced with (`answer_settings`: the
 one schema of the web app and the CLI, so one answer is one key), stamped with the
 variant's config fingerprint (a hash of its adapter_config.json and variant.json, so a retrained
@@ -13,6 +15,7 @@ rewritten to it when opened (once: `PRAGMA user_version` records it), keeping ev
 
 The leaderboard ranks columns by the lower end of the Wilson 95% interval of their pass rate
 (few votes rank below many votes at the same rate), with the mean similarities beside it.
+The blind battles live in the same database (evals/arena.py adds their table).
 Nothing here generates or scores answers.
 """
 
