@@ -2,9 +2,9 @@
 
 A vote says pass or fail (with an optional note) on one answer: a prompt (in a chat, the
 column's conversation so far: `adapters.chat.conversation_key`, the message alone on a first
-turn), a column (variant, or
-"variant@eq" for a live-scaled view) and the settings it was produced with (`answer_settings`: the
-one schema of the web app and the CLI, so one answer is one key), stamped with the
+turn), a column (variant, or "variant@eq" for a live-scaled view) and the settings it was
+produced with (`answer_settings`: the one schema of the web app and the CLI, so one answer is
+one key), stamped with the
 variant's config fingerprint (a hash of its adapter_config.json and variant.json, so a retrained
 variant does not inherit old votes) and the answer's similarity scores. Votes live in
 `RUN_DIR/votes.sqlite` (SQLite in WAL mode: readers never block the writer, a crash loses
