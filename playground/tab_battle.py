@@ -64,10 +64,12 @@ def battle_send(shared: Shared, text, variants, t, p, n, s, system, state: Sessi
         battle = _new_round(state, variants or [], system)
     battle.conversation.ask(text)
     columns = [Column(battle.model_a), Column(battle.model_b)]
+    cleared = ""  # the message box is emptied once (see tab_compare.ask)
     for _ in respond(engine, battle.conversation, columns, sampling):
-        yield battle_frame(battle) + ["", state]
+        yield battle_frame(battle) + [cleared, state]
+        cleared = gr.Textbox()
     battle.settings = {**sampling.to_json(), "system": battle.conversation.system}
-    yield battle_frame(battle) + ["", state]
+    yield battle_frame(battle) + [cleared, state]
 
 
 def battle_vote(shared: Shared, outcome: str, state: Session):

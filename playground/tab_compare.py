@@ -131,8 +131,10 @@ def ask(shared: Shared, text, ref, variants, t, p, n, s, eq_name, grid, system, 
     sampling = sampling_for(shared.limits, engine, t, p, n, s)
     conv = conversation_for(state, [c.label for c in cols], system)
     conv.ask(text)
+    cleared = ""  # the message box is emptied once: a later update would wipe what the user types next
     for frame in _turn(conv, engine, cols, sampling, ref):
-        yield frame + ["", sampling.seed, state]
+        yield frame + [cleared, sampling.seed, state]
+        cleared = gr.Textbox()
 
 
 def regenerate(shared: Shared, ref, variants, t, p, n, s, eq_name, grid, system, state: Session):

@@ -179,7 +179,7 @@ def test_the_served_app_chats_regenerates_undoes_votes_and_battles(served, share
     grid = client.predict(api_name="/load_variants")[2]
     form = ["", ["mine"], 0.0, 1.0, 6, 0, None, grid, ""]  # reference, variants, sampling, eq, system
     bots, lines, (message, seed) = _frame(client.predict("w1 w2", *form, api_name="/ask"))
-    assert len(bots[0]) == len(bots[1]) == 2 and bots[2:] == [[]] * 6 and message == "" and seed == 0
+    assert len(bots[0]) == len(bots[1]) == 2 and bots[2:] == [[]] * 6 and seed == 0
     first = {i: bots[i][-1] for i in range(2)}
     bots, lines, _ = _frame(client.predict("w3 w4", *form, api_name="/ask"))
     assert bots[1][:3] == ["w1 w2", first[1], "w3 w4"] and len(bots[1]) == 4
