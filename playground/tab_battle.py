@@ -110,7 +110,7 @@ def wire(shared: Shared, session: gr.State, form: SimpleNamespace, ui: SimpleNam
     frame = [ui.a, ui.b, ui.reveal, ui.votes]
     inputs = [ui.message, form.chosen, form.temperature, form.top_p, form.max_new, form.seed, form.system, session]
     gr.on([ui.send.click, ui.message.submit], handler(battle_send, shared), inputs, frame + [ui.message, session],
-          api_name="battle_send")
+          api_name="battle_send", trigger_mode="always_last")
     for outcome, button in ui.buttons.items():
         button.click(handler(battle_vote, shared, outcome), [session], frame + [board], api_name=f"battle_vote_{outcome}")
     ui.new.click(handler(new_battle), [session], frame + [session], api_name="battle_new")

@@ -238,8 +238,9 @@ def _chat_columns() -> SimpleNamespace:
 def _wire_chat(shared: Shared, session: gr.State, f: SimpleNamespace, c: SimpleNamespace, board) -> None:
     frame = c.bots + c.lines + c.passes + c.fails
     form = [f.reference, f.chosen, f.temperature, f.top_p, f.max_new, f.seed, f.eq_variant, f.eq_grid, f.system]
+    # always_last: a message sent while a turn is still finishing goes next, instead of being dropped.
     sent = gr.on([c.send.click, c.message.submit], handler(ask, shared), [c.message] + form + [session],
-                 frame + [c.message, f.seed, session], api_name="ask")
+                 frame + [c.message, f.seed, session], api_name="ask", trigger_mode="always_last")
     again = c.regen.click(handler(regenerate, shared), form + [session], frame + [c.message, f.seed, session],
                           api_name="regenerate")
     c.stop.click(None, None, None, cancels=[sent, again])

@@ -137,6 +137,7 @@ def test_full_flow_in_chromium(server, page):
     page.locator("#chat-input textarea").fill(turns[0])
     page.locator("#chat-send").click()
     page.locator("#pass-1").wait_for(timeout=180_000)  # vote buttons show once every column finished
+    page.locator("#chat-info-1").get_by_text(re.compile(r"\d+ tokens")).wait_for(timeout=30_000)
     page.locator("#chat-input textarea").fill(turns[1])
     page.locator("#chat-input textarea").press("Enter")  # Enter sends too
     page.locator("#chat-col-1 [data-testid='bot']").nth(1).wait_for(timeout=180_000)
