@@ -180,20 +180,23 @@ def test_full_flow_in_chromium(server, page):
 
 def _check_against_the_engine(runs: Path, turns: list[str], shown: dict, tokens: dict) -> None:
     """Each column's replies in the page are the engine's greedy answers to that column's own
-    history, token for token, and the second differs from the answer without the first turn."""
+    history, token for token, made as the page makes them (one batched call per turn), and the
+    second differs from the answer without the first turn."""
     from adapters.decoding import Sampling
     from adapters.engine import CompareEngine
 
     engine = CompareEngine.from_run(next(runs.glob("*/run-*")))
     greedy = Sampling(max_new_tokens=96)  # the form's default
+    columns = ["base", "variant-1"]
     try:
-        for i, column in enumerate(["base", "variant-1"]):
-            first = engine.answer(turns[0], [column], sampling=greedy)[0]
-            history = [{"role": "user", "content": turns[0]}, {"role": "assistant", "content": first.text}]
-            second = engine.answer(turns[1], [column], history=history, sampling=greedy)[0]
-            alone = engine.answer(turns[1], [column], sampling=greedy)[0]
-            assert shown[i] == [" ".join(a.text.split()) for a in (first, second)], (column, shown[i])
-            assert tokens[i] == second.tokens, (column, tokens[i], second.tokens)
-            assert alone.token_ids != second.token_ids, (column, alone.text)
+        first = engine.answer(turns[0], columns, sampling=greedy)
+        history = {a.label: [{"role": "user", "content": turns[0]}, {"role": "assistant", "content": a.text}]
+                   for a in first}
+        second = engine.answer(turns[1], columns, history=history, sampling=greedy)
+        alone = engine.answer(turns[1], columns, sampling=greedy)
     finally:
         engine.close()
+    for i, column in enumerate(columns):
+        assert shown[i] == [" ".join(a.text.split()) for a in (first[i], second[i])], (column, shown[i])
+        assert tokens[i] == second[i].tokens, (column, tokens[i], second[i].tokens)
+        assert alone[i].token_ids != second[i].token_ids, (column, alone[i].text)
