@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import secrets
+from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +17,7 @@ from adapters.chat import respond
 from adapters.engine import BASE, Column
 from adapters.errors import LoraEqError
 from adapters.limits import check_text
-from evals.arena import BattleRound, BattleStore
+from evals.arena import BattleRound, BattleStore, Rating
 from playground.guard import handler
 from playground.sessions import Session
 from playground.shared import Shared, sampling_for
@@ -25,9 +26,10 @@ VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "bad": "Both are 
 
 
 def ranking_frame(run: Path | None) -> pd.DataFrame:
+    columns = [f.name for f in fields(Rating)]  # named even while empty
     if run is None:
-        return pd.DataFrame()
-    return pd.DataFrame([r.to_json() for r in BattleStore(run).ranking()])
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame([r.to_json() for r in BattleStore(run).ranking()], columns=columns)
 
 
 def _new_round(state: Session, variants, system: str) -> BattleRound:
