@@ -184,6 +184,16 @@ class RunFolder:
         return self.plan.get("bands", DEFAULT_BANDS)
 
     @property
+    def task(self) -> str:
+        """`causal` (chat data, a causal LM) or `classification` (labels, an encoder)."""
+        return self.plan.get("task", "causal")
+
+    @property
+    def labels(self) -> list[str]:
+        """A classification run's labels, in the classifier's output order ([] for a causal run)."""
+        return list(self.data.get("labels") or [])
+
+    @property
     def data(self) -> dict:
         return self.plan.get("data", {})
 

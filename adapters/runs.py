@@ -50,8 +50,10 @@ def create_run(
     model: str | None,
     precision: str,
     bands: int = DEFAULT_BANDS,
+    task: str = "causal",
 ) -> dict:
-    """Write a new run folder, or check that an existing one is this same run (to resume it)."""
+    """Write a new run folder, or check that an existing one is this same run (to resume it).
+    `task` is `causal` (chat data, a causal LM) or `classification` (labels, an encoder: classify.py)."""
     run_dir = Path(run_dir)
     names: set[str] = set()
     folders = []
@@ -63,6 +65,7 @@ def create_run(
         "model": model,
         "precision": precision,
         "bands": bands,
+        "task": task,
         "data": data_info,
         "variants": [{"name": v.name, "folder": f, "config": v.to_json()} for v, f in zip(variants, folders)],
     }
