@@ -28,12 +28,11 @@ import torch
 from .cache import write_json_atomic
 from .data.classes import LabeledRow, rows
 from .errors import LoraEqError
-from .runfolder import RunFolder
+from .runfolder import PROBE, RunFolder
 from .runs import library_versions, run_lock, run_split, set_status
 from .training import CancelledError, VariantResult, planned_steps, resolve_equalizer, save_adapter_atomically, write_metrics
 from .variants import DEFAULT_BANDS, Hyper, Variant
 
-PROBE = "probe"  # the column of the frozen encoder with a trained head: the classifier's base
 HEAD_FILE = "head.safetensors"
 HELDOUT_EVALS = 10  # held-out loss and accuracy measured this many times over a column's training
 

@@ -122,6 +122,10 @@ def start_run(run_dir: str | Path, spec: DataSpec, variants: list[Variant], *, m
     info = {**data_info(dataset, split, spec.path), "spec": spec.to_json()}
     if spec.task == "classification":
         from .data.classes import label_set
+        from .runfolder import PROBE
+
+        if any(v.name == PROBE for v in variants):
+            raise LoraEqError(f"variant name {PROBE!r}: taken by the linear probe of a classification run")
 
         info["labels"] = label_set(dataset)  # fewer than 2 classes is refused here, before any model loads
     return create_run(run_dir, variants=with_mix(variants, spec.mix), split=split, data_info=info, model=model,

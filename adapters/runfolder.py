@@ -32,6 +32,7 @@ CANCEL_FILE = "cancel"
 SPLITS = ("train", "heldout")
 REPORT_FILES = ("report.json", "report.md", "report.html")
 BASE = "base"  # the label of the original model's column (answers, votes)
+PROBE = "probe"  # a classification run's base: the frozen encoder with only its head trained
 
 
 def derived_seed(seed: int, label: str) -> int:
@@ -201,6 +202,12 @@ class RunFolder:
     def variants(self) -> list[VariantInfo]:
         """Every planned variant, in the run's order."""
         return [VariantInfo(e["name"], self.path / e["folder"], e["config"]) for e in self.plan.get("variants", [])]
+
+    def columns(self) -> list[VariantInfo]:
+        """What trains, in order: a classification run's linear probe (its base) first, then the variants."""
+        if self.task != "classification":
+            return self.variants
+        return [VariantInfo(PROBE, self.path / PROBE, {"name": PROBE})] + self.variants
 
     def variant(self, name: str) -> VariantInfo:
         for v in self.variants:

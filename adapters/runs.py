@@ -251,7 +251,7 @@ def run_status(run_dir: Path) -> dict:
     """Where every variant of a run stands, with its last progress record (for UIs that poll)."""
     run = RunFolder.open(run_dir)
     variants = []
-    for v in run.variants:
+    for v in run.columns():
         log = v.log()
         steps = [r for r in log if "loss" in r]
         variants.append(

@@ -53,7 +53,7 @@ def heldout_arg(text: str) -> float | str:
 
 
 def _train(args: argparse.Namespace) -> tuple[dict, int]:
-    from ..runs import run_queue, run_status
+    from ..runs import run_status
 
     out = Path(args.resume or args.out)
     if args.resume:
@@ -66,17 +66,40 @@ def _train(args: argparse.Namespace) -> tuple[dict, int]:
         variants = _variants_from_args(args)
         group = None if args.group.lower() == "none" else args.group
         spec = DataSpec(args.data, format=args.format, mapping=data_mapping(args), heldout=heldout_arg(args.heldout),
-                        group=group, seed=args.seed)
-        start_run(out, spec, variants, model=args.model, precision=args.precision, bands=args.bands,
-                  dataset=read_data(args))
+                        group=group, seed=args.seed, task=args.task)
+        classify = args.task == "classification"
+        model = args.model or ("minilm" if classify else None)
+        start_run(out, spec, variants, model=model, precision=args.precision, bands=args.bands,
+                  dataset=_classification_data(spec) if classify else read_data(args))
 
     def echo(record: dict) -> None:
         if not args.json:
             print(f"[{record['variant']}] {record['status']}", file=sys.stderr, flush=True)
 
-    results = run_queue(out, on_event=echo)
+    results = _queue(out)(out, on_event=echo)
     code = 0 if all(r["status"] == "done" for r in results) else 1
     return {"run_dir": str(out), "variants": [_summary(r) for r in results]}, code
+
+
+def _classification_data(spec):
+    """Classification rows (text, text_pair, label), refused when none is valid."""
+    dataset = spec.load()
+    if not dataset.examples:
+        first = dataset.errors[0].to_json() if dataset.errors else {}
+        raise LoraEqError(f"{spec.path}: no valid row to train on ({dataset.rows_rejected} rejected; first: {first})")
+    return dataset
+
+
+def _queue(out: Path):
+    """The training queue for the run's task: LoRA on a causal LM, or probe + LoRA on an encoder."""
+    from ..runfolder import RunFolder
+    from ..runs import run_queue
+
+    if RunFolder.open(out).task == "classification":
+        from ..classify import run_classification
+
+        return run_classification
+    return run_queue
 
 
 def _summary(result: dict) -> dict:
@@ -139,6 +162,9 @@ def register(sub) -> None:
                    help="keep rows sharing this field together in the split (e.g. fact_id: held-out rows are "
                         "paraphrases of trained facts); default auto: fact_id when every row has one; none: off")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", default="causal", choices=("causal", "classification"),
+                   help="classification: rows of text (+ text_pair) and label on an encoder (default model: minilm); "
+                        "a linear probe is trained first as the base")
     add_bands_flag(p)
     p.set_defaults(handler=_train, render=_render_train, reexec=True)
 
