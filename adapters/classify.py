@@ -157,13 +157,15 @@ def _result(name: str, steps: int, loss: float | None, started: float) -> Varian
 
 def train_probe(base, data: list[LabeledRow], labels: list[str], h: Hyper, folder: Path, *,
                 cancel_path: Path | None = None, heldout: list[LabeledRow] | None = None) -> VariantResult:
-    """The linear probe: only the head of the frozen encoder is trained; saved as head.safetensors."""
+    """The linear probe: only the head of the frozen encoder is trained; saved as head.safetensors.
+    The seeded head is put back afterwards, so every LoRA variant starts from it too."""
     from safetensors.torch import save_file
 
     from .encoder import head_modules
 
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
+    initial = head_state(base.model)
     params = [p for name in head_modules(base.model) for p in getattr(base.model, name).parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -172,6 +174,7 @@ def train_probe(base, data: list[LabeledRow], labels: list[str], h: Hyper, folde
         save_file(head_state(base.model), str(folder / f".{HEAD_FILE}"))
         os.replace(folder / f".{HEAD_FILE}", folder / HEAD_FILE)
     finally:
+        load_head(base.model, initial)
         base.model.requires_grad_(False)
     return _result(PROBE, steps, loss, started)
 
