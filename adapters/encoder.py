@@ -127,3 +127,14 @@ def load_encoder(
         load_seconds=time.perf_counter() - started, memory_bytes=int(model.get_memory_footprint()),
         kind=ENCODER_KIND, labels=labels,
     )
+
+
+def load_base(spec: str | None = None, precision: str = "auto", *, trust_remote_code: bool = False) -> LoadedModel:
+    """Whatever base `spec` names: a causal LM (`loading.load_model`), or an encoder with a
+    placeholder head (enough to analyze it; a run loads it again with its labels)."""
+    from .loading import load_model
+
+    spec = resolve_encoder_spec(spec)
+    if model_kind(materialize(resolve_source(spec), trust_remote_code)) == ENCODER_KIND:
+        return load_encoder(spec, precision, trust_remote_code=trust_remote_code)
+    return load_model(spec, precision, trust_remote_code=trust_remote_code)

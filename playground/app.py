@@ -16,7 +16,7 @@ import gradio as gr
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
 from adapters.loading import PRECISIONS
-from playground import tab_compare, tab_data, tab_evalsets, tab_export, tab_model, tab_proof, tab_train
+from playground import tab_classify, tab_compare, tab_data, tab_evalsets, tab_export, tab_model, tab_proof, tab_train
 from playground.guard import handler
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
@@ -31,6 +31,7 @@ def build_app(shared: Shared) -> gr.Blocks:
         browser = gr.BrowserState({"token": None}, storage_key="loraeq-session")
         gr.Markdown("# LoRA EQ\nShape where LoRA adapts a model, train variants, compare them with the original, "
                     "and prove what they learned.")
+        encoder = is_encoder(shared, Session())
         with gr.Tabs():
             with gr.Tab("Model", id="model"):
                 tab_model.build(shared, session)
@@ -38,9 +39,11 @@ def build_app(shared: Shared) -> gr.Blocks:
                 tab_data.build(shared, session)
             with gr.Tab("Equalizer & Train", id="train"):
                 tab_train.build(shared, session)
-            with gr.Tab("Compare", id="compare"):
+            with gr.Tab("Compare", id="compare", visible=not encoder) as compare_tab:
                 tab_compare.build(shared, session)
-            with gr.Tab("Eval sets", id="evalsets"):
+            with gr.Tab("Classify", id="classify", visible=encoder) as classify_tab:  # encoders' Compare
+                tab_classify.build(shared, session)
+            with gr.Tab("Eval sets", id="evalsets", visible=not encoder) as evalsets_tab:
                 tab_evalsets.build(shared, session)
             with gr.Tab("Proof", id="proof"):
                 tab_proof.build(shared, session)
@@ -49,7 +52,20 @@ def build_app(shared: Shared) -> gr.Blocks:
 
         demo.load(handler(restore, shared), [browser, session], [session, browser], api_name="restore")
         gr.on([session.change], handler(remember, shared), session, browser, api_name=False)
+        gr.on([session.change], handler(tabs_for_kind, shared), session, [compare_tab, classify_tab, evalsets_tab],
+              api_name=False)
     return demo
+
+
+def is_encoder(shared: Shared, state: Session) -> bool:
+    """Whether the session's base is an encoder (a classifier) rather than a causal LM."""
+    return tab_model.current(shared, state).model.kind == "encoder"
+
+
+def tabs_for_kind(shared: Shared, state: Session):
+    """Compare and Eval sets for a causal LM; Classify for an encoder."""
+    encoder = is_encoder(shared, state)
+    return gr.Tab(visible=not encoder), gr.Tab(visible=encoder), gr.Tab(visible=not encoder)
 
 
 def restore(shared: Shared, saved, state: Session):

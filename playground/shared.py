@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.analysis import Analysis, analyze_loaded
+from adapters.encoder import load_base
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
-from adapters.loading import LoadedModel, load_model
+from adapters.loading import LoadedModel
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
 
@@ -45,7 +46,7 @@ class ModelRegistry:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            model = load_model(spec, precision)
+            model = load_base(spec, precision)  # a causal LM or an encoder
             loaded = Loaded(model, analyze_loaded(model))
             self._items[key] = loaded
             while len(self._items) > self.capacity:

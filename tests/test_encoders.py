@@ -364,3 +364,46 @@ def test_data_readers_reject_a_nonexistent_file(tmp_path):
 
     with pytest.raises(LoraEqError):
         load_classification(tmp_path / "missing.jsonl")
+
+
+# ---- the web app's handlers, called without a server ---------------------------------------------
+
+
+def test_app_shows_classify_for_an_encoder_and_runs_its_handlers(tmp_path, cache_home):
+    from adapters.classify import run_classification
+    from adapters.limits import Limits
+    from playground import tab_classify, tab_data
+    from playground.app import is_encoder, make_shared, tabs_for_kind
+    from playground.sessions import Session
+
+    model = write_tiny_encoder(tmp_path / "bert")
+    shared = make_shared(str(model), "fp32", str(tmp_path / "runs"), limits=Limits(variants=2))
+    state = Session()
+    assert is_encoder(shared, state)
+    compare, classify, evalsets = tabs_for_kind(shared, state)
+    assert (compare.visible, classify.visible, evalsets.visible) == (False, True, False)
+    with pytest.raises(LoraEqError, match="train a classification run first"):
+        tab_classify.classify_text(shared, "w1 w2", "", "", state)
+    data = write_rows(tmp_path / "rows.jsonl")
+    report = tab_data.validate(shared, str(data), None, "auto", "", 128, state)[0]
+    assert state.data["task"] == "classification" and "60" in report
+    name, run_dir = shared.area.new_run(state)
+    start(run_dir, data, model)
+    run_classification(run_dir)
+    state.run = name
+    figure, table = tab_classify.classify_text(shared, "w1 w20", "", "a", state)
+    assert list(table["column"]) == ["probe", "uniform", "attn"] and set(table["correct"]) <= {"yes", "no"}
+    assert len(figure.axes[0].patches) == 3 * 3  # 3 labels x 3 columns
+    with pytest.raises(LoraEqError, match="expected label 'zzz'"):
+        tab_classify.classify_text(shared, "w1", "", "zzz", state)
+    scores = tab_classify.score_set(shared, str(write_rows(tmp_path / "set.jsonl", n=9)), "", state)
+    assert list(scores["column"]) == ["probe", "uniform", "attn"] and (scores["n"] == 9).all()
+
+
+def test_app_keeps_compare_for_a_causal_lm(tiny_model_dir, cache_home, tmp_path):
+    from playground.app import make_shared, tabs_for_kind
+    from playground.sessions import Session
+
+    shared = make_shared(str(tiny_model_dir), "fp32", str(tmp_path / "runs"))
+    compare, classify, evalsets = tabs_for_kind(shared, Session())
+    assert (compare.visible, classify.visible, evalsets.visible) == (True, False, True)
