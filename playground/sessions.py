@@ -42,6 +42,7 @@ class Session:
     run: str | None = None  # the name of the run this session follows
     adapters: dict[str, str] = field(default_factory=dict)  # name -> adapter folder the server accepted
     last: dict | None = None  # the last comparison's answers, for votes on them
+    classified: dict | None = None  # the last text the Classify tab labelled, for votes on its columns
 
 
 class SessionArea:

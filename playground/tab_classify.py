@@ -63,7 +63,30 @@ def classify_text(shared: Shared, text, pair, expected, state: Session):
     if expected:
         model.check_label(expected, "expected label")
     result = model.classify(text, pair)
-    return probability_bars(result), result_frame(result, expected)
+    state.classified = {"prompt": text if pair is None else f"{text}\n[text_pair] {pair}",
+                        "labels": {c["name"]: c["label"] for c in result["columns"]}}
+    return (probability_bars(result), result_frame(result, expected), gr.Dropdown(choices=list(state.classified["labels"])),
+            state)
+
+
+def vote(shared: Shared, verdict: str, column, state: Session) -> pd.DataFrame:
+    """A pass / fail vote on one column's label for the last text (stored as the Compare tab's are)."""
+    from adapters.runfolder import config_fingerprint
+    from evals.votes import VoteStore
+
+    last = state.classified
+    if not last or column not in last["labels"]:
+        raise LoraEqError("classify a text first, then choose one of its columns")
+    run = shared.require_run(state)
+    VoteStore(run).cast(last["prompt"], column, verdict, settings={"task": "classification"},
+                        fingerprint=config_fingerprint(run / column), answer=last["labels"][column])
+    return leaderboard(run)
+
+
+def leaderboard(run) -> pd.DataFrame:
+    from evals.votes import VoteStore
+
+    return pd.DataFrame([s.to_json() for s in VoteStore(run).leaderboard()]).round(3)
 
 
 def score_set(shared: Shared, file, mapping_text, state: Session) -> pd.DataFrame:
@@ -97,6 +120,10 @@ def build(shared: Shared, session: gr.State) -> None:
     bars = gr.Plot(label="Label probabilities per column")
     table = gr.Dataframe(pd.DataFrame(columns=RESULT_COLUMNS), label="Each column's label", interactive=False,
                          elem_id="classify-table")
+    with gr.Row():
+        column = gr.Dropdown([], label="Column to vote on")
+        passed, failed = gr.Button("Pass"), gr.Button("Fail")
+    board = gr.Dataframe(label="Leaderboard (your votes)", interactive=False)
     gr.Markdown("**Eval set**: a file of rows with `text` (optional `text_pair`) and `label` scores every column.")
     with gr.Row():
         upload = gr.File(label="Labelled rows (JSONL, JSON, CSV/TSV, Parquet)")
@@ -104,5 +131,8 @@ def build(shared: Shared, session: gr.State) -> None:
         score_button = gr.Button("Score")
     scores = gr.Dataframe(pd.DataFrame(columns=SCORE_COLUMNS), label="Accuracy and macro-F1 (95% bootstrap intervals)",
                           interactive=False)
-    go.click(handler(classify_text, shared), [text, pair, expected, session], [bars, table], api_name="classify")
+    go.click(handler(classify_text, shared), [text, pair, expected, session], [bars, table, column, session],
+             api_name="classify")
+    passed.click(handler(vote, shared, "pass"), [column, session], board, api_name="classify_pass")
+    failed.click(handler(vote, shared, "fail"), [column, session], board, api_name="classify_fail")
     score_button.click(handler(score_set, shared), [upload, mapping, session], scores, api_name="classify_set")

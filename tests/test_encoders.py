@@ -391,9 +391,12 @@ def test_app_shows_classify_for_an_encoder_and_runs_its_handlers(tmp_path, cache
     start(run_dir, data, model)
     run_classification(run_dir)
     state.run = name
-    figure, table = tab_classify.classify_text(shared, "w1 w20", "", "a", state)
+    figure, table, _, state = tab_classify.classify_text(shared, "w1 w20", "", "a", state)
     assert list(table["column"]) == ["probe", "uniform", "attn"] and set(table["correct"]) <= {"yes", "no"}
     assert len(figure.axes[0].patches) == 3 * 3  # 3 labels x 3 columns
+    tab_classify.vote(shared, "pass", "uniform", state)
+    board = tab_classify.vote(shared, "fail", "probe", state)
+    assert dict(zip(board["variant"], board["passes"])) == {"uniform": 1, "probe": 0}
     with pytest.raises(LoraEqError, match="expected label 'zzz'"):
         tab_classify.classify_text(shared, "w1", "", "zzz", state)
     scores = tab_classify.score_set(shared, str(write_rows(tmp_path / "set.jsonl", n=9)), "", state)
