@@ -369,13 +369,17 @@ def test_data_readers_reject_a_nonexistent_file(tmp_path):
 # ---- the web app's handlers, called without a server ---------------------------------------------
 
 
-def test_app_shows_classify_for_an_encoder_and_runs_its_handlers(tmp_path, cache_home):
-    from adapters.classify import run_classification
+def test_app_shows_classify_for_an_encoder_and_runs_its_handlers(tmp_path, cache_home, monkeypatch):
+    """Data tab -> Train tab (the worker runs `loraeq train`) -> Classify tab, as a user clicks."""
+    import time
+
     from adapters.limits import Limits
-    from playground import tab_classify, tab_data
+    from adapters.runs import run_status
+    from playground import tab_classify, tab_data, tab_train
     from playground.app import is_encoder, make_shared, tabs_for_kind
     from playground.sessions import Session
 
+    monkeypatch.setenv("LORAEQ_NO_PRELOAD", "1")
     model = write_tiny_encoder(tmp_path / "bert")
     shared = make_shared(str(model), "fp32", str(tmp_path / "runs"), limits=Limits(variants=2))
     state = Session()
@@ -387,20 +391,26 @@ def test_app_shows_classify_for_an_encoder_and_runs_its_handlers(tmp_path, cache
     data = write_rows(tmp_path / "rows.jsonl")
     report = tab_data.validate(shared, str(data), None, "auto", "", 128, state)[0]
     assert state.data["task"] == "classification" and "60" in report
-    name, run_dir = shared.area.new_run(state)
-    start(run_dir, data, model)
-    run_classification(run_dir)
-    state.run = name
+    tab_train.apply_preset(shared, "attention", state)
+    tab_train.add_variant(shared, "attn", "4", "0.01", "5", 8, state)
+    tab_train.start_training(shared, state)
+    run = shared.run_path(state)
+    for _ in range(300):
+        job = shared.jobs.get(str(run))
+        if job.state not in ("queued", "running"):
+            break
+        time.sleep(1)
+    assert [(v["name"], v["status"]) for v in run_status(run)["variants"]] == [("probe", "done"), ("attn", "done")]
     figure, table, _, state = tab_classify.classify_text(shared, "w1 w20", "", "a", state)
-    assert list(table["column"]) == ["probe", "uniform", "attn"] and set(table["correct"]) <= {"yes", "no"}
-    assert len(figure.axes[0].patches) == 3 * 3  # 3 labels x 3 columns
-    tab_classify.vote(shared, "pass", "uniform", state)
+    assert list(table["column"]) == ["probe", "attn"] and set(table["correct"]) <= {"yes", "no"}
+    assert len(figure.axes[0].patches) == 3 * 2  # 3 labels x 2 columns
+    tab_classify.vote(shared, "pass", "attn", state)
     board = tab_classify.vote(shared, "fail", "probe", state)
-    assert dict(zip(board["variant"], board["passes"])) == {"uniform": 1, "probe": 0}
+    assert dict(zip(board["variant"], board["passes"])) == {"attn": 1, "probe": 0}
     with pytest.raises(LoraEqError, match="expected label 'zzz'"):
         tab_classify.classify_text(shared, "w1", "", "zzz", state)
     scores = tab_classify.score_set(shared, str(write_rows(tmp_path / "set.jsonl", n=9)), "", state)
-    assert list(scores["column"]) == ["probe", "uniform", "attn"] and (scores["n"] == 9).all()
+    assert list(scores["column"]) == ["probe", "attn"] and (scores["n"] == 9).all()
 
 
 def test_app_keeps_compare_for_a_causal_lm(tiny_model_dir, cache_home, tmp_path):
