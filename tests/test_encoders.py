@@ -420,3 +420,26 @@ def test_app_keeps_compare_for_a_causal_lm(tiny_model_dir, cache_home, tmp_path)
     shared = make_shared(str(tiny_model_dir), "fp32", str(tmp_path / "runs"))
     compare, classify, evalsets = tabs_for_kind(shared, Session())
     assert (compare.visible, classify.visible, evalsets.visible) == (True, False, True)
+
+
+def test_data_inspect_and_mix_by_label_on_the_cli(capsys):
+    args = ["datasets/dolly-15k-sample.jsonl", "--task", "classification", "--map", "instruction=text",
+            "--map", "category=label", "--json"]
+    assert main(["data", "inspect", *args]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["format"] == "classification" and data["rows_valid"] == 160 and len(data["categories"]) == 8
+    assert main(["data", "mix", *args, "--quota", "creative_writing=200", "--size", "500"]) == 0
+    mix = json.loads(capsys.readouterr().out)
+    assert mix["quotas_hold"] is True
+
+
+def test_train_cli_classification_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LORAEQ_NO_PRELOAD", "1")
+    model = write_tiny_encoder(tmp_path / "bert")
+    data = write_rows(tmp_path / "rows.jsonl")
+    code = main(["train", "--task", "classification", "--data", str(data), "--model", str(model), "--preset", "late",
+                 "--out", str(tmp_path / "run"), "--precision", "fp32", "--max-steps", "2", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(v["name"], v["status"], v["steps"]) for v in out["variants"]] == [("probe", "done", 2), ("late", "done", 2)]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["task"] == "classification"
