@@ -71,19 +71,28 @@ def model_card(folder: Path) -> str:
     for key in ("steps", "final_loss", "seconds", "trained_tokens", "tokens_per_s"):
         if key in metrics:
             lines.append(f"- {key}: {metrics[key]}")
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
+    lines += ["", "## Use", "", "```python", *_use_lines(variant, base), "```", ""]
+    return "\n".join(lines)
+
+
+def _use_lines(variant: dict, base: dict) -> list[str]:
+    """How plain transformers + PEFT load the adapter: on a causal LM, or on an encoder's classifier."""
+    if variant.get("task") == "classification":
+        labels = variant.get("labels") or []
+        return [
+            "from transformers import AutoModelForSequenceClassification",
+            "from peft import PeftModel",
+            f"labels = {labels!r}",
+            f"base = AutoModelForSequenceClassification.from_pretrained({_base_arguments(base)}, "
+            "num_labels=len(labels), id2label=dict(enumerate(labels)))",
+            "model = PeftModel.from_pretrained(base, 'path/to/this/folder')  # LoRA + its trained head",
+        ]
+    return [
         "from transformers import AutoModelForCausalLM",
         "from peft import PeftModel",
         f"base = AutoModelForCausalLM.from_pretrained({_base_arguments(base)})",
         "model = PeftModel.from_pretrained(base, 'path/to/this/folder')",
-        "```",
-        "",
     ]
-    return "\n".join(lines)
 
 
 def _base_arguments(base: dict) -> str:
@@ -134,7 +143,13 @@ def export_merged(folder: Path, out: Path) -> Path:
     if out.exists() and any(out.iterdir()):
         raise LoraEqError(f"{out}: already exists and is not empty")
     info = VariantInfo.at(folder)
-    base = load_model(info.record().get("base", {}).get("spec"), "fp32")
+    record = info.record()
+    if record.get("task") == "classification":  # an encoder with the run's labels; the adapter holds the head
+        from .encoder import load_encoder
+
+        base = load_encoder(record.get("base", {}).get("spec"), "fp32", record.get("labels"))
+    else:
+        base = load_model(record.get("base", {}).get("spec"), "fp32")
     if info.base_fingerprint() not in (None, base.fingerprint):
         raise LoraEqError(f"{folder}: was trained on a different base than {base.source.id}")
     merged = PeftModel.from_pretrained(base.model, folder).merge_and_unload()

@@ -443,3 +443,42 @@ def test_train_cli_classification_run(tmp_path, capsys, monkeypatch):
     out = json.loads(capsys.readouterr().out)
     assert [(v["name"], v["status"], v["steps"]) for v in out["variants"]] == [("probe", "done", 2), ("late", "done", 2)]
     assert json.loads((tmp_path / "run" / "run.json").read_text())["task"] == "classification"
+
+
+def test_merged_export_is_a_plain_classifier_with_the_variants_predictions(trained_run, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from adapters.classify import Classifier, probabilities
+    from adapters.data.classes import LabeledRow
+    from adapters.export import export_adapter_zip, export_merged
+
+    run_dir, _, _ = trained_run
+    out = export_merged(run_dir / "uniform", tmp_path / "merged")
+    merged = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert merged.config.id2label == {0: "a", 1: "b", 2: "c"}
+    data = [LabeledRow("w1 w20 w30", "a"), LabeledRow("w2 w40", "b")]
+    plain = probabilities(merged, AutoTokenizer.from_pretrained(out), data, "cpu")
+    np.testing.assert_allclose(plain, Classifier(run_dir).probabilities(data, ["uniform"])["uniform"], atol=1e-5)
+    assert "AutoModelForSequenceClassification" in (out / "README.md").read_text()
+    assert export_adapter_zip(run_dir / "uniform", tmp_path / "u.zip").is_file()
+
+
+def test_proof_tab_shows_the_classification_report(trained_run, cache_home, tmp_path):
+    import shutil
+
+    from evals.classproof import evaluate_classification
+    from playground import tab_proof
+    from playground.app import make_shared
+    from playground.sessions import Session
+
+    run_dir, model, _ = trained_run
+    shared = make_shared(str(model), "fp32", str(tmp_path / "runs"))
+    state = Session()
+    name, own = shared.area.new_run(state)
+    shutil.rmtree(own)
+    shutil.copytree(run_dir, own)
+    evaluate_classification(own)
+    state.run = name
+    lines, table, html = tab_proof.report_view(shared, state)
+    assert list(table["name"]) == ["uniform", "attn"] and table["accuracy"].between(0, 1).all()
+    assert "labels held-out rows right" in lines and "<iframe" in html
