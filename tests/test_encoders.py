@@ -25,8 +25,10 @@ def write_tiny_encoder(folder, model_type: str = "bert", seed: int = 0):
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    special = dict(pad_token_id=0, cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3)
+    extra = special if model_type == "modernbert" else {"type_vocab_size": 2}
     config = AutoConfig.for_model(model_type, vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                  num_attention_heads=4, max_position_embeddings=64, type_vocab_size=2)
+                                  num_attention_heads=4, max_position_embeddings=64, **extra)
     torch.manual_seed(seed)
     AutoModel.from_config(config).save_pretrained(folder)
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
@@ -110,7 +112,7 @@ def test_the_head_is_seeded_and_the_same_for_every_load(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + ("modernbert",))
 def test_five_steps_move_adapter_and_head_never_the_encoder(family, tmp_path):
     from safetensors.torch import load_file
 
