@@ -248,6 +248,13 @@ def test_eval_writes_the_classification_proof(trained_run, capsys):
     assert "uniform:" in (run_dir / "report.md").read_text() and (run_dir / "report.html").is_file()
 
 
+@pytest.mark.parametrize("command", [["compare", "--prompt", "hi"], ["evalset", "--set", "heldout"]])
+def test_classification_run_given_to_llm_commands_exits_2(trained_run, command, capsys):
+    run_dir, _, _ = trained_run
+    assert main([command[0], str(run_dir), *command[1:]]) == 2
+    assert "a classification run (an encoder)" in capsys.readouterr().err
+
+
 def test_decoder_run_given_to_classify_exits_2(tmp_path, capsys):
     from adapters.dataspec import DataSpec, start_run
     from adapters.variants import Variant

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import LoraEqError
-from .common import format_table
+from .common import format_table, refuse_classification_run
 
 
 def _split_names(value: str | None) -> list[str] | None:
@@ -68,6 +68,7 @@ def _compare(args: argparse.Namespace) -> dict:
     sampling = Sampling(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
     )
+    refuse_classification_run(args.run_dir, "compare")
     wanted = _split_names(args.variants)
     scaled_names = [s.partition("=")[0].strip() for s in args.scale]
     load = None if wanted is None else list(dict.fromkeys(wanted + scaled_names))

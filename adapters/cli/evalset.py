@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import LoraEqError
-from .common import format_table
+from .common import format_table, refuse_classification_run
 
 
 def _names(value: str | None) -> list[str] | None:
@@ -60,6 +60,7 @@ def _evalset(args: argparse.Namespace) -> tuple[dict, int]:
     from ..runfolder import RunFolder
 
     RunFolder.open(args.run_dir)
+    refuse_classification_run(args.run_dir, "evalset")
     if args.cancel:
         folder = EvalFolder(_out_dir(args, Path(args.set).stem))
         folder.request_cancel()
