@@ -123,7 +123,8 @@ def build(shared: Shared, session: gr.State) -> None:
     with gr.Row():
         column = gr.Dropdown([], label="Column to vote on")
         passed, failed = gr.Button("Pass"), gr.Button("Fail")
-    board = gr.Dataframe(label="Leaderboard (your votes)", interactive=False)
+    board = gr.Dataframe(pd.DataFrame(columns=["variant", "votes", "passes", "fails", "pass_rate"]),
+                         label="Leaderboard (your votes)", interactive=False)
     gr.Markdown("**Eval set**: a file of rows with `text` (optional `text_pair`) and `label` scores every column.")
     with gr.Row():
         upload = gr.File(label="Labelled rows (JSONL, JSON, CSV/TSV, Parquet)")
