@@ -54,8 +54,8 @@ def build_app(shared: Shared, oauth: bool = False) -> gr.Blocks:
                 tab_proof.build(shared, session)
             with gr.Tab("Export", id="export"):
                 tab_export.build(shared, session)
-            with gr.Tab("My runs", id="runs"):
-                tab_runs.build(shared, session)
+            with gr.Tab("My runs", id="runs") as runs_tab:
+                tab_runs.build(shared, session, runs_tab)
 
         demo.load(handler(restore, shared), [browser, session], [session, browser], api_name="restore")
         gr.on([session.change], handler(remember, shared), session, browser, api_name=False)

@@ -94,7 +94,8 @@ def delete_run(shared: Shared, name, state: Session):
     return table, choices, f"Deleted **{name}**.", state
 
 
-def build(shared: Shared, session: gr.State) -> None:
+def build(shared: Shared, session: gr.State, tab: gr.Tab | None = None) -> None:
+    """The tab's components; the list refreshes when `tab` is selected."""
     gr.Markdown("Your runs: this browser session's, or, when you are logged in, yours from any browser. "
                 "Anonymous sessions' runs are removed after a while; log in to keep them.")
     refresh = gr.Button("Refresh")
@@ -106,6 +107,8 @@ def build(shared: Shared, session: gr.State) -> None:
         delete_button = gr.Button("Delete", variant="stop", scale=1)
     message = gr.Markdown(elem_id="my-runs-message")
     refresh.click(handler(listing, shared), [session], [table, chosen], api_name="my_runs")
+    if tab is not None:
+        tab.select(handler(listing, shared), [session], [table, chosen], api_name=False)
     open_button.click(handler(open_run, shared), [chosen, session], [message, session], api_name="open_run")
     resume_button.click(handler(resume_run, shared), [chosen, session], [message, session], api_name="resume_run")
     delete_button.click(handler(delete_run, shared), [chosen, session], [table, chosen, message, session],

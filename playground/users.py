@@ -87,6 +87,8 @@ def parse_auth(auth: str | None, users_file: str | None = None) -> Users | None:
         return None
     if auth.startswith("@"):
         return read_users_file(auth[1:])
+    if ":" not in auth.strip(":"):
+        raise LoraEqError("--auth expects USER:PASS, or @FILE for a users file")
     user, secret = parse_user_line(auth, "--auth")
     if secret[0] != "plain":
         raise LoraEqError("--auth expects USER:PASS (put hashed passwords in a users file)")
