@@ -109,8 +109,9 @@ def test_a_folder_without_an_adapter_is_refused(tmp_path):
         fold_scales(tmp_path, tmp_path / "dst")
 
 
-def test_cli_exports_a_trained_variant_vllm_safe(tmp_path, tiny_model_dir, cache_home, capsys):
-    """`loraeq export RUN/VARIANT --vllm-safe --out DIR` on a variant trained with a non-uniform equalizer."""
+def test_cli_and_export_tab_export_a_trained_variant_vllm_safe(tmp_path, tiny_model_dir, cache_home, capsys):
+    """`loraeq export RUN/VARIANT --vllm-safe --out DIR`, and the Export tab's checkbox, on a variant
+    trained with a non-uniform equalizer."""
     from peft import PeftModel
 
     from adapters.cli.main import main
@@ -124,7 +125,13 @@ def test_cli_exports_a_trained_variant_vllm_safe(tmp_path, tiny_model_dir, cache
                             for i in range(24)))
     dataset = load_dataset(data)
     split = split_heldout(dataset, fraction=0.2, seed=0)
-    run = tmp_path / "run"
+    from playground.jobs import JobQueue
+    from playground.sessions import Session, SessionArea
+    from playground.shared import ModelRegistry, Shared
+
+    shared = Shared(ModelRegistry(), JobQueue(), SessionArea(tmp_path / "runs"), None, "fp32")
+    session = Session()
+    session.run, run = shared.area.new_run(session)
     create_run(run, variants=[Variant("v", "early", Hyper(max_steps=2, learning_rate=5e-2, batch_size=4))],
                split=split, data_info=data_info(dataset, split, str(data)), model=str(tiny_model_dir),
                precision="fp32", bands=2)
@@ -144,3 +151,16 @@ def test_cli_exports_a_trained_variant_vllm_safe(tmp_path, tiny_model_dir, cache
             logits.append(PeftModel.from_pretrained(base, folder).eval()(input_ids=IDS).logits)
     assert (logits[0] - logits[1]).abs().max() < 1e-4
     assert main(["export", str(run / "v"), "--vllm-safe", "--out", str(tmp_path / "safe")]) == 2  # not empty
+
+    import zipfile
+
+    from playground import tab_export
+
+    download, card = tab_export.export_zip(shared, "v", True, session)
+    with zipfile.ZipFile(download) as z:
+        config = json.loads(z.read("adapter_config.json"))
+        assert "vLLM" in z.read("README.md").decode()
+    assert config["r"] == config["lora_alpha"] and config["rank_pattern"] == {} and config["alpha_pattern"] == {}
+    plain, _ = tab_export.export_zip(shared, "v", False, session)
+    with zipfile.ZipFile(plain) as z:
+        assert json.loads(z.read("adapter_config.json"))["rank_pattern"]
