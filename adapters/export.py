@@ -208,6 +208,9 @@ def _lora_config(folder: Path) -> dict:
     if config.get("use_dora"):
         raise LoraEqError(f"{path}: a DoRA adapter cannot be made vLLM-safe (those servers do not apply its "
                           "magnitude vector); use the normal export with PEFT")
+    if config.get("target_parameters"):
+        raise LoraEqError(f"{path}: LoRA on parameters (target_parameters) is not folded: servers with one scale "
+                          "per adapter do not load it; use the normal export with PEFT")
     return config
 
 

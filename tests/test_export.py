@@ -27,7 +27,8 @@ def _adapter(folder, seed=1, **lora):
     """A PEFT adapter on the tiny Llama with random (non-zero) A and B, saved to `folder`."""
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(tiny_causal_lm("llama"), LoraConfig(target_modules=TARGETS, **lora))
+    lora.setdefault("target_modules", TARGETS)
+    model = get_peft_model(tiny_causal_lm("llama"), LoraConfig(**lora))
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -50,7 +51,12 @@ def _base_logits():
         return tiny_causal_lm("llama")(input_ids=IDS).logits
 
 
-@pytest.mark.parametrize("lora", [NONUNIFORM, {**NONUNIFORM, "use_rslora": True}], ids=["patterns", "rslora"])
+EMBEDDING = {**NONUNIFORM, "target_modules": [*TARGETS, "embed_tokens"],
+             "rank_pattern": {**NONUNIFORM["rank_pattern"], "embed_tokens": 3}, "alpha_pattern": {"embed_tokens": 5}}
+
+
+@pytest.mark.parametrize("lora", [NONUNIFORM, {**NONUNIFORM, "use_rslora": True}, {**NONUNIFORM, "lora_bias": True},
+                                  EMBEDDING], ids=["patterns", "rslora", "lora-bias", "embedding"])
 def test_folded_adapter_gives_the_same_logits_without_patterns(tmp_path, lora):
     src = _adapter(tmp_path / "src", **lora)
     dst = fold_scales(src, tmp_path / "dst")

@@ -46,6 +46,7 @@ def test_the_app_prints_where_runs_are_kept(tmp_path, monkeypatch, capsys):
     from playground import app
 
     monkeypatch.setenv("LORAEQ_RUNS_DIR", str(tmp_path / "kept"))
+    monkeypatch.setattr(app, "_log_to_stdout", lambda: None)  # leave this process's logging as it is
     with pytest.raises(SystemExit, match="users file"):
         app.main(["--users", str(tmp_path / "missing.txt")])
     assert f"runs are kept in {tmp_path / 'kept'} ($LORAEQ_RUNS_DIR)" in capsys.readouterr().out
