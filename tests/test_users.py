@@ -97,8 +97,7 @@ def test_restore_takes_the_login_from_the_request_or_the_oauth_profile(shared):
     assert other.id != state.id and shared.area.runs(other) == [name]
     # the same user's token brings back the run it followed
     state.run = name
-    again, _ = restore(shared, shared.area.token(state) and {"token": shared.area.token(state)}, Session(),
-                       SimpleNamespace(username="ann"))
+    again, _ = restore(shared, {"token": shared.area.token(state)}, Session(), SimpleNamespace(username="ann"))
     assert again.run == name
     # the token cannot carry a run into another login's session
     bob, _ = restore(shared, {"token": shared.area.token(state)}, Session(), SimpleNamespace(username="bob"))
