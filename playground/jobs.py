@@ -94,6 +94,11 @@ class JobQueue:
             return next((j for j in self._jobs.values()
                          if j.owner == owner and j.kind == kind and j.state in ("queued", "running")), None)
 
+    def busy(self, owner: str) -> bool:
+        """Whether the owner has any queued or running job (its folder must stay)."""
+        with self._lock:
+            return any(j.owner == owner and j.state in ("queued", "running") for j in self._jobs.values())
+
     def position(self, key: str) -> int | None:
         """1 for the next job to start, 2 for the one after, ...; None when not waiting."""
         with self._lock:

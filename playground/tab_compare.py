@@ -117,6 +117,7 @@ def vote(shared: Shared, i: int, verdict: str, note_text, state: Session):
         last["prompt"], col["label"], verdict, settings=col["settings"],
         note=check_text("note", note_text, shared.limits.text_chars),
         similarity_reference=col["similarity_reference"], similarity_base=col["similarity_base"], answer=col["text"],
+        voter=shared.area.voter(state),
     )
     gr.Info(f"{verdict} recorded for {col['label']}")
     return leaderboard_frame(run)

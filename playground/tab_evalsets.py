@@ -203,7 +203,7 @@ def override(shared: Shared, verdict_text: str, name, selected, state: Session):
         raise LoraEqError("that cell is no longer in the results: open it again")
     VoteStore(run).cast(cell["prompt"], cell["column"], verdict_text, settings=cell["settings"],
                         similarity_reference=cell["similarity_reference"],
-                        similarity_base=cell["similarity_base"], answer=cell["text"])
+                        similarity_base=cell["similarity_base"], answer=cell["text"], voter=shared.area.voter(state))
     return view(shared, name, state)
 
 

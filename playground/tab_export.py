@@ -1,4 +1,5 @@
-"""Export tab: a finished variant as a PEFT adapter zip, a merged full-precision model, its model card."""
+"""Export tab: a finished variant as a PEFT adapter zip (or its vLLM-safe copy), a merged full-precision
+model, its model card."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from adapters.errors import LoraEqError
-from adapters.export import export_adapter_zip, export_merged, model_card, split_front_matter
+from adapters.export import export_adapter_zip, export_merged, export_vllm_safe, model_card, split_front_matter
 from adapters.runs import run_status
 from playground.guard import handler
 from playground.sessions import Session
@@ -43,10 +44,18 @@ def refresh(shared: Shared, state: Session):
     return gr.Dropdown(choices, value=choices[0] if choices else None)
 
 
-def export_zip(shared: Shared, name, state: Session):
+def export_zip(shared: Shared, name, vllm_safe, state: Session):
+    """The adapter as a zip; with `vllm_safe`, its copy with the scales folded in (`fold_scales`)."""
     folder = variant_folder(shared, state, name)
-    path = export_adapter_zip(folder, shared.area.folder(state) / "exports" / f"{folder.name}.zip")
-    return shared.downloads.hand_out(path), card_view(folder)
+    exports = shared.area.folder(state) / "exports"
+    if not vllm_safe:
+        return shared.downloads.hand_out(export_adapter_zip(folder, exports / f"{folder.name}.zip")), card_view(folder)
+    out = exports / f"{folder.name}-vllm-safe"
+    if out.exists():
+        shutil.rmtree(out)
+    export_vllm_safe(folder, out)
+    archive = shutil.make_archive(str(out), "zip", out)
+    return shared.downloads.hand_out(Path(archive)), card_view(folder)
 
 
 def export_merged_zip(shared: Shared, name, state: Session, progress=gr.Progress()):
@@ -68,8 +77,10 @@ def build(shared: Shared, session: gr.State) -> None:
     with gr.Row():
         adapter = gr.Button("Adapter (PEFT zip)", variant="primary")
         merged = gr.Button("Merged model (fp32 safetensors, zip)")
+    vllm_safe = gr.Checkbox(False, label="vLLM-safe adapter: fold each module's scale into its weights "
+                                         "(for vLLM, LoRAX, llama.cpp, which apply one scale per adapter)")
     download = gr.File(label="Download", elem_id="export-file")
     card = gr.Markdown(elem_id="model-card")
     refresh_button.click(handler(refresh, shared), [session], variant, api_name="export_choices")
-    adapter.click(handler(export_zip, shared), [variant, session], [download, card], api_name="export_adapter")
+    adapter.click(handler(export_zip, shared), [variant, vllm_safe, session], [download, card], api_name="export_adapter")
     merged.click(handler(export_merged_zip, shared), [variant, session], [download, card], api_name="export_merged")

@@ -8,7 +8,8 @@ import urllib.request
 
 import pytest
 
-from playground.app import build_app, launch_settings, make_shared, parse_args, parse_auth
+from playground.app import build_app, launch_settings, make_shared, parse_args
+from playground.users import parse_auth
 from playground.plots import analysis_heatmap, cell_at, equalizer_image
 from playground.tab_model import cells_table, model_summary
 
@@ -37,7 +38,8 @@ def served(shared):
 def test_defaults_listen_on_localhost_7860():
     args = parse_args([])
     assert (args.host, args.port, args.model, args.precision, args.share) == ("127.0.0.1", 7860, None, "auto", False)
-    assert parse_auth("ann:secret") == ("ann", "secret")
+    assert args.runs_dir is None  # resolved at start: playground.storage.runs_location
+    assert parse_auth("ann:secret").check("ann", "secret")
     with pytest.raises(Exception, match="USER:PASS"):
         parse_auth("nopassword")
 

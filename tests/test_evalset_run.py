@@ -237,6 +237,9 @@ def test_the_tab_runs_a_set_as_a_job_shows_the_matrix_opens_cells_takes_override
     flipped = "fail" if matrix.data.iloc[0, 2].startswith("✓") else "pass"
     _, matrix, table, _, _ = tab_evalsets.override(shared, flipped, "small", selected, state)
     assert matrix.data.iloc[0, 2].endswith("(you)") and table["overrides"].tolist() == [0, 1]
+    from evals.votes import VoteStore
+
+    assert [v.voter for v in VoteStore(run).votes()] == [shared.area.voter(state)]  # "anonymous:<hash>"
     for kind in ("cells.csv", "cells.jsonl", "summary.csv"):
         assert Path(tab_evalsets.download(shared, kind, "small", state)).stat().st_size > 0
     assert tab_evalsets.choices(shared, state)[1].value == "small"  # after a reload, the results are listed
