@@ -1,0 +1,378 @@
+"""Adapters from outside a run: made here with plain `peft` (not LoRA EQ's trainer), with a
+non-uniform `rank_pattern` and `alpha_pattern` and random non-zero B factors, then given to the
+engine, the CLI (`loraeq compare / chat --adapter`) and the served app (a zip uploaded through
+gradio_client). Their greedy answers must equal plain `PeftModel.generate` token for token; every
+bad adapter is refused with one line and leaves the rest working.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from adapters.decoding import Sampling
+from adapters.engine import BASE, CompareEngine
+from adapters.errors import LoraEqError
+from adapters.outside import AdapterSpec, check_adapter, check_name, extract_zip, resolve
+from adapters.tokenize import encode_prompt
+
+MESSAGE = "w1 w2 ?"
+N = 10
+GREEDY = Sampling(max_new_tokens=N)
+ROOT = Path(__file__).resolve().parents[1]
+
+RANK_PATTERN = {"model.layers.0.self_attn.q_proj": 2, "down_proj": 8}
+ALPHA_PATTERN = {"v_proj": 32, "model.layers.1.self_attn.q_proj": 3}
+
+
+def make_adapter(folder: Path, model_type: str = "llama", targets=("q_proj", "v_proj", "down_proj"), seed: int = 1,
+                 std: float = 0.3, safe: bool = True, **model_overrides) -> Path:
+    """A LoRA adapter made with plain peft on the tiny seeded model (the one write_tiny_model saves),
+    with random non-zero B so that it changes the answers."""
+    from conftest import tiny_causal_lm
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=list(targets), lora_dropout=0.0,
+                        rank_pattern=RANK_PATTERN if model_type == "llama" else {},
+                        alpha_pattern=ALPHA_PATTERN if model_type == "llama" else {})
+    torch.manual_seed(seed)
+    model = get_peft_model(tiny_causal_lm(model_type, **model_overrides), config)
+    generator = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+    model.save_pretrained(folder, safe_serialization=safe)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from conftest import write_tiny_model
+
+    root = tmp_path_factory.mktemp("outside")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LORAEQ_CACHE", str(root / "cache"))
+        yield {
+            "root": root,
+            "model": write_tiny_model(root / "tiny-llama"),
+            "adapter": make_adapter(root / "plain-adapter"),
+        }
+
+
+def _plain_generate(model_dir: Path, adapter: Path | None, precision: str = "fp32") -> list[int]:
+    """Greedy tokens of plain transformers + PeftModel on a fresh base (no LoRA EQ engine)."""
+    from peft import PeftModel
+
+    from adapters.engine import stop_token_ids
+    from adapters.loading import load_model
+
+    base = load_model(str(model_dir), precision)
+    stops = stop_token_ids(base.tokenizer, base.model)
+    model = PeftModel.from_pretrained(base.model, adapter) if adapter else base.model
+    ids = torch.tensor([encode_prompt(base.tokenizer, [{"role": "user", "content": MESSAGE}])])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=N, do_sample=False,
+                         eos_token_id=sorted(stops), pad_token_id=base.tokenizer.pad_token_id)
+    tokens = out[0, ids.shape[1]:].tolist()
+    return tokens[:-1] if tokens and tokens[-1] in stops else tokens
+
+
+@pytest.fixture(scope="module")
+def plain_tokens(files):
+    return {BASE: _plain_generate(files["model"], None), "plain": _plain_generate(files["model"], files["adapter"])}
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str, str]:
+    from adapters.cli.main import main
+
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ---- the adapter's patterns are PEFT's ----------------------------------------------------------------
+
+
+def test_the_adapter_really_has_non_uniform_ranks_and_alphas(files):
+    config = json.loads((files["adapter"] / "adapter_config.json").read_text())
+    assert config["rank_pattern"] == RANK_PATTERN and config["alpha_pattern"] == ALPHA_PATTERN
+    engine = CompareEngine.from_model(str(files["model"]), {"plain": files["adapter"]}, precision="fp32")
+    try:
+        layers = {n: m for n, m in engine.model.named_modules() if hasattr(m, "lora_A") and "v0" in m.lora_A}
+        ranks = {n.removeprefix("base_model.model.model."): m.lora_A["v0"].weight.shape[0] for n, m in layers.items()}
+        scalings = {n.removeprefix("base_model.model.model."): m.scaling["v0"] for n, m in layers.items()}
+    finally:
+        engine.close()
+    assert ranks["layers.0.self_attn.q_proj"] == 2 and ranks["layers.1.self_attn.q_proj"] == 4
+    assert ranks["layers.0.mlp.down_proj"] == 8 and ranks["layers.0.self_attn.v_proj"] == 4
+    assert scalings["layers.0.self_attn.v_proj"] == 32 / 4 and scalings["layers.1.self_attn.q_proj"] == 3 / 4
+    assert scalings["layers.0.self_attn.q_proj"] == 8 / 2 and scalings["layers.0.mlp.down_proj"] == 8 / 8
+
+
+@pytest.mark.parametrize("backend", ["fused", "peft"])
+def test_engine_greedy_equals_plain_peft_generate_in_either_backend(files, plain_tokens, backend):
+    engine = CompareEngine.from_model(str(files["model"]), {"plain": files["adapter"]}, precision="fp32",
+                                      backend=backend)
+    try:
+        answers = {a.label: a.token_ids for a in engine.answer(MESSAGE, sampling=GREEDY)}
+        assert engine.outside == ["plain"] and engine.warnings == {"plain": []}
+    finally:
+        engine.close()
+    assert answers == plain_tokens
+    assert answers["plain"] != answers[BASE]  # not vacuous: the adapter changes the answer
+
+
+def test_cli_compare_with_the_adapter_as_a_folder_and_no_run(files, plain_tokens, capsys):
+    from adapters.loading import load_model
+
+    code, out, err = _cli(["compare", "--model", str(files["model"]), "--precision", "fp32",
+                           "--adapter", f"plain={files['adapter']}", "--prompt", MESSAGE,
+                           "--max-new-tokens", str(N), "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert [c["variant"] for c in data["columns"]] == [BASE, "plain"]
+    assert data["run_dir"] is None and data["adapters"] == {"plain": str(files["adapter"])}
+    tokenizer = load_model(str(files["model"]), "fp32").tokenizer
+    for c in data["columns"]:
+        expected = tokenizer.decode(plain_tokens[c["variant"]], skip_special_tokens=True,
+                                    clean_up_tokenization_spaces=False)
+        assert c["text"] == expected
+
+
+def test_the_adapter_loads_and_answers_on_the_nf4_base(files):
+    from peft import PeftModel
+
+    from adapters.loading import load_model
+
+    engine = CompareEngine.from_model(str(files["model"]), {"plain": files["adapter"]}, precision="nf4")
+    try:
+        assert engine.base.precision == "nf4"
+        kinds = {type(m).__name__ for m in engine.model.modules() if hasattr(m, "lora_A")}
+        assert kinds == {"Linear4bit"}
+        answers = {a.label: a.token_ids for a in engine.answer(MESSAGE, sampling=GREEDY)}
+    finally:
+        engine.close()
+    assert answers["plain"] and answers["plain"] != answers[BASE]
+    # The same tokens as plain PEFT on a fresh NF4 base.
+    fresh = load_model(str(files["model"]), "nf4")
+    peft_model = PeftModel.from_pretrained(fresh.model, files["adapter"])
+    ids = torch.tensor([encode_prompt(fresh.tokenizer, [{"role": "user", "content": MESSAGE}])])
+    out = peft_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(answers["plain"]),
+                              do_sample=False, eos_token_id=None, pad_token_id=fresh.tokenizer.pad_token_id)
+    assert out[0, ids.shape[1]:].tolist() == answers["plain"]
+
+
+# ---- names and sources --------------------------------------------------------------------------------
+
+
+def test_names_are_short_safe_not_base_and_unique():
+    assert AdapterSpec.parse("tone=org/adapter") == AdapterSpec("tone", "org/adapter")
+    assert check_name("my-adapter.v2") == "my-adapter.v2"
+    for bad in ("", "base", "BASE", "../x", "a/b", "x" * 41, "-x", "x@eq", ".."):
+        with pytest.raises(LoraEqError):
+            check_name(bad)
+    with pytest.raises(LoraEqError, match="already used"):
+        check_name("a", taken=["a"])
+    with pytest.raises(LoraEqError, match="NAME=SOURCE"):
+        AdapterSpec.parse("no-equals-sign")
+
+
+def test_folders_are_taken_only_under_allowed_roots(files, tmp_path):
+    adapter = files["adapter"]
+    assert resolve(str(adapter), tmp_path / "w", roots=None) == adapter.resolve()
+    assert resolve(str(adapter), tmp_path / "w", roots=(adapter.parent.resolve(),)) == adapter.resolve()
+    with pytest.raises(LoraEqError, match="not under a folder"):
+        resolve(str(adapter), tmp_path / "w", roots=())
+    with pytest.raises(LoraEqError, match="not under a folder"):
+        resolve(str(adapter / ".." / ".." ), tmp_path / "w", roots=(adapter.resolve(),))
+    link = tmp_path / "allowed" / "link"
+    link.parent.mkdir()
+    link.symlink_to(adapter)
+    with pytest.raises(LoraEqError, match="not under a folder"):  # a link out of the root is followed, then refused
+        resolve(str(link), tmp_path / "w", roots=(link.parent.resolve(),))
+
+
+def test_a_run_variant_source_is_a_finished_variant_inside_the_runs_area(files, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "run-a").mkdir(parents=True)
+    with pytest.raises(LoraEqError):
+        resolve("run:run-a/nothing", tmp_path / "w", runs=runs)
+    with pytest.raises(LoraEqError, match="RUN/VARIANT"):
+        resolve("run:../run-a", tmp_path / "w", runs=runs)
+
+
+# ---- refusals -------------------------------------------------------------------------------------------
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def _adapter_members(folder: Path, prefix: str = "") -> dict[str, bytes]:
+    return {prefix + p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def bad(files):
+    """One adapter per refusal case."""
+    root = files["root"] / "bad"
+    root.mkdir()
+    broken = shutil.copytree(files["adapter"], root / "broken")
+    (broken / "adapter_config.json").write_text('{"peft_type": "LORA", "r": ')
+    with_link = root / "with-link.zip"
+    with zipfile.ZipFile(with_link, "w") as z:
+        for name, data in _adapter_members(files["adapter"]).items():
+            z.writestr(name, data)
+        info = zipfile.ZipInfo("evil-link")
+        info.external_attr = (0o120777 << 16)
+        z.writestr(info, "/etc/passwd")
+    return {
+        "gpt2": make_adapter(root / "gpt2", "gpt2", targets=("c_attn",)),
+        "wider": make_adapter(root / "wider", hidden_size=128, intermediate_size=256),
+        "broken": broken,
+        "pickle": make_adapter(root / "pickle", safe=False),
+        "dotdot": _zip(root / "dotdot.zip", {**_adapter_members(files["adapter"]), "../escaped.txt": b"x"}),
+        "absolute": _zip(root / "absolute.zip", {**_adapter_members(files["adapter"]), "/tmp/abs.txt": b"x"}),
+        "link": with_link,
+        "ok_zip": _zip(root / "ok.zip", _adapter_members(files["adapter"], "plain-adapter/")),
+    }
+
+
+REFUSALS = {  # case -> what the one-line reason says
+    "gpt2": "target module 'c_attn' does not exist in the base",
+    "wider": "has shape",
+    "broken": "adapter_config.json is broken",
+    "pickle": "pickled adapter_model.bin",
+    "dotdot": "would land outside",
+    "absolute": "would land outside",
+    "link": "is a link",
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_cli_refuses_a_bad_adapter_with_exit_2_and_one_line(files, bad, case, capsys):
+    code, out, err = _cli(["compare", "--model", str(files["model"]), "--precision", "fp32",
+                           "--adapter", f"good={files['adapter']}", "--adapter", f"bad={bad[case]}",
+                           "--prompt", MESSAGE, "--max-new-tokens", "2"], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("loraeq: error: adapter 'bad'") and REFUSALS[case] in err, err
+    assert not (bad["dotdot"].parent.parent / "escaped.txt").exists()
+
+
+def test_an_oversize_zip_is_refused_and_the_limit_comes_from_the_environment(files, bad, capsys, monkeypatch):
+    monkeypatch.setenv("LORAEQ_LIMIT_ADAPTER_BYTES", "2000")
+    code, out, err = _cli(["compare", "--model", str(files["model"]), "--adapter", f"big={bad['ok_zip']}",
+                           "--prompt", MESSAGE], capsys)
+    assert code == 2 and "over the adapter limit of 2,000" in err and err.count("\n") == 1
+
+
+def test_a_small_zip_that_unpacks_over_the_limit_is_refused_before_writing(tmp_path):
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("adapter_config.json", "{}")
+        z.writestr("pad.bin", b"\0" * 50_000)
+    assert path.stat().st_size < 10_000  # the file itself is within the limit
+    with pytest.raises(LoraEqError, match="50,002 bytes unpacked, over the adapter limit of 10,000"):
+        extract_zip(path, tmp_path / "out", 10_000)
+    assert not (tmp_path / "out").exists()
+
+
+def test_pickle_only_is_accepted_when_explicitly_allowed(files, bad):
+    from adapters.loading import load_model
+
+    base = load_model(str(files["model"]), "fp32")
+    with pytest.raises(LoraEqError, match="pickled"):
+        check_adapter(bad["pickle"], base)
+    assert check_adapter(bad["pickle"], base, allow_pickle=True) == []
+
+
+def test_a_different_base_name_with_fitting_shapes_is_a_warning(files, tmp_path):
+    from adapters.loading import load_model
+
+    folder = shutil.copytree(files["adapter"], tmp_path / "named")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "someone/else"}))
+    warnings = check_adapter(folder, load_model(str(files["model"]), "fp32"))
+    assert len(warnings) == 1 and "someone/else" in warnings[0]
+
+
+def test_a_hub_id_offline_loads_from_a_local_hub_cache_and_a_missing_one_is_a_clear_error(files, tmp_path,
+                                                                                          monkeypatch, capsys):
+    hub = tmp_path / "hub"
+    commit = "a" * 40
+    snapshot = hub / "models--someone--tiny-adapter" / "snapshots" / commit
+    shutil.copytree(files["adapter"], snapshot)
+    (hub / "models--someone--tiny-adapter" / "refs").mkdir()
+    (hub / "models--someone--tiny-adapter" / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    assert resolve("someone/tiny-adapter", tmp_path / "w") == snapshot
+    code, out, err = _cli(["compare", "--model", str(files["model"]), "--precision", "fp32",
+                           "--adapter", "hub=hub:someone/tiny-adapter", "--prompt", MESSAGE, "--max-new-tokens", "4",
+                           "--json"], capsys)
+    assert code == 0, err
+    assert [c["variant"] for c in json.loads(out)["columns"]] == [BASE, "hub"]
+    code, out, err = _cli(["compare", "--model", str(files["model"]), "--adapter", "x=someone/not-cached",
+                           "--prompt", MESSAGE], capsys)
+    assert code == 2 and "offline" in err and err.count("\n") == 1
+
+
+# ---- loraeq chat -----------------------------------------------------------------------------------------
+
+
+def test_chat_keeps_a_history_per_column_and_obeys_its_commands(files, plain_tokens):
+    script = "\n".join([MESSAGE, "/regen", "w3 ?", "/system w5 w6", "/reset", "/bogus", MESSAGE, "/quit",
+                        "never read"]) + "\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "adapters.cli", "chat", "--model", str(files["model"]), "--precision", "fp32",
+         "--adapter", f"plain={files['adapter']}", "--max-new-tokens", str(N), "--layout", "stacked"],
+        input=script, capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    turns = [t for t in proc.stdout.split("== base\n")[1:]]
+    assert len(turns) == 4  # first message, its regen, the follow-up, the message after /reset
+    first = turns[0].split("== plain\n")
+    assert turns[1] == turns[0]  # greedy: the regenerated answer is the same
+    assert turns[3] != turns[0]  # the same message after /reset, now under the system prompt
+    assert "unknown command '/bogus'" in proc.stderr and "(conversation reset)" in proc.stdout
+    assert "(system prompt set" in proc.stdout
+    assert "chat ended after 6 inputs" in proc.stdout  # the bad command is not counted, nothing after /quit read
+    assert first[1].strip() != first[0].strip()
+
+
+def test_chat_histories_grow_per_column_and_reset(files):
+    from adapters.chat import Chat
+
+    engine = CompareEngine.from_model(str(files["model"]), {"plain": files["adapter"]}, precision="fp32")
+    try:
+        chat = Chat(engine, engine.columns(), GREEDY)
+        list(chat.send(MESSAGE))
+        assert [m["role"] for m in chat.histories["plain"]] == ["user", "assistant"]
+        assert chat.histories["plain"][1]["content"] != chat.histories[BASE][1]["content"]
+        second = {}
+        for d in chat.send("w3 ?"):
+            second[d.label] = second.get(d.label, "") + d.text
+        # Each column heard its own first answer: the second turn equals asking with that column's history.
+        alone = engine.answer("w3 ?", ["plain"], history=chat.histories["plain"][:2], sampling=GREEDY)[0]
+        assert second["plain"] == alone.text and len(chat.histories[BASE]) == 4
+        chat.reset()
+        assert chat.histories == {BASE: [], "plain": []}
+        with pytest.raises(LoraEqError, match="nothing to regenerate"):
+            list(chat.regen())
+    finally:
+        engine.close()
