@@ -376,3 +376,102 @@ def test_chat_histories_grow_per_column_and_reset(files):
             list(chat.regen())
     finally:
         engine.close()
+
+
+# ---- the served app ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(files):
+    import socket
+
+    from adapters.limits import Limits
+    from playground.app import build_app, launch_settings, make_shared
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    shared = make_shared(str(files["model"]), "fp32", str(files["root"] / "runs"),
+                         limits=Limits.from_env(adapter_bytes=100_000))
+    demo = build_app(shared)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_settings(shared))
+    yield shared, f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def _zip_folder(folder: Path, out: Path, extra: dict[str, bytes] | None = None) -> Path:
+    return _zip(out, {**_adapter_members(folder, "adapter/"), **(extra or {})})
+
+
+def _ask(client, columns=("plain",)) -> dict[str, str]:
+    grid = client.predict(api_name="/load_variants")[2]
+    out = client.predict(MESSAGE, "", list(columns), 0.0, 1.0, N, 0, None, grid, api_name="/ask")
+    titles, boxes = out[:6], out[6:12]  # component updates: the shown ones carry a value
+    return {t["value"].strip("*"): b["value"] for t, b in zip(titles, boxes) if t.get("visible")}
+
+
+def _app_error(call) -> str:
+    try:
+        call()
+    except Exception as e:  # gradio_client raises AppError for a gr.Error
+        return str(e)
+    raise AssertionError("the call was accepted")
+
+
+def test_app_takes_an_uploaded_zip_answers_like_plain_peft_and_refuses_bad_adapters(files, bad, plain_tokens,
+                                                                                     served, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from adapters.loading import load_model
+
+    shared, url = served
+    client = Client(url, verbose=False)
+    token = client.predict({"token": None}, api_name="/restore")["token"]
+    folder = shared.runs_dir / token.split(".")[0]
+    assert "give exactly one source" in _app_error(lambda: client.predict("plain", None, None, "", "",
+                                                                          api_name="/add_adapter"))
+    upload = handle_file(str(_zip_folder(files["adapter"], tmp_path / "plain.zip")))
+    client.predict("plain", None, upload, "", "", api_name="/add_adapter")
+    assert (folder / "adapters" / "plain" / "adapter_model.safetensors").is_file()
+
+    tokenizer = load_model(str(files["model"]), "fp32").tokenizer
+    expected = {k: tokenizer.decode(v, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                for k, v in {BASE: plain_tokens[BASE], "plain": plain_tokens["plain"]}.items()}
+    assert _ask(client) == expected
+
+    cases = {case: (bad[case] if str(bad[case]).endswith(".zip") else _zip_folder(bad[case], tmp_path / f"{case}.zip"))
+             for case in REFUSALS}
+    cases["oversize"] = _zip_folder(files["adapter"], tmp_path / "big.zip", {"pad.bin": __import__("os").urandom(150_000)})
+    reasons = {**REFUSALS, "oversize": "over the adapter limit"}
+    for case, path in cases.items():
+        message = _app_error(lambda: client.predict("bad", None, handle_file(str(path)), "", "",
+                                                    api_name="/add_adapter"))
+        assert reasons[case] in message and "\n" not in message and str(folder) not in message, (case, message)
+    assert sorted(p.name for p in (folder / "adapters").iterdir()) == ["plain"]  # nothing left behind
+    assert _ask(client) == expected  # the session's adapter still answers as before
+
+    client.predict("plain", api_name="/remove_adapter")
+    assert not (folder / "adapters" / "plain").exists()
+    assert "add an adapter first" in _app_error(lambda: client.predict(api_name="/load_variants"))
+
+
+def test_server_folders_only_under_the_operators_roots_and_names_checked(files, served, monkeypatch):
+    from playground import adapter_picker
+    from playground.sessions import Session
+
+    shared, _ = served
+    state = Session()
+    with pytest.raises(LoraEqError, match="allows no adapter folders"):
+        adapter_picker.add_adapter(shared, "f", None, None, str(files["adapter"]), "", state)
+    monkeypatch.setenv("LORAEQ_ADAPTER_ROOTS", str(files["adapter"].parent / "bad"))
+    with pytest.raises(LoraEqError, match="not under a folder"):
+        adapter_picker.add_adapter(shared, "f", None, None, str(files["adapter"]), "", state)
+    monkeypatch.setenv("LORAEQ_ADAPTER_ROOTS", str(files["adapter"].parent))
+    adapter_picker.add_adapter(shared, "f", None, None, str(files["adapter"]), "", state)
+    assert list(state.adapters) == ["f"] and Path(state.adapters["f"]).parent == shared.area.folder(state) / "adapters"
+    for bad_name in ("base", "f", "../x"):
+        with pytest.raises(LoraEqError, match="adapter name"):
+            adapter_picker.add_adapter(shared, bad_name, None, None, str(files["adapter"]), "", state)
+    with pytest.raises(LoraEqError, match="not a run name"):
+        adapter_picker.add_adapter(shared, "v", "../../etc/x", None, None, "", state)
