@@ -31,7 +31,7 @@ from .limits import Limits
 CONFIG = "adapter_config.json"
 SAFETENSORS = "adapter_model.safetensors"
 PICKLE = "adapter_model.bin"
-ADAPTER_FILES = (CONFIG, SAFETENSORS, PICKLE, "README.md", "variant.json")  # what an accepted copy keeps
+ADAPTER_FILES = (CONFIG, SAFETENSORS, PICKLE, "README.md", "variant.json", "metrics.json")  # what a copy keeps
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 RESERVED = ("base",)
@@ -381,6 +381,21 @@ def check_adapters(adapters: dict[str, str | Path], base, allow_pickle: bool = F
         except LoraEqError as e:
             raise LoraEqError(f"adapter {name!r}: {e}") from None
     return out
+
+
+def adapter_fingerprint(folder: Path) -> str:
+    """A hash of an outside adapter's config and weights (votes on its column carry it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in (CONFIG, SAFETENSORS, PICKLE):
+        path = Path(folder) / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0")
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+    return "outside-" + digest.hexdigest()[:16]
 
 
 def keep_copy(folder: Path, target: Path, allow_pickle: bool = False) -> Path:

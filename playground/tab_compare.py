@@ -114,7 +114,7 @@ def vote(shared: Shared, i: int, verdict: str, note_text, state: Session):
         raise LoraEqError("ask something first")
     run = shared.require_run(state)
     col = last["columns"][i]
-    VoteStore(run).cast(
+    VoteStore(run, state.adapters).cast(
         last["prompt"], col["label"], verdict, settings=col["settings"],
         note=check_text("note", note_text, shared.limits.text_chars),
         similarity_reference=col["similarity_reference"], similarity_base=col["similarity_base"], answer=col["text"],

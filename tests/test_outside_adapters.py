@@ -475,3 +475,106 @@ def test_server_folders_only_under_the_operators_roots_and_names_checked(files, 
             adapter_picker.add_adapter(shared, bad_name, None, None, str(files["adapter"]), "", state)
     with pytest.raises(LoraEqError, match="not a run name"):
         adapter_picker.add_adapter(shared, "v", "../../etc/x", None, None, "", state)
+
+
+# ---- next to a run: votes, leaderboard, eval sets, export -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(files):
+    """A run of the tiny model with one finished variant ('mine', 2 steps)."""
+    from adapters.data import load_dataset, split_heldout
+    from adapters.runs import create_run, data_info, run_queue
+    from adapters.variants import Hyper, Variant
+
+    data = files["root"] / "data.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"w{i} ?"},
+                                                     {"role": "assistant", "content": f"w{i + 1} w{i + 2}"}]}) + "\n"
+                            for i in range(20)))
+    dataset = load_dataset(data)
+    split = split_heldout(dataset, fraction=0.2, seed=0)
+    run = files["root"] / "runs-cli" / "run-one"
+    create_run(run, variants=[Variant("mine", "uniform", Hyper(max_steps=2, learning_rate=1e-2, batch_size=4))],
+               split=split, data_info=data_info(dataset, split, str(data)), model=str(files["model"]),
+               precision="fp32", bands=2)
+    assert [r["status"] for r in run_queue(run)] == ["done"]
+    return run
+
+
+def test_an_outside_adapter_next_to_a_run_answers_gets_votes_and_runs_an_eval_set(files, tiny_run, plain_tokens,
+                                                                                   capsys, tmp_path):
+    code, out, err = _cli(["compare", str(tiny_run), "--adapter", f"plain={files['adapter']}",
+                           "--adapter", "again=run-one/mine", "--prompt", MESSAGE, "--max-new-tokens", str(N),
+                           "--json"], capsys)
+    assert code == 0, err
+    columns = {c["variant"]: c for c in json.loads(out)["columns"]}
+    assert list(columns) == [BASE, "mine", "plain", "again"]
+    assert columns["again"]["text"] == columns["mine"]["text"]  # the run's variant taken as a source
+    code, out, _ = _cli(["compare", "--model", str(files["model"]), "--precision", "fp32", "--adapter",
+                         f"plain={files['adapter']}", "--prompt", MESSAGE, "--max-new-tokens", str(N), "--json"], capsys)
+    assert columns["plain"]["text"] == json.loads(out)["columns"][1]["text"]  # the run's base is the same model
+
+    code, _, err = _cli(["vote", str(tiny_run), "--prompt", MESSAGE, "--variant", "plain", "--verdict", "pass"], capsys)
+    assert code == 2 and "no finished variant 'plain'" in err  # an unknown column still is refused
+    assert _cli(["vote", str(tiny_run), "--prompt", MESSAGE, "--variant", "plain", "--verdict", "pass",
+                 "--adapter", f"plain={files['adapter']}"], capsys)[0] == 0
+    code, out, _ = _cli(["leaderboard", str(tiny_run), "--json"], capsys)
+    board = json.loads(out)["leaderboard"]
+    assert [(r["variant"], r["votes"], r["passes"]) for r in board] == [("plain", 1, 1)]
+    assert board[0]["fingerprint"].startswith("outside-")
+
+    evalset = tmp_path / "set.jsonl"
+    evalset.write_text("".join(json.dumps({"prompt": p, "assert": [{"type": "not-contains", "value": "zzz"}]}) + "\n"
+                               for p in ("w1 ?", "w2 w3 ?")))
+    code, out, err = _cli(["evalset", str(tiny_run), "--set", str(evalset), "--columns", "plain",
+                           "--adapter", f"plain={files['adapter']}", "--max-new-tokens", "4", "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert [c["name"] for c in summary["columns"]] == [BASE, "plain"] and summary["cells"] == 4
+
+    code, _, err = _cli(["compare", str(tiny_run), "--adapter", f"mine={files['adapter']}", "--prompt", MESSAGE],
+                        capsys)
+    assert code == 2 and "already a variant of this run" in err
+
+
+def test_an_outside_adapter_exports_as_a_zip_and_merged(files, plain_tokens, capsys, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    code, out, err = _cli(["export", str(files["adapter"]), "--adapter", "--out", str(tmp_path / "a.zip"), "--json"],
+                          capsys)
+    assert code == 0, err
+    with zipfile.ZipFile(tmp_path / "a.zip") as z:
+        assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(z.namelist())
+        card = z.read("README.md").decode()
+    assert "not trained by it" in card and "rank_pattern" in card
+    code, _, err = _cli(["export", str(files["adapter"]), "--merged", "--out", str(tmp_path / "m")], capsys)
+    assert code == 2 and "name the base" in err
+    code, _, err = _cli(["export", str(files["adapter"]), "--merged", "--base", str(files["model"]),
+                         "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    from adapters.loading import load_model
+
+    tokenizer = load_model(str(files["model"]), "fp32").tokenizer
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
+    ids = torch.tensor([encode_prompt(tokenizer, [{"role": "user", "content": MESSAGE}])])
+    tokens = merged.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(plain_tokens["plain"]),
+                             do_sample=False, eos_token_id=None, pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:]
+    assert tokens.tolist() == plain_tokens["plain"]
+
+
+def test_the_app_offers_added_adapters_to_eval_sets_and_export(files, served, monkeypatch):
+    from playground import adapter_picker, tab_evalsets, tab_export
+    from playground.sessions import Session
+
+    shared, _ = served
+    state = Session()
+    monkeypatch.setenv("LORAEQ_ADAPTER_ROOTS", str(files["adapter"].parent))
+    adapter_picker.add_adapter(shared, "plain", None, None, str(files["adapter"]), "", state)
+    assert tab_export.finished_variants(shared, state) == ["plain"]
+    path, card = tab_export.export_zip(shared, "plain", state)
+    assert Path(path).is_file() and "not trained by it" in card
+    with pytest.raises(LoraEqError, match="not a finished variant"):
+        tab_export.export_zip(shared, "../plain", state)
+    argv = tab_evalsets.job_argv(Path("RUN"), "set.jsonl", ["plain"], 8, False, None, state.adapters)
+    assert argv[argv.index("--adapter") + 1] == f"plain={state.adapters['plain']}"
+    assert "--adapter" not in tab_evalsets.job_argv(Path("RUN"), "s", ["mine"], 8, False, None, state.adapters)

@@ -98,22 +98,30 @@ def _compare(args: argparse.Namespace) -> dict:
     }
 
 
-def open_engine(args: argparse.Namespace, stack: contextlib.ExitStack, variants: list[str] | None = None):
-    """The engine `compare` and `chat` answer with: the run's variants (when a run is given) plus
-    each `--adapter NAME=SOURCE` (any local folder the user names; zips and Hub ids fetched into a
-    temporary folder that `stack` removes)."""
-    from ..engine import CompareEngine
+def fetch_adapters(items: list[str], stack: contextlib.ExitStack, runs: Path | None,
+                   allow_pickle: bool) -> dict[str, Path]:
+    """`--adapter NAME=SOURCE` flags as name -> adapter folder: any local folder the user names;
+    zips and Hub ids are fetched into a temporary folder that `stack` removes."""
     from ..outside import AdapterSpec, check_name, resolve_spec
 
-    specs = [AdapterSpec.parse(item) for item in args.adapter]
+    specs = [AdapterSpec.parse(item) for item in items]
     for i, spec in enumerate(specs):
         check_name(spec.name, [s.name for s in specs[:i]])
+    if not specs:
+        return {}
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loraeq-adapters-")))
+    return {s.name: resolve_spec(s, work / s.name, runs=runs, roots=None, allow_pickle=allow_pickle) for s in specs}
+
+
+def open_engine(args: argparse.Namespace, stack: contextlib.ExitStack, variants: list[str] | None = None):
+    """The engine `compare` and `chat` answer with: the run's variants (when a run is given) plus
+    each `--adapter NAME=SOURCE` (fetch_adapters)."""
+    from ..engine import CompareEngine
+
     if args.run_dir is None and args.variants:
         raise LoraEqError("--variants needs a run folder")
-    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loraeq-adapters-")))
     runs = Path(args.runs_dir) if args.runs_dir else (Path(args.run_dir).resolve().parent if args.run_dir else None)
-    folders = {s.name: resolve_spec(s, work / s.name, runs=runs, roots=None, allow_pickle=args.allow_pickle)
-               for s in specs}
+    folders = fetch_adapters(args.adapter, stack, runs, args.allow_pickle)
     if variants is not None:
         variants = [v for v in variants if v not in folders]
     if args.run_dir is None:
@@ -158,11 +166,13 @@ def _vote(args: argparse.Namespace) -> dict:
         settings = json.loads(args.settings) if args.settings else None
     except ValueError as e:
         raise LoraEqError(f"--settings: not JSON ({e})") from None
-    store = VoteStore(Path(args.run_dir))
-    vote_id = store.cast(
-        args.prompt, args.variant, args.verdict, settings=settings, note=args.note or "",
-        similarity_reference=args.similarity_reference, similarity_base=args.similarity_base, voter=args.voter,
-    )
+    with contextlib.ExitStack() as stack:
+        adapters = fetch_adapters(args.adapter, stack, Path(args.run_dir).resolve().parent, False)
+        store = VoteStore(Path(args.run_dir), adapters)
+        vote_id = store.cast(
+            args.prompt, args.variant, args.verdict, settings=settings, note=args.note or "",
+            similarity_reference=args.similarity_reference, similarity_base=args.similarity_base, voter=args.voter,
+        )
     return {"run_dir": args.run_dir, "id": vote_id, "variant": args.variant, "verdict": args.verdict}
 
 
@@ -202,7 +212,9 @@ def register(sub) -> None:
     p = sub.add_parser("vote", help="record pass / fail on one answer of a run")
     p.add_argument("run_dir")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--variant", required=True, help="the column: base, a variant, or VARIANT@eq")
+    p.add_argument("--variant", required=True, help="the column: base, a variant, VARIANT@eq or an --adapter's name")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=SOURCE",
+                   help="an outside adapter the answer came from (as given to compare), for its fingerprint")
     p.add_argument("--verdict", required=True, choices=("pass", "fail"))
     p.add_argument("--note", default=None)
     p.add_argument("--settings", default=None, help="JSON object: the settings the answer was made with")
