@@ -578,3 +578,15 @@ def test_the_app_offers_added_adapters_to_eval_sets_and_export(files, served, mo
     argv = tab_evalsets.job_argv(Path("RUN"), "set.jsonl", ["plain"], 8, False, None, state.adapters)
     assert argv[argv.index("--adapter") + 1] == f"plain={state.adapters['plain']}"
     assert "--adapter" not in tab_evalsets.job_argv(Path("RUN"), "s", ["mine"], 8, False, None, state.adapters)
+
+
+def test_columns_side_by_side_fit_the_width_and_wrap():
+    from adapters.cli.chat import render_turn
+
+    text = render_turn(["base", "tone"], ["one two three four five six seven eight", "short"], "side", 40)
+    lines = text.splitlines()
+    assert lines[0].startswith("base") and " | tone" in lines[0]
+    assert all(len(line) <= 40 for line in lines) and len(lines) > 3  # the long answer wrapped
+    assert "one two" in text and "eight" in text and "short" in text
+    stacked = render_turn(["base", "tone"], ["a", "b"], "auto", 40)  # too narrow for two: one after another
+    assert stacked == "== base\na\n\n== tone\nb"
