@@ -78,14 +78,15 @@ def configured_roots(environ: dict | None = None) -> tuple[Path, ...]:
 
 def resolve(source: str, work: Path, *, runs: Path | None = None, roots: tuple[Path, ...] | None = None,
             limits: Limits | None = None, allow_pickle: bool = False) -> Path:
-    """The folder holding the adapter `source` names. A `.zip` is extracted and a Hub id downloaded
-    into `work` (a fresh folder for this adapter). `roots=None` allows any local folder; a tuple
+    """The folder holding the adapter `source` names. A `.zip` is extracted into `work` (a fresh
+    folder for this adapter), a Hub id downloaded into the Hugging Face cache (at most
+    `limits.adapter_bytes` either way). `roots=None` allows any local folder; a tuple
     allows only folders under those roots (an empty tuple: none). `runs` is the runs area
     `RUN/VARIANT` is looked up in. Prefixes `run:`, `hub:` force a kind."""
     limits = limits or Limits.from_env()
     kind, _, rest = source.partition(":")
     if kind in ("run", "hub") and rest:
-        return run_variant(rest, runs) if kind == "run" else hub_adapter(rest, allow_pickle)
+        return run_variant(rest, runs) if kind == "run" else hub_adapter(rest, allow_pickle, limits.adapter_bytes)
     if source.lower().endswith(".zip"):
         return extract_zip(local_path(source, roots), work, limits.adapter_bytes)
     if runs is not None and _looks_like_run_variant(source, runs):
@@ -94,7 +95,7 @@ def resolve(source: str, work: Path, *, runs: Path | None = None, roots: tuple[P
     if path.exists() or source.startswith((".", "/", "~")):
         return adapter_folder(local_path(source, roots))
     if HUB_ID.match(source):
-        return hub_adapter(source, allow_pickle)
+        return hub_adapter(source, allow_pickle, limits.adapter_bytes)
     raise LoraEqError(f"adapter source {source[:120]!r}: no such folder, .zip, run variant or Hub id")
 
 
@@ -200,15 +201,32 @@ def _extract_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, work: Pat
     return written
 
 
-def hub_adapter(repo_id: str, allow_pickle: bool = False) -> Path:
-    """A Hub adapter's files (config and weights only), downloaded into the Hugging Face cache
-    (or found there when offline): its snapshot folder, which callers copy from, never write to."""
+def _hub_bytes(repo_id: str, files: list[str]) -> int | None:
+    """The size of a Hub repository's `files` as the Hub lists them; None when offline or unknown."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        info = HfApi().model_info(repo_id, files_metadata=True)
+    except Exception:  # any failure here (network, auth, no such repo) is reported by the download itself
+        return None
+    return sum(s.size or 0 for s in info.siblings or [] if s.rfilename in files)
+
+
+def hub_adapter(repo_id: str, allow_pickle: bool = False, limit: int | None = None) -> Path:
+    """A Hub adapter's files (config and weights only, at most `limit` bytes as the Hub lists them),
+    downloaded into the Hugging Face cache (or found there when offline): its snapshot folder,
+    which callers copy from, never write to."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     if not HUB_ID.match(repo_id):
         raise LoraEqError(f"{repo_id[:120]!r}: not a Hub id (owner/name)")
     patterns = [CONFIG, SAFETENSORS] + ([PICKLE] if allow_pickle else [])
+    size = _hub_bytes(repo_id, patterns) if limit else None
+    if size is not None and size > limit:
+        raise LoraEqError(f"Hub adapter {repo_id!r}: {size:,} bytes, over the adapter limit of {limit:,}")
     try:
         folder = snapshot_download(repo_id, allow_patterns=patterns)
     except LocalEntryNotFoundError:
@@ -302,6 +320,8 @@ def check_adapter(folder: str | Path, base, allow_pickle: bool = False) -> list[
 def _check_targets(folder: Path, config: dict, modules: dict) -> None:
     targets = config["target_modules"]
     names = [n for n in modules if n]
+    if targets == "all-linear":  # PEFT's shorthand: the tensors' own checks cover it
+        return
     if isinstance(targets, str):
         if not any(re.fullmatch(targets, n) for n in names):
             raise LoraEqError(f"{folder.name}: target_modules pattern {targets!r} matches no module of the base")

@@ -66,7 +66,7 @@ def fetcher(shared: Shared, state: Session, variant, upload, folder, hub) -> Cal
         if not roots:
             raise LoraEqError("this server allows no adapter folders")
         return lambda work: adapter_folder(local_path(text, roots))
-    return lambda work: hub_adapter(text)
+    return lambda work: hub_adapter(text, limit=shared.limits.adapter_bytes)
 
 
 def checking_base(shared: Shared, state: Session):

@@ -120,7 +120,8 @@ def open_engine(args: argparse.Namespace, stack: contextlib.ExitStack, variants:
 
     if args.run_dir is None and args.variants:
         raise LoraEqError("--variants needs a run folder")
-    runs = Path(args.runs_dir) if args.runs_dir else (Path(args.run_dir).resolve().parent if args.run_dir else None)
+    runs = Path(args.runs_dir) if args.runs_dir else (Path(args.run_dir).resolve().parent if args.run_dir
+                                                      else Path("runs") if Path("runs").is_dir() else None)
     folders = fetch_adapters(args.adapter, stack, runs, args.allow_pickle)
     if variants is not None:
         variants = [v for v in variants if v not in folders]
@@ -140,7 +141,8 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=SOURCE",
                    help="add a column: a PEFT LoRA adapter from RUN/VARIANT (in --runs-dir), a folder, a .zip "
                         "or a Hub id (repeatable)")
-    p.add_argument("--runs-dir", default=None, help="where RUN/VARIANT sources are found (default: the run's parent)")
+    p.add_argument("--runs-dir", default=None,
+                   help="where RUN/VARIANT sources are found (default: the run's parent, else ./runs)")
     p.add_argument("--model", default=None, help="the base when no run is given (default: embedded SmolLM2)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="accept an adapter saved only as a pickled adapter_model.bin (it can run code: trust it first)")
