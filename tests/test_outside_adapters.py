@@ -590,3 +590,33 @@ def test_columns_side_by_side_fit_the_width_and_wrap():
     assert "one two" in text and "eight" in text and "short" in text
     stacked = render_turn(["base", "tone"], ["a", "b"], "auto", 40)  # too narrow for two: one after another
     assert stacked == "== base\na\n\n== tone\nb"
+
+
+def test_in_a_session_with_a_run_an_added_adapter_answers_takes_votes_and_is_offered_everywhere(files, tiny_run,
+                                                                                                 served, monkeypatch):
+    from playground import adapter_picker, tab_compare, tab_evalsets, tab_export
+    from playground.sessions import Session
+
+    shared, _ = served
+    state = Session()
+    state.run = "run-20260101-000000-abcdef"
+    shutil.copytree(tiny_run, shared.area.folder(state) / state.run)
+    monkeypatch.setenv("LORAEQ_ADAPTER_ROOTS", str(files["adapter"].parent))
+    with pytest.raises(LoraEqError, match="already used"):
+        adapter_picker.add_adapter(shared, "mine", None, None, str(files["adapter"]), "", state)
+    adapter_picker.add_adapter(shared, "plain", None, None, str(files["adapter"]), "", state)
+    adapter_picker.add_adapter(shared, "again", f"{state.run}/mine", None, None, "", state)
+    assert adapter_picker.variant_choices(shared, state) == [f"{state.run}/mine"]
+
+    chosen = tab_compare.load_variants(shared, state)[0]
+    assert [c[0] for c in chosen.choices] == ["mine", "plain", "again"]
+    *_, last = tab_compare.ask(shared, MESSAGE, "", ["mine", "plain", "again"], 0.0, 1.0, N, 0, None, None, state)
+    texts = {c["label"]: c["text"] for c in state.last["columns"]}
+    assert texts["again"] == texts["mine"] != texts["plain"]
+    board = tab_compare.vote(shared, 2, "pass", "", state)
+    assert list(board["variant"]) == ["plain"] and board["fingerprint"][0].startswith("outside-")
+
+    assert [c[0] for c in tab_evalsets.choices(shared, state)[0].choices] == ["mine", "plain", "again"]
+    assert tab_export.finished_variants(shared, state) == ["mine", "plain", "again"]
+    adapter_picker.remove_adapter(shared, "again", state)
+    assert list(state.adapters) == ["plain"]
