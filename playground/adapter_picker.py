@@ -86,6 +86,11 @@ def add_adapter(shared: Shared, name, variant, upload, folder, hub, state: Sessi
     fetch = fetcher(shared, state, variant, upload, folder, hub)
     kept, warnings = accept(name, fetch, checking_base(shared, state), shared.area.folder(state) / "adapters",
                             taken=taken)
+    used = shared.area.uploaded_bytes(state) + sum(p.stat().st_size for p in kept.parent.rglob("*") if p.is_file())
+    if used > shared.limits.session_bytes:
+        shutil.rmtree(kept, ignore_errors=True)
+        raise LoraEqError(f"this session's files would take {used:,} bytes, over the limit of "
+                          f"{shared.limits.session_bytes:,}: remove an adapter first")
     state.adapters = {**state.adapters, name: str(kept)}
     for w in warnings:
         gr.Warning(public_message(w))

@@ -7,6 +7,7 @@ bad adapter is refused with one line and leaves the rest working.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -470,6 +471,10 @@ def test_server_folders_only_under_the_operators_roots_and_names_checked(files, 
     monkeypatch.setenv("LORAEQ_ADAPTER_ROOTS", str(files["adapter"].parent))
     adapter_picker.add_adapter(shared, "f", None, None, str(files["adapter"]), "", state)
     assert list(state.adapters) == ["f"] and Path(state.adapters["f"]).parent == shared.area.folder(state) / "adapters"
+    small = dataclasses.replace(shared, limits=dataclasses.replace(shared.limits, session_bytes=1000))
+    with pytest.raises(LoraEqError, match="over the limit of 1,000"):
+        adapter_picker.add_adapter(small, "g", None, None, str(files["adapter"]), "", state)
+    assert list(state.adapters) == ["f"] and not (shared.area.folder(state) / "adapters" / "g").exists()
     for bad_name in ("base", "f", "../x"):
         with pytest.raises(LoraEqError, match="adapter name"):
             adapter_picker.add_adapter(shared, bad_name, None, None, str(files["adapter"]), "", state)
