@@ -59,7 +59,8 @@ def check_name(name, taken=()) -> str:
     """A column name for an adapter: short, safe in a path, not the base's, not already used."""
     if not isinstance(name, str) or not NAME.match(name) or name in (".", ".."):
         shown = str(name)[:60]
-        raise LoraEqError(f"adapter name {shown!r}: use 1-40 letters, digits, '_', '-' or '.', starting with a letter or digit")
+        raise LoraEqError(f"adapter name {shown!r}: use 1-40 letters, digits, '_', '-' or '.', "
+                          "starting with a letter or digit")
     if name.lower() in RESERVED or name.endswith("@eq"):
         raise LoraEqError(f"adapter name {name!r} is reserved (the original model's column): choose another")
     if name in taken:

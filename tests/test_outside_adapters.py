@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -342,7 +343,7 @@ def test_chat_keeps_a_history_per_column_and_obeys_its_commands(files, plain_tok
         [sys.executable, "-m", "adapters.cli", "chat", "--model", str(files["model"]), "--precision", "fp32",
          "--adapter", f"plain={files['adapter']}", "--max-new-tokens", str(N), "--layout", "stacked"],
         input=script, capture_output=True, text=True, cwd=ROOT, timeout=300,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr
     turns = [t for t in proc.stdout.split("== base\n")[1:]]
@@ -443,7 +444,8 @@ def test_app_takes_an_uploaded_zip_answers_like_plain_peft_and_refuses_bad_adapt
 
     cases = {case: (bad[case] if str(bad[case]).endswith(".zip") else _zip_folder(bad[case], tmp_path / f"{case}.zip"))
              for case in REFUSALS}
-    cases["oversize"] = _zip_folder(files["adapter"], tmp_path / "big.zip", {"pad.bin": __import__("os").urandom(150_000)})
+    padding = {"pad.bin": os.urandom(150_000)}  # random: does not compress
+    cases["oversize"] = _zip_folder(files["adapter"], tmp_path / "big.zip", padding)
     reasons = {**REFUSALS, "oversize": "over the adapter limit"}
     for case, path in cases.items():
         message = _app_error(lambda: client.predict("bad", None, handle_file(str(path)), "", "",
@@ -516,7 +518,8 @@ def test_an_outside_adapter_next_to_a_run_answers_gets_votes_and_runs_an_eval_se
     assert list(columns) == [BASE, "mine", "plain", "again"]
     assert columns["again"]["text"] == columns["mine"]["text"]  # the run's variant taken as a source
     code, out, _ = _cli(["compare", "--model", str(files["model"]), "--precision", "fp32", "--adapter",
-                         f"plain={files['adapter']}", "--prompt", MESSAGE, "--max-new-tokens", str(N), "--json"], capsys)
+                         f"plain={files['adapter']}", "--prompt", MESSAGE, "--max-new-tokens", str(N), "--json"],
+                        capsys)
     assert columns["plain"]["text"] == json.loads(out)["columns"][1]["text"]  # the run's base is the same model
 
     code, _, err = _cli(["vote", str(tiny_run), "--prompt", MESSAGE, "--variant", "plain", "--verdict", "pass"], capsys)
@@ -562,8 +565,9 @@ def test_an_outside_adapter_exports_as_a_zip_and_merged(files, plain_tokens, cap
     tokenizer = load_model(str(files["model"]), "fp32").tokenizer
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
     ids = torch.tensor([encode_prompt(tokenizer, [{"role": "user", "content": MESSAGE}])])
-    tokens = merged.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(plain_tokens["plain"]),
-                             do_sample=False, eos_token_id=None, pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:]
+    tokens = merged.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                             max_new_tokens=len(plain_tokens["plain"]), do_sample=False, eos_token_id=None,
+                             pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:]
     assert tokens.tolist() == plain_tokens["plain"]
 
 

@@ -137,7 +137,8 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     from ..engine import BACKENDS
     from ..loading import PRECISIONS
 
-    p.add_argument("run_dir", nargs="?", default=None, help="a run folder (loraeq train --out); optional with --adapter")
+    p.add_argument("run_dir", nargs="?", default=None,
+                   help="a run folder (loraeq train --out); optional with --adapter")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=SOURCE",
                    help="add a column: a PEFT LoRA adapter from RUN/VARIANT (in --runs-dir), a folder, a .zip "
                         "or a Hub id (repeatable)")
@@ -147,7 +148,8 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-pickle", action="store_true",
                    help="accept an adapter saved only as a pickled adapter_model.bin (it can run code: trust it first)")
     p.add_argument("--variants", default=None, help="comma-separated variants (default: every finished one)")
-    p.add_argument("--precision", default=None, choices=PRECISIONS, help="default: the run's precision (auto without a run)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="default: the run's precision (auto without a run)")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="how adapters mix in a batch")
 
 
