@@ -47,11 +47,15 @@ class Chat:
         """The last message answered again in every column, with the next sampling seed."""
         if self.last is None:
             raise LoraEqError("nothing to regenerate yet: send a message first")
+        kept = {label: list(history) for label, history in self.histories.items()}
         for history in self.histories.values():
             del history[-2:]
-        message, self.last = self.last, None
         self.sampling = replace(self.sampling, seed=self.sampling.seed + 1)
-        yield from self.send(message)
+        try:
+            yield from self.send(self.last)
+        except BaseException:  # failed or abandoned: the conversation stays as it was
+            self.histories = kept
+            raise
 
     def reset(self) -> None:
         self.histories = {label: [] for label in self.labels}

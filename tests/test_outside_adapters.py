@@ -372,6 +372,13 @@ def test_chat_histories_grow_per_column_and_reset(files):
         # Each column heard its own first answer: the second turn equals asking with that column's history.
         alone = engine.answer("w3 ?", ["plain"], history=chat.histories["plain"][:2], sampling=GREEDY)[0]
         assert second["plain"] == alone.text and len(chat.histories[BASE]) == 4
+        before = {k: list(v) for k, v in chat.histories.items()}
+        stream = chat.regen()
+        next(stream)
+        stream.close()  # abandoned halfway: the conversation is as it was
+        assert chat.histories == before
+        regenerated = "".join(d.text for d in chat.regen() if d.label == "plain")
+        assert regenerated == second["plain"] and chat.histories == before  # greedy: the same answer again
         chat.reset()
         assert chat.histories == {BASE: [], "plain": []}
         with pytest.raises(LoraEqError, match="nothing to regenerate"):
