@@ -30,19 +30,45 @@ _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<part>A|B|embedding_A|embeddin
 _PREFIX = "base_model.model."
 
 
+def is_outside(folder: Path) -> bool:
+    """An adapter from outside LoRA EQ's runs (outside.py): PEFT files, no variant.json."""
+    return not (Path(folder) / "variant.json").is_file()
+
+
 def check_variant_dir(folder: Path) -> Path:
+    """A finished variant's folder, or an outside adapter's (exported the same way)."""
     info = VariantInfo.at(folder)
     if not info.has_adapter or not (info.folder / "adapter_config.json").is_file():
         raise LoraEqError(f"{folder}: no trained adapter here (adapter_config.json + adapter_model.safetensors)")
-    if info.metrics().get("status") != "done":
+    if not is_outside(folder) and info.metrics().get("status") != "done":
         raise LoraEqError(f"{folder}: this variant has not finished training")
     return info.folder
+
+
+def _outside_card(folder: Path) -> str:
+    """The card of an outside adapter: what its adapter_config.json says (LoRA EQ did not train it)."""
+    from .cache import read_json
+
+    config = read_json(folder / "adapter_config.json")
+    base = config.get("base_model_name_or_path")
+    targets = config.get("target_modules")
+    lines = ["---", *([f"base_model: {base}"] if base else []), "library_name: peft", "tags: [lora]", "---", "",
+             f"# {folder.name}", "", f"A LoRA adapter (PEFT) for **{base or 'an unnamed base'}**, added to LoRA EQ "
+             "from outside its runs (not trained by it).", "",
+             f"- rank: {config.get('r')}, alpha: {config.get('lora_alpha')}",
+             f"- target modules: {', '.join(sorted(targets)) if isinstance(targets, list) else targets}"]
+    for key in ("rank_pattern", "alpha_pattern"):
+        if config.get(key):
+            lines.append(f"- {key}: {json.dumps(config[key], sort_keys=True)}")
+    return "\n".join(lines + [""])
 
 
 def model_card(folder: Path) -> str:
     """A README.md for the adapter: base model, data, equalizer table, hyperparameters, metrics."""
     from .equalizer import Equalizer, equalizer_table
 
+    if is_outside(folder):
+        return _outside_card(Path(folder))
     info = VariantInfo.at(folder)
     variant, metrics = info.record(), info.metrics()
     base = variant.get("base", {})
@@ -134,8 +160,9 @@ def export_adapter_zip(folder: Path, out: Path) -> Path:
     return out
 
 
-def export_merged(folder: Path, out: Path) -> Path:
-    """The base in fp32 with the adapter merged in, saved as safetensors + tokenizer + card."""
+def export_merged(folder: Path, out: Path, base_spec: str | None = None) -> Path:
+    """The base in fp32 with the adapter merged in, saved as safetensors + tokenizer + card. The
+    base is the one the variant was trained on; an outside adapter needs `base_spec`."""
     from peft import PeftModel
 
     from .loading import load_model
@@ -145,7 +172,13 @@ def export_merged(folder: Path, out: Path) -> Path:
     if out.exists() and any(out.iterdir()):
         raise LoraEqError(f"{out}: already exists and is not empty")
     info = VariantInfo.at(folder)
-    base = load_model(info.record().get("base", {}).get("spec"), "fp32")
+    if is_outside(folder) and base_spec is None:
+        raise LoraEqError(f"{folder.name}: an adapter from outside a run: name the base to merge it into")
+    base = load_model(base_spec or info.record().get("base", {}).get("spec"), "fp32")
+    if is_outside(folder):
+        from .outside import check_adapter
+
+        check_adapter(folder, base)
     if info.base_fingerprint() not in (None, base.fingerprint):
         raise LoraEqError(f"{folder}: was trained on a different base than {base.source.id}")
     merged = PeftModel.from_pretrained(base.model, folder).merge_and_unload()

@@ -150,21 +150,7 @@ class EngineRegistry:
 
 def _build_engine(run_dir, adapters: dict[str, str], model: str | None, precision: str):
     from adapters.engine import CompareEngine
-    from adapters.loading import load_model
-    from adapters.runfolder import RunFolder
 
     if run_dir is None:
-        return CompareEngine(load_model(model, precision), dict(adapters))
-    engine = CompareEngine.from_run(run_dir)
-    if not adapters:
-        return engine
-    run = RunFolder.open(run_dir)
-    clash = sorted(set(adapters) & set(run.adapters()))
-    if clash:
-        engine.close()
-        raise LoraEqError(f"adapter name {clash[0]!r} is already a variant of this run: choose another name")
-    base = engine.base
-    engine.close()  # the run's own engine gives its base back; one engine holds both kinds
-    combined = CompareEngine(base, {**run.adapters(), **adapters})
-    combined.run_dir = run.path
-    return combined
+        return CompareEngine.from_model(model, dict(adapters), precision=precision)
+    return CompareEngine.from_run(run_dir, adapters=dict(adapters))

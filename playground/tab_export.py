@@ -9,7 +9,8 @@ from pathlib import Path
 import gradio as gr
 
 from adapters.errors import LoraEqError
-from adapters.export import export_adapter_zip, export_merged, export_vllm_safe, model_card, split_front_matter
+from adapters.export import (export_adapter_zip, export_merged, export_vllm_safe, is_outside, model_card,
+                             split_front_matter)
 from adapters.runs import run_status
 from playground.guard import handler
 from playground.sessions import Session
@@ -17,20 +18,30 @@ from playground.shared import Shared
 
 
 def finished_variants(shared: Shared, state: Session) -> list[str]:
-    """Names of the session run's finished variants (their folders)."""
+    """Names of the session run's finished variants (their folders), then its added adapters."""
     run = shared.run_path(state)
-    if run is None:
-        return []
-    return [v["folder"] for v in run_status(run)["variants"] if v["status"] == "done"]
+    done = [v["folder"] for v in run_status(run)["variants"] if v["status"] == "done"] if run else []
+    return done + [name for name in state.adapters if name not in done]
 
 
 def variant_folder(shared: Shared, state: Session, name) -> Path:
-    """A finished variant of the session's run, by name: never a path the client sent."""
+    """A finished variant of the session's run or an added adapter, by name: never a path the client sent."""
     if not name:
         raise LoraEqError("train a variant first, then press Refresh and choose it")
     if name not in finished_variants(shared, state):
         raise LoraEqError(f"{str(name)[:80]!r}: not a finished variant of this session's run")
-    return shared.require_run(state) / name
+    run = shared.run_path(state)
+    if run is not None and (run / name).is_dir():
+        return run / name
+    return shared.area.inside(state, state.adapters[name])
+
+
+def merge_base(shared: Shared, state: Session) -> str | None:
+    """The base an added adapter is merged into: the run's, else the session's model."""
+    from adapters.runfolder import RunFolder
+
+    run = shared.run_path(state)
+    return RunFolder.open(run).model if run else (state.model or shared.default_model)
 
 
 def card_view(folder: Path) -> str:
@@ -64,7 +75,7 @@ def export_merged_zip(shared: Shared, name, state: Session, progress=gr.Progress
     progress(0.1, desc="merging into a full-precision copy of the base")
     if out.exists():
         shutil.rmtree(out)
-    export_merged(folder, out)
+    export_merged(folder, out, merge_base(shared, state) if is_outside(folder) else None)
     progress(0.8, desc="zipping")
     archive = shutil.make_archive(str(out), "zip", out)
     return shared.downloads.hand_out(Path(archive)), card_view(folder)

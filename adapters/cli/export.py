@@ -1,5 +1,6 @@
-"""`loraeq export`: a finished variant as a PEFT adapter zip with its model card, merged into the base,
-or as a vLLM-safe adapter folder (per-module scales folded in, for servers with one scale per adapter).
+"""`loraeq export`: a finished variant (or an outside adapter) as a PEFT adapter zip with its model card,
+merged into the base, or as a vLLM-safe adapter folder (per-module scales folded in, for servers with one
+scale per adapter).
 
 The handler calls `adapters.export`; nothing here loads a model itself.
 """
@@ -15,7 +16,7 @@ def _export(args: argparse.Namespace) -> dict:
 
     folder, out = Path(args.variant_dir), Path(args.out)
     if args.merged:
-        kind, path = "merged", export_merged(folder, out)
+        kind, path = "merged", export_merged(folder, out, args.base)
     elif args.vllm_safe:
         kind, path = "vllm-safe adapter", export_vllm_safe(folder, out)
     else:
@@ -25,7 +26,7 @@ def _export(args: argparse.Namespace) -> dict:
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a variant: adapter zip, merged full-precision model, vLLM-safe adapter")
-    p.add_argument("variant_dir", help="RUN_DIR/VARIANT")
+    p.add_argument("variant_dir", help="RUN_DIR/VARIANT, or an outside PEFT adapter folder")
     kind = p.add_mutually_exclusive_group(required=True)
     kind.add_argument("--adapter", action="store_true", help="the PEFT adapter + model card as a zip")
     kind.add_argument("--merged", action="store_true", help="base + adapter merged, fp32 safetensors")
@@ -33,4 +34,5 @@ def register(sub) -> None:
                       help="an adapter folder with each module's scale folded into lora_B and one uniform "
                            "r = lora_alpha (for vLLM, LoRAX, llama.cpp: one scale per adapter)")
     p.add_argument("--out", required=True, help="a .zip (--adapter) or a new folder (--merged, --vllm-safe)")
+    p.add_argument("--base", default=None, help="the base to merge into (needed for an adapter from outside a run)")
     p.set_defaults(handler=_export, render=lambda d, a: f"{d['kind']} written to {d['path']}")

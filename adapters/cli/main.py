@@ -13,10 +13,10 @@ import os
 import sys
 
 from ..errors import LoraEqError
-from . import analyze, compare, data, evalset, export, proof, suggest, train
+from . import analyze, chat, compare, data, evalset, export, proof, suggest, train
 from .common import Parser, add_json_flag, print_result
 
-STAGES = (analyze, data, suggest, train, export, proof, compare, evalset)  # in `loraeq --help` order
+STAGES = (analyze, data, suggest, train, export, proof, compare, chat, evalset)  # in `loraeq --help` order
 
 
 def build_parser() -> argparse.ArgumentParser:
