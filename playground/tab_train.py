@@ -16,6 +16,7 @@ from adapters.limits import check_hyper, check_number, check_ranks, check_text, 
 from adapters.runs import request_cancel, run_status
 from adapters.suggest import suggest_equalizer
 from adapters.variants import DEFAULT_BANDS, Hyper, Variant, auto_schedule, safe_name
+from playground import gpu
 from playground.guard import handler, public_message
 from playground.plots import cell_at, equalizer_image, loss_curves
 from playground.sessions import Session
@@ -138,8 +139,8 @@ def apply_preset(shared: Shared, name: str, state: Session):
 def suggest(shared: Shared, state: Session, progress=gr.Progress()):
     ds = session_dataset(shared, state)
     loaded = current(shared, state)
-    result = suggest_equalizer(loaded.model, [e.messages for e in ds.examples], bands=DEFAULT_BANDS,
-                               progress=lambda d, t: progress(d / t, desc="measuring sensitivity"))
+    result = gpu.run_on_gpu("suggest", suggest_equalizer, loaded.model, [e.messages for e in ds.examples],
+                            bands=DEFAULT_BANDS, progress=lambda d, t: progress(d / t, desc="measuring sensitivity"))
     image, frame, state = show(result.equalizer, state)
     note = f"Suggested from {result.examples} examples ({result.tokens} tokens) in {result.seconds:.1f} s."
     return image, frame, note, state
