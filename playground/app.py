@@ -16,7 +16,7 @@ import gradio as gr
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
 from adapters.loading import PRECISIONS
-from playground import tab_compare, tab_data, tab_evalsets, tab_export, tab_model, tab_proof, tab_train
+from playground import queueing, tab_compare, tab_data, tab_evalsets, tab_export, tab_model, tab_proof, tab_train
 from playground.guard import handler
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
@@ -113,6 +113,6 @@ def main(argv: list[str] | None = None) -> None:
     except LoraEqError as e:
         raise SystemExit(f"app.py: error: {e}") from None
     demo = build_app(shared)
-    demo.queue(default_concurrency_limit=4, max_size=64)
+    queueing.apply(demo, queueing.QueueSettings.from_env())
     print(f"LoRA EQ: ready in {time.perf_counter() - started:.1f} s", flush=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_settings(shared))

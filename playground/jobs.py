@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.errors import LoraEqError
 from adapters.runtime import allocator_env
 from playground import gpu
 
@@ -82,7 +83,8 @@ class JobQueue:
             if current and current.state in ("queued", "running"):
                 return current
             if len(self._waiting) >= self.max_waiting:
-                raise RuntimeError(f"{len(self._waiting)} jobs are already waiting (the limit): try again later")
+                raise LoraEqError(f"the job line is full: {len(self._waiting)} jobs are waiting (the limit); "
+                                  "try again in a few minutes")
             job = Job(key, list(argv), owner, kind)
             self._jobs[key] = job
             self._waiting.append(job)

@@ -29,6 +29,11 @@ def _variants_from_args(args: argparse.Namespace):
             "batch_size": args.batch_size,
             "max_length": args.max_length,
             "save_steps": args.save_steps,
+            "alpha": args.alpha,
+            "dropout": args.dropout,
+            "warmup_ratio": args.warmup_ratio,
+            "grad_accum": args.grad_accum,
+            "weight_decay": args.weight_decay,
             "early_stopping": True if args.early_stopping else None,
         }.items()
         if v is not None
@@ -133,6 +138,11 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--save-steps", type=int, default=None, help="checkpoint interval (default 25)")
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha at strength 1 (default 16; scaling alpha / rank)")
+    p.add_argument("--dropout", type=float, default=None, help="LoRA dropout (default 0.05)")
+    p.add_argument("--warmup-ratio", type=float, default=None, help="share of the steps spent warming up (default 0.03)")
+    p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
+    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0)")
     p.add_argument("--heldout", default="auto",
                    help="held-out fraction for the proof (default auto: 10%% of the rows, at least 50, at most 25%%)")
     p.add_argument("--group", default="auto", metavar="FIELD",
