@@ -259,9 +259,16 @@ def earlier_runs(shared: Shared, state: Session):
     return gr.Dropdown(names, value=state.run if state.run in names else (names[0] if names else None))
 
 
+def chosen_run(shared: Shared, state: Session, name) -> Path:
+    """The session's earlier run `name`, resolved inside its own folder."""
+    if not name:
+        raise LoraEqError("choose one of this session's runs (press List my runs)")
+    return shared.area.run_path(state, name)
+
+
 def open_run(shared: Shared, name, state: Session):
     """Follow an earlier run (progress, Compare, Proof) and list its variants to copy from."""
-    run = shared.area.run_path(state, name or "")
+    run = chosen_run(shared, state, name)
     state.run = run.name
     names = [v.name for v in RunFolder.open(run).variants]
     return progress_markdown(shared, state), gr.Dropdown(names, value=names[0] if names else None), state
@@ -269,7 +276,7 @@ def open_run(shared: Shared, name, state: Session):
 
 def continue_run(shared: Shared, name, state: Session):
     """Add the listed variants (if any) to an earlier run and train what it has not finished."""
-    run = shared.area.run_path(state, name or "")
+    run = chosen_run(shared, state, name)
     refuse_second_training(shared, state)
     folder = RunFolder.open(run)
     if state.variants:
@@ -293,7 +300,7 @@ def continue_run(shared: Shared, name, state: Session):
 
 def copy_variant(shared: Shared, name, variant, state: Session):
     """A variant's settings (as given: auto stays auto) and equalizer into the form."""
-    folder = RunFolder.open(shared.area.run_path(state, name or ""))
+    folder = RunFolder.open(chosen_run(shared, state, name))
     if not variant:
         raise LoraEqError("choose a variant of the run to copy")
     info = folder.variant(check_text("variant", variant, 100))
