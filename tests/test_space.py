@@ -122,3 +122,4 @@ def test_with_the_model_in_the_hub_cache_the_space_serves_the_app(tmp_path, spac
     labels = {c["props"].get("label") for c in config["components"]}
     assert "Equalizer (click a cell)" in labels and "Variants" in labels
     assert not any(c["props"].get("elem_id") == "startup-error" for c in config["components"])
+    assert any(Path(env["LORAEQ_RUNS_DIR"]).rglob(".session-secret"))  # the runs area is in the data folder

@@ -154,3 +154,9 @@ def test_the_cli_sets_the_same_hyperparameters(tiny_model_dir, cache_home, tmp_p
     hyper = RunFolder.open(out).variants[0].config["hyper"]
     assert (hyper["alpha"], hyper["dropout"], hyper["warmup_ratio"], hyper["grad_accum"], hyper["weight_decay"]) == \
            (4.0, 0.0, 0.1, 2, 0.01)
+    # more variants for the same run: added, then trained with whatever it has not finished
+    assert main(["train", "--resume", str(out), "--preset", "late", "--preset", "uniform", "--max-steps", "1",
+                 "--rank", "2", "--json"]) == 0
+    folder = RunFolder.open(out)
+    assert [(v.name, v.status()) for v in folder.variants] == [("uniform", "done"), ("late", "done"),
+                                                              ("uniform-2", "done")]

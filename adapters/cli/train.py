@@ -63,6 +63,10 @@ def _train(args: argparse.Namespace) -> tuple[dict, int]:
     out = Path(args.resume or args.out)
     if args.resume:
         run_status(out)  # checks it is a run folder
+        if args.sweep or args.preset:  # more variants for this run, trained with its unfinished ones
+            from ..runs import add_variants
+
+            add_variants(out, _variants_from_args(args))
     else:
         if not args.out:
             raise LoraEqError("give --out RUN_DIR (or --resume RUN_DIR)")
@@ -128,7 +132,8 @@ def register(sub) -> None:
     p.add_argument("--sweep", help="YAML/JSON file listing variants")
     p.add_argument("--preset", action="append", default=[], help="an equalizer preset; one variant each")
     p.add_argument("--out", help="run folder to create")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an existing run folder")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an existing run folder (with --sweep/--preset: add those variants to it first)")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--epochs", type=float, default=None, help="default: the auto schedule's choice for the data")
     p.add_argument("--rank", type=int, default=None, help="default: the auto schedule's choice (16)")
