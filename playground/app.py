@@ -12,7 +12,6 @@ import html
 import os
 import sys
 import time
-from pathlib import Path
 
 import gradio as gr
 
@@ -141,12 +140,10 @@ def on_space() -> bool:
 def defaults_line(model: str | None) -> str:
     """Where the base and the embedding model come from: the embedded wheels, or the Hub ids."""
     from adapters.models import resolve_source
-    from evals.similarity import embedder_source
+    from evals.similarity import HUB_ID, embedder_source
 
-    source = resolve_source(model)
-    embeddings = embedder_source()
-    embeddings = embeddings if "/" in embeddings and not Path(embeddings).exists() else "embedded all-MiniLM-L6-v2"
-    return f"base model {source.id}, embeddings {embeddings}"
+    embeddings = HUB_ID if embedder_source() == HUB_ID else "embedded all-MiniLM-L6-v2"
+    return f"base model {resolve_source(model).id}, embeddings {embeddings}"
 
 
 def unavailable_app(model: str | None, message: str) -> gr.Blocks:
