@@ -120,6 +120,8 @@ def test_without_zero_gpu_nothing_is_decorated_and_jobs_use_workers(monkeypatch,
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)  # `spaces` installed, but not a ZeroGPU Space
     assert not gpu.zero_gpu() and not gpu.prepare()
     assert gpu.run_on_gpu("train", lambda x: x + 1, 1) == 2
+    engine = object()
+    assert gpu.on_gpu(engine) is engine and list(gpu.stream_on_gpu("generate", iter, [1, 2])) == [1, 2]
     job = shared.jobs.submit("bad", ["train", "--resume", "/nonexistent/run"], kind="train")
     job = _wait(shared, "bad", timeout=60)
     assert job.process is not None and job.returncode == 2  # a worker process ran it
