@@ -380,7 +380,7 @@ def build(shared: Shared, session: gr.State) -> None:
     refresh, open_button, resume, copy = buttons
     refresh.click(handler(earlier_runs, shared), [session], earlier, api_name="earlier_runs")
     open_button.click(handler(open_run, shared), [earlier, session], [progress_box, source_variant, session],
-                      api_name="open_run")
+                      api_name="open_earlier_run")
     resume.click(handler(continue_run, shared), [earlier, session], [progress_box, variants, session],
                  api_name="continue_run")
     copy.click(handler(copy_variant, shared), [earlier, source_variant, session],

@@ -210,3 +210,15 @@ def test_a_mapped_csv_trains_from_the_web_app_and_its_web_and_cli_votes_share_on
     assert [v.verdict for v in votes] == ["pass", "fail"] and len(keys) == 1, votes
     board = {row["variant"]: row for row in (s.to_json() for s in VoteStore(run).leaderboard())}
     assert list(board) == ["mine"] and board["mine"]["votes"] == 2
+
+
+def test_every_endpoint_name_is_given_once(shared):
+    """Gradio renames a second `api_name="x"` to `x_1` silently: a client calling `/x` would reach
+    the wrong tab's handler."""
+    from collections import Counter
+
+    demo = build_app(shared)
+    names = [fn.api_name for fn in demo.fns.values() if fn.api_name and fn.api_visibility != "private"]
+    assert len(names) > 30
+    renamed = [n for n in names if n.rsplit("_", 1)[-1].isdigit() and n.rsplit("_", 1)[0] in names]
+    assert renamed == [] and [n for n, k in Counter(names).items() if k > 1] == []
