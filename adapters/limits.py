@@ -60,6 +60,7 @@ class Limits:
     text_chars: int = 2_000  # a name, a model id, a mapping, a note
     upload_bytes: int = 200 * MB  # one uploaded file
     session_bytes: int = 1 * GB  # everything one session has uploaded
+    adapter_bytes: int = 512 * MB  # one outside adapter (a zip, and what it unpacks to)
     worker_bytes: int = 0  # memory a worker process may use; 0: 80% of this machine's memory
 
     @classmethod

@@ -235,6 +235,27 @@ def use_bf16_autocast(base) -> bool:
     return cpu_has_fast_bf16()
 
 
+def _trainer_class():
+    """The Trainer with the loss computed only at labelled positions (label_loss.py), where the
+    model allows it and it runs unwrapped (under DDP the wrapper's own forward must run)."""
+    from transformers import Trainer
+
+    from .label_loss import label_only_loss, label_only_reason
+
+    class LabelLossTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs or label_only_reason(model) or self.accelerator.unwrap_model(model) is not model:
+                self.loss_is_scaled_for_ga = None
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            self.loss_is_scaled_for_ga = num_items_in_batch is not None
+            loss = label_only_loss(model, inputs, num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # as the Trainer scales a model's own loss
+            return loss
+
+    return LabelLossTrainer
+
+
 def training_arguments(variant: Variant, out: Path, base, n_examples: int):
     from transformers import TrainingArguments
 
@@ -327,7 +348,7 @@ def train_variant(
     """Train `variant` on `conversations` into `folder` (adapter files, train_log.jsonl). With
     `heldout` conversations, their loss is logged every few steps (a sample of HELDOUT_SAMPLE),
     and the variant's `early_stopping` stops on it."""
-    from transformers import PrinterCallback, Trainer
+    from transformers import PrinterCallback
 
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
@@ -352,7 +373,7 @@ def train_variant(
                 every = max(1, planned_steps(h, len(examples)) // HELDOUT_EVALS)
                 watch = _heldout_callback(folder / "train_log.jsonl", peft_model, batches, every, h.early_stopping)
                 callbacks.append(watch)
-            trainer = Trainer(
+            trainer = _trainer_class()(
                 model=peft_model,
                 args=arguments,
                 train_dataset=EncodedDataset(examples),

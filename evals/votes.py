@@ -155,8 +155,11 @@ def _check_similarity(name: str, value) -> float | None:
 class VoteStore:
     """Votes of one run folder (see the module doc); safe to share between threads."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, adapters: dict[str, str | Path] | None = None):
+        """`adapters`: outside adapters answering next to the run's variants (name -> folder), so
+        votes on their columns get a fingerprint too (outside.adapter_fingerprint)."""
         self.run_dir = Path(run_dir)
+        self.adapters = dict(adapters or {})
         if not self.run_dir.is_dir():
             raise LoraEqError(f"{self.run_dir}: no such run folder")
         self.path = self.run_dir / DB_NAME
@@ -191,6 +194,10 @@ class VoteStore:
         run = RunFolder.open(self.run_dir)
         if name == BASE:
             return "base-" + run.base_fingerprint()
+        if name in self.adapters:
+            from adapters.outside import adapter_fingerprint
+
+            return adapter_fingerprint(Path(self.adapters[name]))
         folders = run.adapters()
         if name not in folders:
             finished = ", ".join(folders) or "none"

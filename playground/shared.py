@@ -22,6 +22,7 @@ from adapters.encoder import load_base
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
 from adapters.loading import LoadedModel
+from playground import gpu
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
 
@@ -103,12 +104,14 @@ class Shared:
 
     def engine_for(self, session: Session):
         """The side-by-side engine for this session: its run's finished variants (when it has a
-        run) plus the outside adapters it added (`session.adapters`, folders the server accepted)."""
+        run) plus the outside adapters it added (`session.adapters`, folders the server accepted);
+        on ZeroGPU its generation runs inside the GPU function (`gpu.py`)."""
         run = self.run_path(session)
         if run is None and not session.adapters:
             raise LoraEqError("train a variant (Equalizer & Train) or add an adapter first")
-        return self.engines.get(run, session.adapters, model=session.model or self.default_model,
-                                precision=session.precision or self.default_precision)
+        engine = self.engines.get(run, session.adapters, model=session.model or self.default_model,
+                                  precision=session.precision or self.default_precision)
+        return gpu.on_gpu(engine)
 
     def require_run(self, session: Session, what: str = "train at least one variant first (Equalizer & Train)") -> Path:
         run = self.run_path(session)
@@ -151,21 +154,7 @@ class EngineRegistry:
 
 def _build_engine(run_dir, adapters: dict[str, str], model: str | None, precision: str):
     from adapters.engine import CompareEngine
-    from adapters.loading import load_model
-    from adapters.runfolder import RunFolder
 
     if run_dir is None:
-        return CompareEngine(load_model(model, precision), dict(adapters))
-    engine = CompareEngine.from_run(run_dir)
-    if not adapters:
-        return engine
-    run = RunFolder.open(run_dir)
-    clash = sorted(set(adapters) & set(run.adapters()))
-    if clash:
-        engine.close()
-        raise LoraEqError(f"adapter name {clash[0]!r} is already a variant of this run: choose another name")
-    base = engine.base
-    engine.close()  # the run's own engine gives its base back; one engine holds both kinds
-    combined = CompareEngine(base, {**run.adapters(), **adapters})
-    combined.run_dir = run.path
-    return combined
+        return CompareEngine.from_model(model, dict(adapters), precision=precision)
+    return CompareEngine.from_run(run_dir, adapters=dict(adapters))

@@ -15,6 +15,7 @@ from adapters.errors import LoraEqError
 from adapters.limits import check_new_tokens, check_number, check_text
 from evals.scores import score_answers
 from evals.votes import VoteStore, answer_settings
+from playground import adapter_picker
 from playground.guard import handler
 from playground.sessions import Session
 from playground.shared import Shared
@@ -40,8 +41,9 @@ def leaderboard_frame(run: Path | None) -> pd.DataFrame:
 
 
 def load_variants(shared: Shared, state: Session):
-    run = shared.require_run(state)
-    shared.engines.forget(run)  # new variants may have finished since
+    run = shared.run_path(state)  # None: the base and the added adapters alone
+    if run is not None:
+        shared.engines.forget(run)  # new variants may have finished since
     engine = shared.engine_for(state)
     names = engine.variants
     grid = pd.DataFrame(equalizer_table(engine.unit_grid(names[0]))) if names else pd.DataFrame()
@@ -67,7 +69,6 @@ def columns_for(shared: Shared, engine, variants, eq_name: str | None, grid: pd.
 
 
 def ask(shared: Shared, text, ref, variants, t, p, n, s, eq_name, grid, state: Session):
-    run = shared.require_run(state)
     text = check_text("message", text, shared.limits.prompt_chars, required=True)
     ref = check_text("reference answer", ref, shared.limits.prompt_chars)
     engine = shared.engine_for(state)
@@ -113,10 +114,11 @@ def vote(shared: Shared, i: int, verdict: str, note_text, state: Session):
         raise LoraEqError("ask something first")
     run = shared.require_run(state)
     col = last["columns"][i]
-    VoteStore(run).cast(
+    VoteStore(run, state.adapters).cast(
         last["prompt"], col["label"], verdict, settings=col["settings"],
         note=check_text("note", note_text, shared.limits.text_chars),
         similarity_reference=col["similarity_reference"], similarity_base=col["similarity_base"], answer=col["text"],
+        voter=shared.area.voter(state),
     )
     gr.Info(f"{verdict} recorded for {col['label']}")
     return leaderboard_frame(run)
@@ -129,6 +131,7 @@ def leaderboard_csv(shared: Shared, state: Session):
 
 
 def build(shared: Shared, session: gr.State) -> None:
+    adapter_picker.build(shared, session)
     with gr.Row():
         load = gr.Button("Load my run's variants")
         chosen = gr.CheckboxGroup([], label="Variants to show next to the base")

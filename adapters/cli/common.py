@@ -124,11 +124,11 @@ def read_data(args: argparse.Namespace):
     return dataset
 
 
-def refuse_classification_run(run_dir: str, command: str) -> None:
+def refuse_classification_run(run_dir: str | None, command: str) -> None:
     """A classification run (an encoder) has labels, not answers: point to `loraeq classify`."""
     from ..runfolder import RunFolder
 
-    if RunFolder.open(run_dir).task == "classification":
+    if run_dir is not None and RunFolder.open(run_dir).task == "classification":
         raise LoraEqError(f"{run_dir}: a classification run (an encoder); `loraeq {command}` needs a causal LM run: "
                           "use `loraeq classify RUN --text TEXT` or `--set FILE`")
 

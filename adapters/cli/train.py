@@ -29,6 +29,11 @@ def _variants_from_args(args: argparse.Namespace):
             "batch_size": args.batch_size,
             "max_length": args.max_length,
             "save_steps": args.save_steps,
+            "alpha": args.alpha,
+            "dropout": args.dropout,
+            "warmup_ratio": args.warmup_ratio,
+            "grad_accum": args.grad_accum,
+            "weight_decay": args.weight_decay,
             "early_stopping": True if args.early_stopping else None,
         }.items()
         if v is not None
@@ -58,6 +63,10 @@ def _train(args: argparse.Namespace) -> tuple[dict, int]:
     out = Path(args.resume or args.out)
     if args.resume:
         run_status(out)  # checks it is a run folder
+        if args.sweep or args.preset:  # more variants for this run, trained with its unfinished ones
+            from ..runs import add_variants
+
+            add_variants(out, _variants_from_args(args))
     else:
         if not args.out:
             raise LoraEqError("give --out RUN_DIR (or --resume RUN_DIR)")
@@ -146,7 +155,8 @@ def register(sub) -> None:
     p.add_argument("--sweep", help="YAML/JSON file listing variants")
     p.add_argument("--preset", action="append", default=[], help="an equalizer preset; one variant each")
     p.add_argument("--out", help="run folder to create")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an existing run folder")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an existing run folder (with --sweep/--preset: add those variants to it first)")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--epochs", type=float, default=None, help="default: the auto schedule's choice for the data")
     p.add_argument("--rank", type=int, default=None, help="default: the auto schedule's choice (16)")
@@ -156,6 +166,11 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--save-steps", type=int, default=None, help="checkpoint interval (default 25)")
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha at strength 1 (default 16; scaling alpha / rank)")
+    p.add_argument("--dropout", type=float, default=None, help="LoRA dropout (default 0.05)")
+    p.add_argument("--warmup-ratio", type=float, default=None, help="share of the steps spent warming up (default 0.03)")
+    p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
+    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0)")
     p.add_argument("--heldout", default="auto",
                    help="held-out fraction for the proof (default auto: 10%% of the rows, at least 50, at most 25%%)")
     p.add_argument("--group", default="auto", metavar="FIELD",
