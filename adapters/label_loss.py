@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .limits import LOSS_CHUNK
 from .tokenize import IGNORE
 
-CHUNK = 1024  # labelled positions whose logits exist at once
+CHUNK = LOSS_CHUNK  # labelled positions whose logits exist at once
 _LOGIT_CHANGES = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_router_logits")
 
 

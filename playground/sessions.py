@@ -146,6 +146,11 @@ class SessionArea:
         if session.run == name:
             session.run = None
 
+    def owner(self, session: Session) -> str:
+        """Who a job belongs to: the login (so one user's browsers share one training at a time),
+        else the session id (also the anonymous folder's name, which retention checks)."""
+        return f"user:{session.user}" if session.user else self.ensure_id(session)
+
     def voter(self, session: Session) -> str:
         """Who a vote is from: the login, or "anonymous:" and a short hash of the session id
         (votes can be downloaded; the id itself stays private)."""

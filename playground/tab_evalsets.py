@@ -80,7 +80,7 @@ def start(shared: Shared, file, use_heldout, style_file, style_heldout, variants
     n = check_new_tokens(n, shared.limits)
     shared.jobs.submit(job_key(run, evalset.name), job_argv(run, path, variants or [], n, bool(skip_bad), style,
                                                          state.adapters),
-                       owner=state.id, kind="evalset")
+                       owner=shared.area.owner(state), kind="evalset")
     return gr.Dropdown(list_evalsets(run) or [evalset.name], value=evalset.name), status_line(shared, state,
                                                                                             evalset.name)
 

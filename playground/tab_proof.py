@@ -60,7 +60,7 @@ def run_proof(shared: Shared, n, state: Session):
     run = shared.require_run(state, "train variants first (Equalizer & Train)")
     n = check_number("held-out rows", n if n is not None else 0, 100_000)
     argv = ["eval", str(run), "--json"] + (["--limit", str(n)] if n > 0 else [])
-    shared.jobs.submit(job_key(run), argv, owner=state.id, kind="proof")
+    shared.jobs.submit(job_key(run), argv, owner=shared.area.owner(state), kind="proof")
     return report_view(shared, state)
 
 

@@ -75,9 +75,9 @@ def resume_run(shared: Shared, name, state: Session):
     unfinished = [v["name"] for v in run_status(path)["variants"] if v["status"] != "done"]
     if not unfinished:
         raise LoraEqError(f"every variant of {name} has finished: nothing to resume")
-    if shared.jobs.active(shared.area.ensure_id(state), "train"):
+    if shared.jobs.active(shared.area.owner(state), "train"):
         raise LoraEqError("this session is already training: wait for it to finish, or cancel it")
-    shared.jobs.submit(str(path), ["train", "--resume", str(path), "--json"], owner=state.id, kind="train")
+    shared.jobs.submit(str(path), ["train", "--resume", str(path), "--json"], owner=shared.area.owner(state), kind="train")
     state.run = name
     return f"Resuming **{name}** ({', '.join(unfinished)}): follow it on the Equalizer & Train tab.", state
 

@@ -217,9 +217,10 @@ def clear_variants(state: Session):
 
 def refuse_second_training(shared: Shared, state: Session) -> None:
     """One training at a time per user (queued or running)."""
-    running = shared.jobs.active(shared.area.ensure_id(state), "train")
+    running = shared.jobs.active(shared.area.owner(state), "train")
     if running:
-        raise LoraEqError("one training at a time per user: this session is already training "
+        who = "you are" if state.user else "this session is"
+        raise LoraEqError(f"one training at a time per user: {who} already training "
                           f"({Path(running.key).name}); wait for it to finish, or press Cancel")
 
 
@@ -247,7 +248,7 @@ def start_training(shared: Shared, state: Session):
 
 
 def submit_training(shared: Shared, state: Session, run_dir: Path) -> None:
-    shared.jobs.submit(str(run_dir), ["train", "--resume", str(run_dir), "--json"], owner=state.id, kind="train")
+    shared.jobs.submit(str(run_dir), ["train", "--resume", str(run_dir), "--json"], owner=shared.area.owner(state), kind="train")
 
 
 # ---- earlier runs of this session ------------------------------------------------------------

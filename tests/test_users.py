@@ -155,6 +155,21 @@ def test_web_votes_record_the_login_or_an_anonymous_session_hash(shared, tmp_pat
     assert anonymous.startswith("anonymous:") and sid not in anonymous and len(anonymous) == len("anonymous:") + 10
 
 
+def test_one_users_two_browsers_share_one_training_at_a_time(shared):
+    from adapters.errors import LoraEqError
+    from playground.tab_train import refuse_second_training
+
+    first, second, other = Session(user="ann"), Session(user="ann"), Session()
+    assert shared.area.owner(first) == shared.area.owner(second) == "user:ann"
+    assert shared.area.owner(other) == other.id and shared.area.folder(other).name == other.id  # retention's key
+    # A job of someone else runs first (a worker takes seconds to start), so ann's stays queued meanwhile.
+    shared.jobs.submit("run-other", ["status", "/nowhere"], owner="someone", kind="train")
+    shared.jobs.submit("run-a", ["status", "/nowhere"], owner=shared.area.owner(first), kind="train")
+    with pytest.raises(LoraEqError, match="one training at a time per user: you are already training"):
+        refuse_second_training(shared, second)
+    refuse_second_training(shared, other)  # another (anonymous) session is not held up
+
+
 # ---- two users on a served app with auth ---------------------------------------------------------
 
 
