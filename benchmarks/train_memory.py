@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     summary = {"batch": BATCH, "max_length": MAX_LENGTH, "limit_gb": LIMIT_GB, "cases": results}
     if args.json:
-        print(json.dumps(summary, indent=2))
+        if __name__ == "__main__":
+            print(json.dumps(summary, indent=2))
     else:
         for r in results:
             print(f"{r['case']:>12} ({r['precision']}): loaded {r['loaded_gb']:.2f} GB, peak {r['peak_gb']:.2f} GB "
