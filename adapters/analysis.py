@@ -380,21 +380,29 @@ def analyze(
     use_cache: bool = True,
     progress: Progress | None = None,
 ) -> Analysis:
-    """Analyze the model named by `spec`. A cached analysis is returned without loading weights."""
-    from .loading import check_causal_lm, choose_precision, count_checkpoint_params, default_device, load_model
+    """Analyze the model named by `spec` (a causal LM, or an encoder with its classification head
+    outside the grid). A cached analysis is returned without loading weights."""
+    from .encoder import load_encoder, resolve_encoder_spec
+    from .loading import (
+        ENCODER_KIND, check_causal_lm, choose_precision, count_checkpoint_params, default_device, load_model, model_kind,
+    )
     from .models import fingerprint, materialize, resolve_source
 
     layer_bands(1, bands)  # reject a bad band count before any slow work
+    spec = resolve_encoder_spec(spec)
+    source = resolve_source(spec)
+    folder = materialize(source, trust_remote_code)
+    encoder = model_kind(folder) == ENCODER_KIND
     if use_cache:
         started = time.perf_counter()
-        source = resolve_source(spec)
-        folder = materialize(source, trust_remote_code)
-        check_causal_lm(folder, trust_remote_code)
+        if not encoder:
+            check_causal_lm(folder, trust_remote_code)
         choice = choose_precision(precision, count_checkpoint_params(folder), default_device())
         fp = fingerprint(source, folder)
         data = read_json(_cache_path(fp, choice.precision))
         if data:
             model = {"id": source.id, "fingerprint": fp}
             return _analysis(data, model, choice.precision, bands, 0.0, started, True)
-    loaded = load_model(spec, precision, trust_remote_code=trust_remote_code)
+    load = load_encoder if encoder else load_model
+    loaded = load(spec, precision, trust_remote_code=trust_remote_code)
     return analyze_loaded(loaded, bands, use_cache, progress)

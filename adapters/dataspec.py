@@ -23,6 +23,7 @@ FACT_FIELD = "fact_id"  # rows that are wordings of one fact carry it (the ficti
 # measured on held-out fact answers (sd of paired differences ~0.10); 12 rows (10% of 120) can
 # only detect gains above ~+0.10, and need at least 8 rows whose match changed for McNemar.
 HELDOUT_SHARE, HELDOUT_ROWS, HELDOUT_MAX_SHARE = 0.1, 50, 0.25
+TASKS = ("causal", "classification")  # chat data for a causal LM; text -> label rows for an encoder
 
 
 def heldout_fraction(rows: int) -> float:
@@ -44,10 +45,13 @@ class DataSpec:
     group: str | None = AUTO_GROUP  # a field whose rows stay together; auto: fact_id when every row has it
     seed: int = 0
     mix: DataMix = field(default_factory=DataMix)  # for variants without a mix of their own
+    task: str = "causal"  # classification: rows of text (+ text_pair) and label, for an encoder
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path:
             raise LoraEqError("the data spec needs a file path")
+        if self.task not in TASKS:
+            raise LoraEqError(f"task {self.task!r}: choose one of {', '.join(TASKS)}")
         if isinstance(self.mix, dict):
             self.mix = DataMix(**self.mix)
         if self.heldout != AUTO and (isinstance(self.heldout, bool) or not isinstance(self.heldout, (int, float))
@@ -65,6 +69,11 @@ class DataSpec:
     def load(self, tokenizer=None):
         """The validated dataset (token counts too when a tokenizer is given)."""
         from .data import load_dataset
+
+        if self.task == "classification":
+            from .data.classes import load_classification
+
+            return load_classification(self.path, self.mapping)
 
         counted = tokenizer is not None and self.max_length is not None
         return load_dataset(self.path, format=self.format, mapping=self.mapping,
@@ -111,5 +120,13 @@ def start_run(run_dir: str | Path, spec: DataSpec, variants: list[Variant], *, m
         raise LoraEqError(f"{Path(spec.path).name}: no valid row to train on ({dataset.rows_rejected} rejected)")
     split = spec.split(dataset)
     info = {**data_info(dataset, split, spec.path), "spec": spec.to_json()}
+    if spec.task == "classification":
+        from .data.classes import label_set
+        from .runfolder import PROBE
+
+        if any(v.name == PROBE for v in variants):
+            raise LoraEqError(f"variant name {PROBE!r}: taken by the linear probe of a classification run")
+
+        info["labels"] = label_set(dataset)  # fewer than 2 classes is refused here, before any model loads
     return create_run(run_dir, variants=with_mix(variants, spec.mix), split=split, data_info=info, model=model,
-                      precision=precision, bands=bands)
+                      precision=precision, bands=bands, task=spec.task)

@@ -9,7 +9,7 @@ comes, for a UI that fills N columns live; `answer` waits for the whole answers;
 answers several prompts x the columns in one batch (an eval set). Greedy answers
 are token-identical to asking each column alone; sampled answers are reproducible because every
 column samples with its own seed, derived from the settings' seed and the column's label. A
-conversation longer than the model's context loses its oldest turns (chat.trim_to_context), and
+conversation longer than the model's context loses its oldest turns (conversation.trim_to_context), and
 each answer says how many (`Answer.dropped_turns`).
 
 A column may carry a live equalizer grid (`Column.scales`): per-cell multipliers on the trained
@@ -38,7 +38,7 @@ from typing import Iterator
 
 import torch
 
-from .chat import trim_to_context
+from .conversation import trim_to_context
 from .decoding import Sampling, decode
 from .equalizer import Equalizer
 from .errors import LoraEqError
@@ -198,6 +198,8 @@ class CompareEngine:
         self.base = base
         self.tokenizer = base.tokenizer
         self.run_dir: Path | None = None  # set by from_run
+        self.outside: list[str] = []  # names of the adapters that came from outside a run (with_outside)
+        self.warnings: dict[str, list[str]] = {}  # outside adapter -> what its check noticed
         self.tmap = tuning_map(base.model)  # before wrapping: module names as the analysis knows them
         self._lock = threading.Lock()
         self._variants: dict[str, _Loaded] = {}
@@ -221,18 +223,52 @@ class CompareEngine:
         precision: str | None = None,
         device: str | None = None,
         backend: str = "auto",
+        adapters: dict[str, str | Path] | None = None,
+        allow_pickle: bool = False,
     ) -> CompareEngine:
-        """Load a run's base (in the run's precision unless given) and its finished variants."""
+        """Load a run's base (in the run's precision unless given) and its finished variants, plus
+        outside adapters (name -> folder), each checked against the base first (outside.py)."""
         from .loading import load_model
 
         run = RunFolder.open(run_dir)
         chosen = _pick_variants(run.adapters(), variants, run.path)
+        clash = sorted(set(adapters or {}) & set(run.adapters()))
+        if clash:
+            raise LoraEqError(f"adapter name {clash[0]!r} is already a variant of this run: choose another name")
         base = load_model(run.model, precision or run.precision, device=device)
         for name in chosen:
             if run.variant(name).base_fingerprint() not in (None, base.fingerprint):
                 raise LoraEqError(f"variant {name!r} was trained on a different base than {base.source.id}")
-        engine = cls(base, chosen, backend=backend)
+        engine = cls.with_outside(base, chosen, adapters or {}, backend=backend, allow_pickle=allow_pickle)
         engine.run_dir = run.path
+        return engine
+
+    @classmethod
+    def from_model(
+        cls,
+        model: str | None,
+        adapters: dict[str, str | Path],
+        *,
+        precision: str = "auto",
+        device: str | None = None,
+        backend: str = "auto",
+        allow_pickle: bool = False,
+    ) -> CompareEngine:
+        """A base (no run) with outside adapters, each checked against it first."""
+        from .loading import load_model
+
+        base = load_model(model, precision, device=device)
+        return cls.with_outside(base, {}, adapters, backend=backend, allow_pickle=allow_pickle)
+
+    @classmethod
+    def with_outside(cls, base, variants: dict, adapters: dict, *, backend: str = "auto",
+                     allow_pickle: bool = False) -> CompareEngine:
+        """An engine over `base` with trained `variants` and outside `adapters` (checked here)."""
+        from .outside import check_adapters
+
+        warnings = check_adapters(adapters, base, allow_pickle, taken=variants)
+        engine = cls(base, {**variants, **adapters}, backend=backend)
+        engine.outside, engine.warnings = list(adapters), warnings
         return engine
 
     def _load(self, model, adapters: dict[str, str | Path]):
@@ -298,7 +334,8 @@ class CompareEngine:
         return self._variants[self._check_variant(variant)].folder
 
     def info(self) -> dict:
-        return {**self.base.info(), "variants": self.variants, "backend": self.backend}
+        return {**self.base.info(), "variants": self.variants, "outside": list(self.outside),
+                "warnings": dict(self.warnings), "backend": self.backend}
 
     def _check_variant(self, name: str) -> str:
         if name not in self._variants:
@@ -436,7 +473,7 @@ def conversation(message: str, history: list[dict] | None, system: str | None) -
 
 def fit_prompt(tokenizer, messages: list[dict], limit: int | None, reserve: int) -> tuple[list[int], int]:
     """A conversation's prompt ids, its oldest turns dropped until it fits `limit` tokens with
-    `reserve` new ones (chat.trim_to_context), and how many turns were dropped."""
+    `reserve` new ones (conversation.trim_to_context), and how many turns were dropped."""
     from .tokenize import encode_prompt
 
     if limit is None:

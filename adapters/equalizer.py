@@ -348,6 +348,7 @@ def compile_lora_config(
     rank: int = 8,
     alpha: float = 16,
     dropout: float = 0.05,
+    task_type: str = "CAUSAL_LM",
     **extra,
 ):
     """The `peft.LoraConfig` for this equalizer on the model described by `tmap` (pure: reads no model).
@@ -359,7 +360,8 @@ def compile_lora_config(
     The most common cell rank / alpha become `r` / `lora_alpha`; the others go into `rank_pattern`
     / `alpha_pattern` as anchored regexes over full module names (one key per distinct value).
     Every target and key is checked against the model's module names with PEFT's own matching,
-    since PEFT silently ignores a key that matches nothing. `extra` goes to LoraConfig as is.
+    since PEFT silently ignores a key that matches nothing. `task_type` is CAUSAL_LM, or SEQ_CLS for
+    an encoder's classifier (with its head in `modules_to_save`). `extra` goes to LoraConfig as is.
     """
     from peft import LoraConfig, TaskType
 
@@ -376,7 +378,7 @@ def compile_lora_config(
         target_modules=_names_regex(tmap, list(ranks)),
         rank_pattern=_pattern(tmap, ranks, default_rank),
         alpha_pattern=_pattern(tmap, alphas, default_alpha),
-        task_type=TaskType.CAUSAL_LM,
+        task_type=TaskType(task_type),
     )
     if all(c.kind == "Conv1D" for c in tmap.cells):
         kwargs["fan_in_fan_out"] = True  # GPT-2 style weights are (in, out); PEFT would warn and flip it

@@ -60,6 +60,7 @@ class Limits:
     text_chars: int = 2_000  # a name, a model id, a mapping, a note
     upload_bytes: int = 200 * MB  # one uploaded file
     session_bytes: int = 1 * GB  # everything one session has uploaded
+    adapter_bytes: int = 512 * MB  # one outside adapter (a zip, and what it unpacks to)
     worker_bytes: int = 0  # memory a worker process may use; 0: 80% of this machine's memory
 
     @classmethod
@@ -170,24 +171,62 @@ class MemoryEstimate:
         return self.base + self.lora + self.activations
 
 
+ACTIVATION_BUDGET_ENV = "LORAEQ_ACTIVATION_BUDGET_GB"
+ACTIVATION_BUDGET_GB = 3.0  # above this estimate, training recomputes each layer's activations instead
+LOSS_CHUNK = 1024  # labelled positions whose logits exist at once (label_loss.py)
+
+
+def _sizes(config) -> tuple[int, int, int, int]:
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1024)
+    inner = getattr(config, "intermediate_size", None) or 4 * hidden
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 12)
+    return hidden, inner, layers, getattr(config, "vocab_size", 32_000)
+
+
+def activation_bytes(config, tokens: int, checkpointing: bool = False) -> int:
+    """Activations kept for the backward pass of one batch of `tokens` tokens: a decoder layer keeps
+    ~16 hidden-sized and ~6 MLP-sized fp32 values per token (with checkpointing, only its input,
+    and one layer's worth while it is recomputed); the output layer's logits exist for one chunk
+    of labelled positions at a time, 3 vocabulary-sized values each."""
+    hidden, inner, layers, vocab = _sizes(config)
+    layer = 4 * (16 * hidden + 6 * inner)
+    kept = tokens * (layers * 4 * hidden + layer) if checkpointing else tokens * layers * layer
+    return kept + min(tokens, LOSS_CHUNK) * 12 * vocab
+
+
+def activation_budget() -> float:
+    raw = os.environ.get(ACTIVATION_BUDGET_ENV)
+    if raw is None:
+        return ACTIVATION_BUDGET_GB * GB
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:
+        raise LoraEqError(f"{ACTIVATION_BUDGET_ENV}={raw!r}: give the activation budget in GB, e.g. 2 or 0.5")
+    return value * GB
+
+
+def needs_checkpointing(config, tokens: int) -> bool:
+    """Whether a batch of `tokens` tokens trains with activation checkpointing: only when its
+    activations would pass the budget (checkpointing recomputes each layer's forward, ~a third more
+    compute, to keep a fraction of the memory)."""
+    return activation_bytes(config, tokens) > activation_budget()
+
+
 def training_memory(cells: list[dict], equalizer, hyper, base_bytes: int, config, longest: int | None = None
                     ) -> MemoryEstimate:
     """A rough upper estimate of a training worker's memory: the base, the LoRA parameters with
     their gradients and Adam state (16 bytes each), and activations for a batch of the longest
-    example (a decoder layer keeps ~16 hidden-sized and ~6 MLP-sized fp32 values per token;
-    the output layer 3 vocabulary-sized ones)."""
+    example (`activation_bytes`, with checkpointing where training would use it)."""
     params = 0
     for cell in cells:
         strength = equalizer.strength(cell["layer"], cell["role"])
         if strength > 0:
             params += max(1, round(hyper.rank * strength)) * (cell["in_features"] + cell["out_features"])
     tokens = hyper.batch_size * min(hyper.max_length, longest or hyper.max_length)
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1024)
-    inner = getattr(config, "intermediate_size", None) or 4 * hidden
-    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 12)
-    vocab = getattr(config, "vocab_size", 32_000)
-    per_token = 4 * (layers * (16 * hidden + 6 * inner) + 3 * vocab)
-    return MemoryEstimate(base=int(base_bytes), lora=16 * params, activations=tokens * per_token)
+    activations = activation_bytes(config, tokens, needs_checkpointing(config, tokens))
+    return MemoryEstimate(base=int(base_bytes), lora=16 * params, activations=activations)
 
 
 def check_training_memory(estimate: MemoryEstimate, limits: Limits, available: int | None = None) -> None:

@@ -7,6 +7,7 @@ otherwise the fastest full precision this CPU has; the choice comes with its rea
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ PRECISIONS = ("auto", "nf4", "bf16", "fp32")
 _DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 # Full precision must leave this much head room in free memory (activations, optimizer, UI).
 _FIT_MARGIN = 1.5
+CAUSAL_KIND, ENCODER_KIND = "causal", "encoder"  # what a base is: a causal LM, or an encoder (encoder.py)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class LoadedModel:
     device: str
     load_seconds: float
     memory_bytes: int
+    kind: str = CAUSAL_KIND
+    labels: list[str] | None = None  # an encoder's class names, in the head's order
 
     def info(self) -> dict:
         return {
@@ -129,6 +133,21 @@ def quantization_config(device: str):
     )
 
 
+def model_kind(folder: Path) -> str:
+    """`encoder` when the folder holds a bidirectional encoder (a masked-LM family with a
+    sequence-classification class: BERT, RoBERTa, DeBERTa-v2, ModernBERT, ...), else `causal`."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
+    raw = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    kind = raw.get("model_type")
+    causal = any(a and a.endswith(("ForCausalLM", "LMHeadModel")) for a in raw.get("architectures") or [])
+    encoder = kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES and kind in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    return ENCODER_KIND if encoder and not causal and not raw.get("is_encoder_decoder") else CAUSAL_KIND
+
+
 def check_causal_lm(folder: Path, trust_remote_code: bool):
     """The model's config, or a clear error when it is not a causal language model."""
     import json
@@ -154,6 +173,9 @@ def check_causal_lm(folder: Path, trust_remote_code: bool):
     # A BERT checkpoint maps to BertLMHeadModel, but a saved BertModel/BertForMaskedLM is an encoder.
     architectures = raw.get("architectures") or [causal_class]
     if causal_class is None or not any(a and a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        if model_kind(folder) == ENCODER_KIND:
+            raise LoraEqError(f"{folder}: a {config.model_type!r} encoder, not a causal language model; "
+                              "encoders train classifiers (loraeq train --task classification)")
         what = ", ".join(a for a in architectures if a) or "no AutoModelForCausalLM"
         raise LoraEqError(
             f"{folder}: a {config.model_type!r} model ({what}) is not a causal language model"

@@ -32,6 +32,7 @@ CANCEL_FILE = "cancel"
 SPLITS = ("train", "heldout")
 REPORT_FILES = ("report.json", "report.md", "report.html")
 BASE = "base"  # the label of the original model's column (answers, votes)
+PROBE = "probe"  # a classification run's base: the frozen encoder with only its head trained
 
 
 def derived_seed(seed: int, label: str) -> int:
@@ -184,6 +185,16 @@ class RunFolder:
         return self.plan.get("bands", DEFAULT_BANDS)
 
     @property
+    def task(self) -> str:
+        """`causal` (chat data, a causal LM) or `classification` (labels, an encoder)."""
+        return self.plan.get("task", "causal")
+
+    @property
+    def labels(self) -> list[str]:
+        """A classification run's labels, in the classifier's output order ([] for a causal run)."""
+        return list(self.data.get("labels") or [])
+
+    @property
     def data(self) -> dict:
         return self.plan.get("data", {})
 
@@ -191,6 +202,12 @@ class RunFolder:
     def variants(self) -> list[VariantInfo]:
         """Every planned variant, in the run's order."""
         return [VariantInfo(e["name"], self.path / e["folder"], e["config"]) for e in self.plan.get("variants", [])]
+
+    def columns(self) -> list[VariantInfo]:
+        """What trains, in order: a classification run's linear probe (its base) first, then the variants."""
+        if self.task != "classification":
+            return self.variants
+        return [VariantInfo(PROBE, self.path / PROBE, {"name": PROBE})] + self.variants
 
     def variant(self, name: str) -> VariantInfo:
         for v in self.variants:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .cache import write_json_atomic
 from .errors import LoraEqError
-from .runfolder import CANCEL_FILE, RUN_FILE, RunFolder, VariantInfo, split_path
+from .runfolder import CANCEL_FILE, PROBE, RUN_FILE, RunFolder, VariantInfo, split_path
 from .runtime import is_main_process, process_rank
 from .variants import DEFAULT_BANDS, Variant, safe_name
 
@@ -50,8 +50,10 @@ def create_run(
     model: str | None,
     precision: str,
     bands: int = DEFAULT_BANDS,
+    task: str = "causal",
 ) -> dict:
-    """Write a new run folder, or check that an existing one is this same run (to resume it)."""
+    """Write a new run folder, or check that an existing one is this same run (to resume it).
+    `task` is `causal` (chat data, a causal LM) or `classification` (labels, an encoder: classify.py)."""
     run_dir = Path(run_dir)
     names: set[str] = set()
     folders = []
@@ -63,6 +65,7 @@ def create_run(
         "model": model,
         "precision": precision,
         "bands": bands,
+        "task": task,
         "data": data_info,
         "variants": [{"name": v.name, "folder": f, "config": v.to_json()} for v, f in zip(variants, folders)],
     }
@@ -87,6 +90,27 @@ def create_run(
     plan["created"] = time.time()
     write_json_atomic(run_dir / RUN_FILE, plan)
     return plan
+
+
+def add_variants(run_dir: Path, variants: list[Variant]) -> list[str]:
+    """Append variants to an existing run (they train when it is resumed), each named apart from
+    the run's own; returns their names. Refused while a queue trains the run."""
+    run = RunFolder.open(run_dir)
+    with run_lock(run.path):
+        plan = dict(run.plan)
+        taken = {e["folder"] for e in plan["variants"]} | {e["name"] for e in plan["variants"]}
+        if run.task == "classification":
+            taken.add(PROBE)  # the linear probe's column and folder
+        added = []
+        for v in variants:
+            name = safe_name(v.name, taken)
+            taken.add(name)
+            added.append({"name": name, "folder": name, "config": Variant(name, v.equalizer, v.hyper, v.mix).to_json()})
+        for entry in added:
+            set_status(run.path / entry["folder"], "queued")
+        plan["variants"] = [*plan["variants"], *added]
+        write_json_atomic(run.path / RUN_FILE, plan)
+    return [e["name"] for e in added]
 
 
 def _wait_for_plan(run_dir: Path, timeout: float = 600.0) -> dict:
@@ -248,7 +272,7 @@ def run_status(run_dir: Path) -> dict:
     """Where every variant of a run stands, with its last progress record (for UIs that poll)."""
     run = RunFolder.open(run_dir)
     variants = []
-    for v in run.variants:
+    for v in run.columns():
         log = v.log()
         steps = [r for r in log if "loss" in r]
         variants.append(

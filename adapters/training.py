@@ -21,6 +21,7 @@ import torch
 
 from .cache import write_json_atomic
 from .errors import LoraEqError
+from .limits import ACTIVATION_BUDGET_ENV, needs_checkpointing
 from .runfolder import read_log  # noqa: F401  (re-exported: the reader of the log written here)
 from .runtime import is_main_process
 from .tokenize import IGNORE, Encoded, encode_chat
@@ -235,6 +236,48 @@ def use_bf16_autocast(base) -> bool:
     return cpu_has_fast_bf16()
 
 
+def _trainer_class(log_path: Path):
+    """The Trainer with the loss computed only at labelled positions (label_loss.py), where the
+    model allows it and it runs unwrapped (under DDP the wrapper's own forward must run), and with
+    activation checkpointing for exactly the batches whose activations would pass the budget
+    (limits.needs_checkpointing): the rest keep the faster path."""
+    from transformers import Trainer
+
+    from .label_loss import label_only_loss, label_only_reason
+
+    class LabelLossTrainer(Trainer):
+        checkpointed = 0  # batches trained with recomputed activations
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            self._fit_activations(inputs["input_ids"])
+            if return_outputs or label_only_reason(model) or self.accelerator.unwrap_model(model) is not model:
+                self.loss_is_scaled_for_ga = None
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            self.loss_is_scaled_for_ga = num_items_in_batch is not None
+            loss = label_only_loss(model, inputs, num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # as the Trainer scales a model's own loss
+            return loss
+
+        def _fit_activations(self, input_ids) -> None:
+            inner = self.accelerator.unwrap_model(self.model)
+            inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+            want = inner.training and needs_checkpointing(inner.config, input_ids.numel())
+            if want == inner.is_gradient_checkpointing:
+                return
+            if want:
+                inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                if not self.checkpointed:
+                    _append(log_path, {"event": "activation_checkpointing", "step": self.state.global_step, "reason": (
+                        f"a batch of {input_ids.shape[0]} x {input_ids.shape[1]} tokens would keep more activations "
+                        f"than the budget ({ACTIVATION_BUDGET_ENV}): its layers' are recomputed")})
+                self.checkpointed += 1
+            else:
+                inner.gradient_checkpointing_disable()
+
+    return LabelLossTrainer
+
+
 def training_arguments(variant: Variant, out: Path, base, n_examples: int):
     from transformers import TrainingArguments
 
@@ -327,7 +370,7 @@ def train_variant(
     """Train `variant` on `conversations` into `folder` (adapter files, train_log.jsonl). With
     `heldout` conversations, their loss is logged every few steps (a sample of HELDOUT_SAMPLE),
     and the variant's `early_stopping` stops on it."""
-    from transformers import PrinterCallback, Trainer
+    from transformers import PrinterCallback
 
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
@@ -352,7 +395,7 @@ def train_variant(
                 every = max(1, planned_steps(h, len(examples)) // HELDOUT_EVALS)
                 watch = _heldout_callback(folder / "train_log.jsonl", peft_model, batches, every, h.early_stopping)
                 callbacks.append(watch)
-            trainer = Trainer(
+            trainer = _trainer_class(folder / "train_log.jsonl")(
                 model=peft_model,
                 args=arguments,
                 train_dataset=EncodedDataset(examples),
@@ -377,6 +420,8 @@ def train_variant(
     finally:
         detach_lora(peft_model)
         base.model.requires_grad_(False)
+        if base.model.is_gradient_checkpointing:
+            base.model.gradient_checkpointing_disable()
     seconds = time.perf_counter() - started
     return VariantResult(
         name=variant.name,

@@ -4,7 +4,7 @@
 
 On the embedded SmolLM2-135M with four adapters (equalizer presets, random non-zero B factors, as
 compare_speed.py makes them), base + 4 variants answer a 4-turn conversation greedily in one
-batched call per turn, each column from its own history (adapters/chat.py `respond`). The 4th turn
+batched call per turn, each column from its own history (adapters/conversation.py `respond`). The 4th turn
 is timed against one single-turn ask whose one message is cut to the same prompt length in tokens
 (the mean over the columns of the 4th turn's prompt), with the same columns and settings. The
 figure is seconds per generated token (all columns' tokens together); `ratio` = multi-turn /
@@ -55,7 +55,7 @@ def single_turn_message(tokenizer, length: int) -> str:
 def main(argv=None) -> dict:
     from compare_speed import random_adapters
 
-    from adapters.chat import Conversation, respond
+    from adapters.conversation import Conversation, respond
     from adapters.decoding import Sampling
     from adapters.engine import CompareEngine
     from adapters.loading import load_model

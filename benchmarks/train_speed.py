@@ -165,6 +165,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8, help="timed steps per run (after 2 warm-up steps)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS run at batch 8 x 512")
     p.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -182,6 +183,13 @@ def main() -> None:
         "load_average": os.getloadavg()[0],
         "rounds": rounds,
     }
+    if not args.no_memory:  # peak RSS of our training at batch 8 x 512 tokens (train_memory.py, its own process)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from train_memory import LIMIT_GB
+        from train_memory import main as memory
+
+        peak = memory(["--steps", "2", "--cases", "default", "--json"])["cases"][0]["peak_gb"]
+        result.update(peak_rss_gb_8x512=round(peak, 2), peak_rss_limit_gb=LIMIT_GB)
     if args.json:
         print(json.dumps(result))
     else:

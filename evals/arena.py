@@ -36,7 +36,7 @@ from typing import Iterator
 
 import numpy as np
 
-from adapters.chat import Conversation
+from adapters.conversation import Conversation
 from adapters.errors import LoraEqError
 
 from .votes import DB_NAME, VoteStore, _write
@@ -105,8 +105,9 @@ class Rating:
 class BattleStore:
     """Battles of one run folder, in its votes database (see the module doc); safe to share between threads."""
 
-    def __init__(self, run_dir: str | Path):
-        self.votes = VoteStore(run_dir)  # creates the database (and upgrades an old one) first
+    def __init__(self, run_dir: str | Path, adapters: dict[str, str | Path] | None = None):
+        """`adapters`: outside adapters that may battle next to the run's variants (as VoteStore takes them)."""
+        self.votes = VoteStore(run_dir, adapters)  # creates the database (and upgrades an old one) first
         self.path = self.votes.run_dir / DB_NAME
         with self._connect() as conn, _write(conn):
             conn.execute(_SCHEMA)

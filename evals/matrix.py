@@ -227,3 +227,20 @@ def list_evalsets(run_dir: str | Path) -> list[str]:
     """Names of the eval sets a run has results (or a job) for."""
     root = Path(run_dir) / EVALSETS
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def evalset_results(run_dir: str | Path, seed: int = 0) -> list[dict]:
+    """Every finished eval set of a run, summarized with the user's cell overrides (votes) applied:
+    what the proof report shows next to the held-out statistics."""
+    out = []
+    for name in list_evalsets(run_dir):
+        folder = EvalFolder(evalset_dir(run_dir, name))
+        if folder.status().get("status") != "done" or not (folder.path / SUMMARY).is_file():
+            continue
+        summary = folder.summary()
+        cells = apply_votes(folder.cells(), VoteStore(run_dir))
+        columns = summarize(cells, [c["name"] for c in summary.get("columns", [])] or None, seed)
+        out.append({"name": summary.get("name") or name, "prompts": summary.get("prompts"), "cells": len(cells),
+                    "columns": columns, "unsupported": summary.get("unsupported", []),
+                    "notes": summary.get("notes", []), "probes": summary.get("probes", [])})
+    return out

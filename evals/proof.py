@@ -35,6 +35,7 @@ from adapters.tokenize import Encoded, encode_chat, encode_prompt
 from .adapter_set import BASE, AdapterSet, load_adapter_set, release
 from .losses import Divergence, Scores, score
 from .matching import matches
+from .matrix import evalset_results
 from .stats import min_detectable_difference, min_k_prob, roc_auc
 from .verdict import Evidence, Matches, Paired, Thresholds, Verdict, decide
 
@@ -160,6 +161,7 @@ class Report:
     notes: list[str] = field(default_factory=list)  # e.g. held-out rows that could not be measured
     seconds: dict = field(default_factory=dict)
     base_matched: list[bool] = field(default_factory=list)
+    evalsets: list[dict] = field(default_factory=list)  # the run's finished eval sets (matrix.evalset_results)
 
     def __post_init__(self) -> None:
         n = len(self.rows)
@@ -192,6 +194,7 @@ class Report:
                                            self.base_heldout_losses, self.base_matched or [False] * len(self.rows))
             ],
             "seconds": self.seconds,
+            "evalsets": self.evalsets,
         }
 
 
@@ -380,6 +383,7 @@ def evaluate_run(
         variants=variants,
         skipped=skipped,
         notes=notes,
+        evalsets=evalset_results(run_dir, seed),
     )
     report.seconds = dict(clock.laps)
     if write:

@@ -123,6 +123,89 @@ def power_line(data: dict) -> str:
                    "data allows) before trusting a verdict of no change.")
 
 
+def _rate_text(stats: dict | None) -> str:
+    if not stats or not stats.get("total"):
+        return "no verdict"
+    lo, hi = stats["ci"]
+    return f"{stats['passed']}/{stats['total']} ({stats['pass_rate']:.0%}, 95% CI {lo:.0%}-{hi:.0%})"
+
+
+def evalset_lines(data: dict) -> list[str]:
+    """Per eval set and variant: its pass rate against the base's, with the exact McNemar p (and the
+    style checks' rate when the set has some), in words."""
+    lines = []
+    for es in data.get("evalsets", []):
+        base = next((c for c in es["columns"] if c["name"] == "base"), None)
+        for col in es["columns"]:
+            if col["name"] == "base":
+                continue
+            line = f"eval set {es['name']}: {col['name']} passes {_rate_text(col)}"
+            if base is not None:
+                line += f" vs the base's {_rate_text(base)}"
+                if col.get("mcnemar_p") is not None:
+                    line += f", {format_p(col['mcnemar_p'])}"
+            style, base_style = col.get("by_check", {}).get("style"), (base or {}).get("by_check", {}).get("style")
+            if style:
+                line += f"; style {_rate_text(style)}"
+                if base_style:
+                    line += f" vs {_rate_text(base_style)}"
+                if style.get("mcnemar_p") is not None:
+                    line += f", {format_p(style['mcnemar_p'])}"
+            lines.append(line)
+    return lines
+
+
+_EVAL_HEAD = ["column", "pass rate", "mean similarity", "McNemar p vs base", "style", "overrides"]
+
+
+def evalset_rows(es: dict) -> list[list[str]]:
+    rows = []
+    for col in es["columns"]:
+        sim = col.get("mean_similarity")
+        ci = col.get("similarity_ci")
+        rows.append([
+            col["name"], _rate_text(col),
+            "" if sim is None else f"{sim:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
+            "" if col.get("mcnemar_p") is None else format_p(col["mcnemar_p"]),
+            _rate_text(col["by_check"]["style"]) if "style" in col.get("by_check", {}) else "",
+            str(col.get("overrides", 0)),
+        ])
+    return rows
+
+
+def _evalset_markdown(data: dict) -> list[str]:
+    sets = data.get("evalsets", [])
+    if not sets:
+        return []
+    lines = ["", "## Eval sets", "",
+             "Each cell passes when all its checks pass (or as the user overrode it); the pass rate's interval is "
+             "Wilson's, the p-value an exact McNemar test against the base on the same prompts."]
+    for es in sets:
+        lines += ["", f"### {_md(es['name'])} ({es['prompts']} prompts, {es['cells']} cells)", "",
+                  "| " + " | ".join(_EVAL_HEAD) + " |", "|" + "---|" * len(_EVAL_HEAD),
+                  *["| " + " | ".join(_md(c) for c in row) + " |" for row in evalset_rows(es)]]
+        lines += [f"- not run: `{_md(u['type'])}` in test {_md(u['test'])} ({_md(u['reason'])})"
+                  for u in es.get("unsupported", [])]
+        lines += [f"- note: {_md(n)}" for n in es.get("notes", [])]
+    return lines
+
+
+def _evalset_html(data: dict) -> str:
+    e = html.escape
+    sets = data.get("evalsets", [])
+    if not sets:
+        return ""
+    out = ["<h2>Eval sets</h2><p>A cell passes when all its checks pass (or as the user overrode it); the "
+           "interval is Wilson's, the p-value an exact McNemar test against the base on the same prompts.</p>"]
+    for es in sets:
+        out.append(f"<h3>{e(es['name'])} ({es['prompts']} prompts, {es['cells']} cells)</h3><table><tr>")
+        out += [f"<th>{e(h)}</th>" for h in _EVAL_HEAD] + ["</tr>"]
+        out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in evalset_rows(es)]
+        out.append("</table>")
+        out += [f"<p>note: {e(n)}</p>" for n in es.get("notes", [])]
+    return "".join(out)
+
+
 # ---- markdown --------------------------------------------------------------------------------
 
 
@@ -136,6 +219,7 @@ def render_markdown(data: dict) -> str:
         "## In short",
         "",
         *[f"- **{line}**" for line in headlines(data)],
+        *[f"- {line}" for line in evalset_lines(data)],
         "",
         power_line(data),
         "",
@@ -153,6 +237,8 @@ def render_markdown(data: dict) -> str:
         "",
         "Losses are mean negative log-likelihoods of the assistant tokens (per example, then averaged); "
         "train loss is on a sample of the rows each variant trained on, as many as the held-out rows.",
+        "",
+        *_evalset_markdown(data),
         "",
         "## Rules",
         "",
@@ -200,6 +286,7 @@ def render_html(data: dict) -> str:
         "<h2>In short</h2><ul>",
         *[f"<li class='{_CLASS.get(v['verdict'], '')}'><b>{e(v['name'])}</b>: {e(v['headline'])} — "
           f"<b>{e(v['verdict'])}</b></li>" for v in data["variants"]],
+        *[f"<li>{e(line)}</li>" for line in evalset_lines(data)],
         f"</ul><p>{e(power_line(data))}</p>",
         "<h2>Verdicts</h2><ul>",
         *[f"<li class='{_CLASS.get(v['verdict'], '')}'><b>{e(v['name'])}</b>: {e(v['verdict_line'])}</li>"
@@ -208,7 +295,7 @@ def render_html(data: dict) -> str:
         *[f"<li>note: {e(n)}</li>" for n in data["notes"]],
         "</ul><h2>Numbers</h2><table><tr>", *[f"<th>{e(c)}</th>" for c in _HEAD], "</tr>",
         *["<tr>" + "".join(f"<td>{e(_cell(r.get(c)))}</td>" for c in _HEAD) + "</tr>" for r in summary_rows(data)],
-        "</table><h2>Plots</h2>",
+        "</table>", _evalset_html(data), "<h2>Plots</h2>",
         _figure(loss_curves(data), "Training loss per variant (train_log.jsonl), and the held-out loss measured "
                                    "during training (dashed)."),
         _figure(similarity_scatter(data), "Held-out similarity to the reference, per example: base (x) vs variant "

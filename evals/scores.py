@@ -127,7 +127,7 @@ def compare(
 
 def score_turn(turn, sampling, *, reference: str | None = None, system: str | None = None,
                embed_fn: Embed = embed) -> None:
-    """Fill in the scores and vote settings of a finished chat turn's replies (adapters.chat.Turn):
+    """Fill in the scores and vote settings of a finished chat turn's replies (adapters.conversation.Turn):
     similarity to the base's reply (the column labelled "base") and to `reference`."""
     from adapters.runfolder import BASE
 

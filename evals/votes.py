@@ -1,7 +1,7 @@
 """Votes and the leaderboard: the user's pass / fail on each answer, kept in the run folder.
 
 A vote says pass or fail (with an optional note) on one answer: a prompt (in a chat, the
-column's conversation so far: `adapters.chat.conversation_key`, the message alone on a first
+column's conversation so far: `adapters.conversation.conversation_key`, the message alone on a first
 turn), a column (variant, or "variant@eq" for a live-scaled view) and the settings it was
 produced with (`answer_settings`: the one schema of the web app and the CLI, so one answer is
 one key), stamped with the
@@ -158,8 +158,11 @@ def _check_similarity(name: str, value) -> float | None:
 class VoteStore:
     """Votes of one run folder (see the module doc); safe to share between threads."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, adapters: dict[str, str | Path] | None = None):
+        """`adapters`: outside adapters answering next to the run's variants (name -> folder), so
+        votes on their columns get a fingerprint too (outside.adapter_fingerprint)."""
         self.run_dir = Path(run_dir)
+        self.adapters = dict(adapters or {})
         if not self.run_dir.is_dir():
             raise LoraEqError(f"{self.run_dir}: no such run folder")
         self.path = self.run_dir / DB_NAME
@@ -194,6 +197,10 @@ class VoteStore:
         run = RunFolder.open(self.run_dir)
         if name == BASE:
             return "base-" + run.base_fingerprint()
+        if name in self.adapters:
+            from adapters.outside import adapter_fingerprint
+
+            return adapter_fingerprint(Path(self.adapters[name]))
         folders = run.adapters()
         if name not in folders:
             finished = ", ".join(folders) or "none"

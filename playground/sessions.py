@@ -3,7 +3,9 @@
 A session id is issued by the server (128 random bits), never chosen by a client. The browser
 keeps it across reloads as a token signed with a server secret (HMAC-SHA256), so a page can
 restore only a session it was given. A session's files live in its own folder under the runs
-area; its runs are named by the server (`run-<time>-<random>`, never reused) and a client
+area: `ROOT/<session id>/` for an anonymous session, `ROOT/users/<login>/` once the server has
+seen a login (--auth or Hugging Face OAuth; taken from the request, never from what a page
+sends), so a logged-in user finds their runs from any browser. Its runs are named by the server (`run-<time>-<random>`, never reused) and a client
 names a run only by that name, which is resolved inside the session's folder and refused if it
 leads anywhere else. This module does not serve files (`downloads.py`) or decide limits
 (`adapters/limits.py`).
@@ -17,17 +19,20 @@ import os
 import random
 import re
 import secrets
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.chat import Conversation
+from adapters.conversation import Conversation
 from adapters.errors import LoraEqError
 from evals.arena import BattleRound
 
 SESSION_ID = re.compile(r"^[a-f0-9]{32}$")
 RUN_NAME = re.compile(r"^run-\d{8}-\d{6}-[a-f0-9]{6}$")
 SECRET_FILE = ".session-secret"
+USERS = "users"  # ROOT/users/<login>/: logged-in users' folders (never removed by retention)
+_PLAIN_LOGIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Session:
     """One browser session's own work (a `gr.State` value: kept on the server)."""
 
     id: str | None = None  # issued on first use: the initial State value is one copy shared by all
+    user: str | None = None  # the login the server saw on this page's requests; None: anonymous
     model: str | None = None
     precision: str = "auto"
     data: dict | None = None  # {"path", "format", "mapping", "max_length"} of the validated file
@@ -47,6 +53,7 @@ class Session:
     chat: Conversation | None = None  # the Compare tab's conversation: shared user turns, each column's replies
     battle: BattleRound | None = None  # the blind battle in progress (or just decided)
     battle_rng: random.Random | None = None  # draws battle pairs; made on first use (never shared between sessions)
+    classified: dict | None = None  # the last text the Classify tab labelled, for votes on its columns
 
 
 class SessionArea:
@@ -90,7 +97,9 @@ class SessionArea:
     # ---- files ----------------------------------------------------------------------------------
 
     def folder(self, session: Session, create: bool = True) -> Path:
-        path = self.root / self.ensure_id(session)
+        """The session's own folder: its user's when logged in, else its session id's."""
+        sid = self.ensure_id(session)
+        path = self.root / USERS / user_folder_name(session.user) if session.user else self.root / sid
         if create:
             path.mkdir(parents=True, exist_ok=True)
         return path
@@ -135,8 +144,47 @@ class SessionArea:
         """The session's run names, oldest first."""
         return sorted(p.name for p in self.folder(session).iterdir() if p.is_dir() and RUN_NAME.match(p.name))
 
+    def delete_run(self, session: Session, name: str) -> None:
+        """Remove one of the session's own runs (resolved inside its folder, as `run_path` does)."""
+        path = self.run_path(session, name)
+        shutil.rmtree(path)
+        if session.run == name:
+            session.run = None
+
+    def owner(self, session: Session) -> str:
+        """Who a job belongs to: the login (so one user's browsers share one training at a time),
+        else the session id (also the anonymous folder's name, which retention checks)."""
+        return f"user:{session.user}" if session.user else self.ensure_id(session)
+
+    def voter(self, session: Session) -> str:
+        """Who a vote is from: the login, or "anonymous:" and a short hash of the session id
+        (votes can be downloaded; the id itself stays private)."""
+        if session.user:
+            return session.user
+        return "anonymous:" + hashlib.sha256(self.ensure_id(session).encode()).hexdigest()[:10]
+
     def uploaded_bytes(self, session: Session) -> int:
         return sum(p.stat().st_size for p in self.uploads(session).iterdir() if p.is_file())
+
+
+def login_name(username: str | None, oauth_username: str | None = None) -> str | None:
+    """The login a request carries: the Hugging Face OAuth profile's name, else the --auth
+    username Gradio checked; None when anonymous."""
+    name = oauth_username or username
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise LoraEqError("this login name cannot be used: log in again")
+    return name
+
+
+def user_folder_name(login: str) -> str:
+    """A login as a folder name: itself when it is a plain name (letters, digits, _ . -), else
+    a readable part and a hash of the whole, so two logins never share a folder."""
+    if _PLAIN_LOGIN.match(login) and login not in (".", ".."):
+        return login
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", login)[:40].strip(".") or "user"
+    return f"{readable}+{hashlib.sha256(login.encode()).hexdigest()[:12]}"  # "+" is never in a plain name
 
 
 def _secret(path: Path) -> bytes:

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.analysis import Analysis, analyze_loaded
+from adapters.encoder import load_base
 from adapters.errors import LoraEqError
 from adapters.decoding import Sampling
 from adapters.limits import Limits, check_new_tokens, check_number
-from adapters.loading import LoadedModel, load_model
+from adapters.loading import LoadedModel
+from playground import gpu
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
 
@@ -46,7 +48,7 @@ class ModelRegistry:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            model = load_model(spec, precision)
+            model = load_base(spec, precision)  # a causal LM or an encoder
             loaded = Loaded(model, analyze_loaded(model))
             self._items[key] = loaded
             while len(self._items) > self.capacity:
@@ -103,12 +105,14 @@ class Shared:
 
     def engine_for(self, session: Session):
         """The side-by-side engine for this session: its run's finished variants (when it has a
-        run) plus the outside adapters it added (`session.adapters`, folders the server accepted)."""
+        run) plus the outside adapters it added (`session.adapters`, folders the server accepted);
+        on ZeroGPU its generation runs inside the GPU function (`gpu.py`)."""
         run = self.run_path(session)
         if run is None and not session.adapters:
             raise LoraEqError("train a variant (Equalizer & Train) or add an adapter first")
-        return self.engines.get(run, session.adapters, model=session.model or self.default_model,
-                                precision=session.precision or self.default_precision)
+        engine = self.engines.get(run, session.adapters, model=session.model or self.default_model,
+                                  precision=session.precision or self.default_precision)
+        return gpu.on_gpu(engine)
 
     def require_run(self, session: Session, what: str = "train at least one variant first (Equalizer & Train)") -> Path:
         run = self.run_path(session)
@@ -151,24 +155,10 @@ class EngineRegistry:
 
 def _build_engine(run_dir, adapters: dict[str, str], model: str | None, precision: str):
     from adapters.engine import CompareEngine
-    from adapters.loading import load_model
-    from adapters.runfolder import RunFolder
 
     if run_dir is None:
-        return CompareEngine(load_model(model, precision), dict(adapters))
-    engine = CompareEngine.from_run(run_dir)
-    if not adapters:
-        return engine
-    run = RunFolder.open(run_dir)
-    clash = sorted(set(adapters) & set(run.adapters()))
-    if clash:
-        engine.close()
-        raise LoraEqError(f"adapter name {clash[0]!r} is already a variant of this run: choose another name")
-    base = engine.base
-    engine.close()  # the run's own engine gives its base back; one engine holds both kinds
-    combined = CompareEngine(base, {**run.adapters(), **adapters})
-    combined.run_dir = run.path
-    return combined
+        return CompareEngine.from_model(model, dict(adapters), precision=precision)
+    return CompareEngine.from_run(run_dir, adapters=dict(adapters))
 
 
 def sampling_for(limits: Limits, engine, temperature, top_p, max_new_tokens, seed) -> Sampling:

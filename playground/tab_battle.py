@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from adapters.chat import respond
+from adapters.conversation import respond
 from adapters.engine import BASE, Column
 from adapters.errors import LoraEqError
 from adapters.limits import check_text
@@ -79,7 +79,7 @@ def battle_vote(shared: Shared, outcome: str, state: Session):
     if battle is None:
         raise LoraEqError("start a battle first: send a message")
     run = shared.require_run(state)
-    battle.record(BattleStore(run), outcome, battle.settings)
+    battle.record(BattleStore(run, state.adapters), outcome, battle.settings, voter=shared.area.voter(state))
     return battle_frame(battle) + [ranking_frame(run)]
 
 

@@ -3,7 +3,7 @@ message box; each turn streams every column at once, each column answering from 
 Under each reply its scores and pass / fail votes; the inference-time equalizer; the blind battle
 (tab_battle.py); the pass-rate leaderboard beside the battle ranking.
 
-The conversation lives in the session (`adapters.chat.Conversation`); these handlers only read the
+The conversation lives in the session (`adapters.conversation.Conversation`); these handlers only read the
 form, call the core and draw what it returns."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from adapters.chat import Conversation, respond
+from adapters.conversation import Conversation, respond
 from adapters.engine import BASE, Column
 from adapters.equalizer import Equalizer, equalizer_table
 from adapters.errors import LoraEqError
 from adapters.limits import check_number, check_text
 from evals.scores import score_turn
 from evals.votes import VoteStore
-from playground import tab_battle
+from playground import adapter_picker, tab_battle
 from playground.guard import handler
 from playground.sessions import Session
 from playground.shared import Shared, sampling_for
@@ -54,8 +54,9 @@ def leaderboard_frame(run: Path | None) -> pd.DataFrame:
 
 
 def load_variants(shared: Shared, state: Session):
-    run = shared.require_run(state)
-    shared.engines.forget(run)  # new variants may have finished since
+    run = shared.run_path(state)  # None: the base and the added adapters alone
+    if run is not None:
+        shared.engines.forget(run)  # new variants may have finished since
     engine = shared.engine_for(state)
     names = engine.variants
     grid = pd.DataFrame(equalizer_table(engine.unit_grid(names[0]))) if names else pd.DataFrame()
@@ -122,7 +123,6 @@ def _turn(conv: Conversation, engine, cols, sampling, ref: str):
 
 
 def ask(shared: Shared, text, ref, variants, t, p, n, s, eq_name, grid, system, state: Session):
-    shared.require_run(state)
     text = check_text("message", text, shared.limits.prompt_chars, required=True)
     ref = check_text("reference answer", ref, shared.limits.prompt_chars)
     system = check_text("system prompt", system, shared.limits.prompt_chars)
@@ -175,10 +175,11 @@ def vote(shared: Shared, i: int, verdict: str, note_text, state: Session):
     reply = conv.last.replies[label]
     if not reply.done or reply.settings is None:
         raise LoraEqError(f"{label}'s last reply is not finished: regenerate it before voting")
-    VoteStore(run).cast(
+    VoteStore(run, state.adapters).cast(
         conv.key(label), label, verdict, settings=reply.settings,
         note=check_text("note", note_text, shared.limits.text_chars),
         similarity_reference=reply.similarity_reference, similarity_base=reply.similarity_base, answer=reply.text,
+        voter=shared.area.voter(state),
     )
     reply.verdict = verdict
     gr.Info(f"{verdict} recorded for {label}")
@@ -254,7 +255,7 @@ def _wire_chat(shared: Shared, session: gr.State, f: SimpleNamespace, c: SimpleN
 
 
 def build(shared: Shared, session: gr.State) -> None:
-    # Outside adapters (adapter_picker.build(shared, session)) go here, above the run's variants.
+    adapter_picker.build(shared, session)
     f = _settings_form()
     c = _chat_columns()
     with gr.Accordion("Blind battle: two models drawn at random, shown as Model A and Model B", open=False):

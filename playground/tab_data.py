@@ -109,7 +109,8 @@ def validate(shared: Shared, file, sample_name, fmt: str, mapping_text: str, len
     mapping = parse_mapping(check_text("column mapping", mapping_text, shared.limits.text_chars))
     max_length = check_number("max_length", length, shared.limits.max_length, minimum=8)
     own = receive(shared, state, upload_source(file, sample_name))
-    spec = DataSpec(str(own), format=None if fmt == "auto" else fmt, mapping=mapping, max_length=max_length)
+    task = "classification" if current(shared, state).model.kind == "encoder" else "causal"  # text -> label rows
+    spec = DataSpec(str(own), format=None if fmt == "auto" else fmt, mapping=mapping, max_length=max_length, task=task)
     try:
         state.data = {k: v for k, v in spec.to_json().items() if k != "mix"}
         ds = session_dataset(shared, state, with_tokens=True)

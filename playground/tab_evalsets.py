@@ -39,7 +39,7 @@ def choices(shared: Shared, state: Session):
     from adapters.runfolder import RunFolder
 
     run = shared.require_run(state)
-    names = list(RunFolder.open(run).adapters())
+    names = list(RunFolder.open(run).adapters()) + list(state.adapters)  # the run's variants, then added adapters
     results = list_evalsets(run)
     return gr.CheckboxGroup(names, value=names), gr.Dropdown(results, value=results[-1] if results else None)
 
@@ -53,11 +53,16 @@ def set_path(shared: Shared, state: Session, file, use_heldout: bool) -> str:
     return str(receive(shared, state, Path(file if isinstance(file, str) else file.name)))
 
 
-def job_argv(run: Path, path: str, variants, n: int, skip_bad: bool, style: str | None) -> list[str]:
+def job_argv(run: Path, path: str, variants, n: int, skip_bad: bool, style: str | None,
+             adapters: dict[str, str] | None = None) -> list[str]:
+    """The `loraeq evalset` command line; `adapters` are the session's added adapters (name -> its
+    folder): the chosen ones, or all of them when no column was chosen, go along as `--adapter`."""
     if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
         raise LoraEqError("columns: a list of variant names is needed")
     argv = ["evalset", str(run), "--set", path, "--max-new-tokens", str(n), "--json"]
     argv += ["--columns", ",".join(variants)] if variants else []
+    for name, folder in (adapters or {}).items():
+        argv += ["--adapter", f"{name}={folder}"] if name in variants or not variants else []
     argv += ["--skip-bad-rows"] if skip_bad else []
     return argv + (["--style", style] if style else [])
 
@@ -73,8 +78,9 @@ def start(shared: Shared, file, use_heldout, style_file, style_heldout, variants
     style = HELDOUT if style_heldout else str(receive(shared, state, Path(getattr(style_file, "name", style_file)))) \
         if style_file else None
     n = check_new_tokens(n, shared.limits)
-    shared.jobs.submit(job_key(run, evalset.name), job_argv(run, path, variants or [], n, bool(skip_bad), style),
-                       owner=state.id, kind="evalset")
+    shared.jobs.submit(job_key(run, evalset.name), job_argv(run, path, variants or [], n, bool(skip_bad), style,
+                                                         state.adapters),
+                       owner=shared.area.owner(state), kind="evalset")
     return gr.Dropdown(list_evalsets(run) or [evalset.name], value=evalset.name), status_line(shared, state,
                                                                                             evalset.name)
 
@@ -201,9 +207,9 @@ def override(shared: Shared, verdict_text: str, name, selected, state: Session):
                 None)
     if cell is None:
         raise LoraEqError("that cell is no longer in the results: open it again")
-    VoteStore(run).cast(cell["prompt"], cell["column"], verdict_text, settings=cell["settings"],
+    VoteStore(run, state.adapters).cast(cell["prompt"], cell["column"], verdict_text, settings=cell["settings"],
                         similarity_reference=cell["similarity_reference"],
-                        similarity_base=cell["similarity_base"], answer=cell["text"])
+                        similarity_base=cell["similarity_base"], answer=cell["text"], voter=shared.area.voter(state))
     return view(shared, name, state)
 
 

@@ -16,6 +16,8 @@ from playground.shared import Shared
 
 VERDICT_COLUMNS = ["name", "verdict", "heldout_loss_base", "heldout_loss", "similarity_base", "similarity",
                    "diff_ci", "p_value", "kl_to_base"]
+CLASSIFICATION_COLUMNS = ["name", "verdict", "accuracy", "accuracy_diff", "accuracy_diff_ci", "macro_f1",
+                          "macro_f1_diff", "mcnemar_p"]  # an encoder's run: against its linear probe
 
 
 def job_key(run: Path) -> str:
@@ -39,7 +41,8 @@ def report_view(shared: Shared, state: Session):
     data = folder.report()
     if not data:
         return "No report yet: press Run the proof.", pd.DataFrame(), ""
-    rows = [{k: v.get(k) for k in VERDICT_COLUMNS} for v in data["variants"]]
+    columns = CLASSIFICATION_COLUMNS if data.get("task") == "classification" else VERDICT_COLUMNS
+    rows = [{k: v.get(k) for k in columns} for v in data["variants"]]
     page = folder.report_file("html")
     html = framed(page.read_text(encoding="utf-8")) if page else ""
     lines = [f"**{v['name']}**: {v.get('verdict_line') or v['verdict']}" + (f" — {v['headline']}" if v.get("headline") else "")
@@ -57,7 +60,7 @@ def run_proof(shared: Shared, n, state: Session):
     run = shared.require_run(state, "train variants first (Equalizer & Train)")
     n = check_number("held-out rows", n if n is not None else 0, 100_000)
     argv = ["eval", str(run), "--json"] + (["--limit", str(n)] if n > 0 else [])
-    shared.jobs.submit(job_key(run), argv, owner=state.id, kind="proof")
+    shared.jobs.submit(job_key(run), argv, owner=shared.area.owner(state), kind="proof")
     return report_view(shared, state)
 
 

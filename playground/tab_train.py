@@ -4,27 +4,34 @@ shape, the variants list, and the training queue with progress and live loss."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from adapters.analysis import layer_bands
-from adapters.dataspec import start_run
+from adapters.dataspec import DataSpec, start_run, with_mix
 from adapters.equalizer import PRESETS, Equalizer, equalizer_table, preset
 from adapters.errors import LoraEqError
+from adapters.hyperform import FIELDS, NAMES, form_from_hyper, hyper_from_form
 from adapters.limits import check_hyper, check_number, check_ranks, check_text, check_training_memory, training_memory
-from adapters.runs import request_cancel, run_status
+from adapters.runfolder import RunFolder
+from adapters.runs import add_variants, request_cancel, run_status
 from adapters.suggest import suggest_equalizer
-from adapters.variants import DEFAULT_BANDS, Hyper, Variant, auto_schedule, safe_name
+from adapters.training import resolve_equalizer
+from adapters.variants import DEFAULT_BANDS, Hyper, Variant, auto_schedule, load_sweep, safe_name
+from playground import gpu
 from playground.guard import handler, public_message
 from playground.plots import cell_at, equalizer_image, loss_curves
 from playground.sessions import Session
 from playground.shared import Shared
-from playground.tab_data import session_dataset, session_spec
+from playground.tab_data import receive, session_dataset, session_spec
 from playground.tab_model import current
 
 MAX_STRENGTH = 2.0
-VARIANT_COLUMNS = ["name", "equalizer", "rank", "learning_rate", "max_steps", "batch_size", "schedule"]
+VARIANT_COLUMNS = ["name", "equalizer", "rank", "learning_rate", "max_steps", "epochs", "batch_size", "grad_accum",
+                   "alpha", "dropout", "max_length", "warmup_ratio", "weight_decay", "early_stopping", "schedule"]
+SWEEP_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def session_equalizer(shared: Shared, state: Session) -> Equalizer:
@@ -39,16 +46,20 @@ def grid_frame(eq: Equalizer) -> pd.DataFrame:
 
 
 def variants_frame(variants: list[dict], train_rows: int | None = None) -> pd.DataFrame:
+    """The variants as listed, with what the auto schedule chooses for the data (when it is known)."""
     rows = []
     for v in variants:
         variant = Variant.from_json(v)
         scheduled, reason = variant.scheduled(train_rows) if train_rows else (variant, None)
-        h = scheduled.hyper
-        given = variant.hyper
+        h, given = scheduled.hyper, variant.hyper
+        auto = given.max_steps is None and given.epochs is None
         rows.append({"name": v["name"], "equalizer": v["equalizer"] if isinstance(v["equalizer"], str) else "custom grid",
                      "rank": _shown(given.rank, h.rank), "learning_rate": _shown(given.learning_rate, h.learning_rate),
                      "max_steps": given.max_steps if given.max_steps is not None else "auto",
-                     "batch_size": h.batch_size, "schedule": reason or "as given"})
+                     "epochs": (_shown(None, h.epochs) if auto else given.epochs if given.epochs is not None else "-"),
+                     **{k: getattr(h, k) for k in ("batch_size", "grad_accum", "alpha", "dropout", "max_length",
+                                                   "warmup_ratio", "weight_decay", "early_stopping")},
+                     "schedule": reason or "as given"})
     return pd.DataFrame(rows, columns=VARIANT_COLUMNS)
 
 
@@ -138,22 +149,27 @@ def apply_preset(shared: Shared, name: str, state: Session):
 def suggest(shared: Shared, state: Session, progress=gr.Progress()):
     ds = session_dataset(shared, state)
     loaded = current(shared, state)
-    result = suggest_equalizer(loaded.model, [e.messages for e in ds.examples], bands=DEFAULT_BANDS,
-                               progress=lambda d, t: progress(d / t, desc="measuring sensitivity"))
+    result = gpu.run_on_gpu("suggest", suggest_equalizer, loaded.model, [e.messages for e in ds.examples],
+                            bands=DEFAULT_BANDS, progress=lambda d, t: progress(d / t, desc="measuring sensitivity"))
     image, frame, state = show(result.equalizer, state)
     note = f"Suggested from {result.examples} examples ({result.tokens} tokens) in {result.seconds:.1f} s."
     return image, frame, note, state
 
 
-def add_variant(shared: Shared, vname, vrank, vlr, vsteps, vbatch, state: Session):
+# The form's first row (and add_variant's first parameters, as API clients call it), then the rest.
+FIRST = ("rank", "learning_rate", "max_steps", "batch_size")
+MORE = tuple(n for n in NAMES if n not in FIRST)
+
+
+def add_variant(shared: Shared, vname, vrank, vlr, vsteps, vbatch, state: Session, *more):
+    """One variant: the current equalizer plus the form's hyperparameters (`MORE` in order after
+    the first four; missing ones keep their defaults)."""
     limits = shared.limits
     if len(state.variants) >= limits.variants:
         raise LoraEqError(f"{limits.variants} variants is the limit for one run: train these, then add more")
     vname = check_text("variant name", vname, 100)
-    hyper = Hyper(rank=optional(vrank, lambda x: check_number("rank", x, limits.rank, minimum=1)),
-                  learning_rate=optional(vlr, lambda x: check_number("learning rate", x, 1.0, whole=False)),
-                  max_steps=optional(vsteps, lambda x: check_number("max steps", x, limits.steps)),
-                  batch_size=check_number("batch size", vbatch, limits.batch_size, minimum=1))
+    values = dict(zip(FIRST, (vrank, vlr, vsteps, vbatch))) | dict(zip(MORE, more))
+    hyper = hyper_from_form(values, limits)
     eq = session_equalizer(shared, state)
     rows = train_rows(shared, state)
     check_ranks(current(shared, state).analysis.cells, eq, auto_schedule(hyper, rows or 1)[0].rank)
@@ -162,11 +178,36 @@ def add_variant(shared: Shared, vname, vrank, vlr, vsteps, vbatch, state: Sessio
     return variants_frame(state.variants, rows), f"variant-{len(state.variants) + 1}", state
 
 
-def optional(value, check):
-    """None (blank or "auto": the auto schedule chooses) or the checked value."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
-        return None
-    return check(value.strip() if isinstance(value, str) else value)
+def add_sweep(shared: Shared, file, state: Session):
+    """The variants of a sweep file (YAML or JSON, as `loraeq train --sweep` reads) added to the list."""
+    if not file:
+        raise LoraEqError("upload a sweep file (.yaml, .yml or .json)")
+    source = Path(file if isinstance(file, str) else file.name)
+    if source.suffix.lower() not in SWEEP_SUFFIXES:
+        raise LoraEqError(f"{source.name}: a sweep file ends in {', '.join(SWEEP_SUFFIXES)}")
+    variants = load_sweep(receive(shared, state, source))
+    if len(state.variants) + len(variants) > shared.limits.variants:
+        raise LoraEqError(f"{len(variants)} variants in {source.name} + {len(state.variants)} listed: "
+                          f"{shared.limits.variants} is the limit for one run")
+    loaded = current(shared, state)
+    taken = {v["name"] for v in state.variants}
+    for v in variants:
+        check_variant(loaded, v, train_rows(shared, state) or 1, shared.limits)
+        v.name = safe_name(v.name, taken)
+        taken.add(v.name)
+    state.variants = [*state.variants, *(v.to_json() for v in variants)]
+    return variants_frame(state.variants, train_rows(shared, state)), state
+
+
+def check_variant(loaded, variant: Variant, rows: int, limits, longest: int | None = None) -> None:
+    """A variant within the limits on this base: hyperparameters, ranks per place, training memory."""
+    hyper = variant.scheduled(rows)[0].hyper
+    check_hyper(hyper, limits)
+    eq = resolve_equalizer(loaded.model, variant)[0]
+    check_ranks(loaded.analysis.cells, eq, hyper.rank)
+    estimate = training_memory(loaded.analysis.cells, eq, hyper, loaded.model.memory_bytes,
+                               loaded.model.model.config, longest)
+    check_training_memory(estimate, limits)
 
 
 def clear_variants(state: Session):
@@ -174,35 +215,105 @@ def clear_variants(state: Session):
     return variants_frame([]), state
 
 
+def refuse_second_training(shared: Shared, state: Session) -> None:
+    """One training at a time per user (queued or running)."""
+    running = shared.jobs.active(shared.area.owner(state), "train")
+    if running:
+        who = "you are" if state.user else "this session is"
+        raise LoraEqError(f"one training at a time per user: {who} already training "
+                          f"({Path(running.key).name}); wait for it to finish, or press Cancel")
+
+
 def start_training(shared: Shared, state: Session):
     if not state.variants:
         raise LoraEqError("add at least one variant")
-    running = shared.jobs.active(shared.area.ensure_id(state), "train")
-    if running:
-        raise LoraEqError("this session is already training: wait for it to finish, or cancel it")
+    refuse_second_training(shared, state)
     spec = session_spec(shared, state)
-    ds = spec.load(current(shared, state).model.tokenizer)
-    variants = [Variant.from_json(v) for v in state.variants]  # the auto schedule resolves in the run
     loaded = current(shared, state)
+    ds = spec.load(loaded.model.tokenizer)
+    variants = [Variant.from_json(v) for v in state.variants]  # the auto schedule resolves in the run
     longest = max(ds.token_counts(), default=None)
     for v in variants:
-        hyper = v.scheduled(spec.train_rows(ds))[0].hyper
-        check_hyper(hyper, shared.limits)
-        eq = Equalizer.from_json(v.equalizer)
-        check_ranks(loaded.analysis.cells, eq, hyper.rank)
-        estimate = training_memory(loaded.analysis.cells, eq, hyper, loaded.model.memory_bytes,
-                                   loaded.model.model.config, longest)
-        check_training_memory(estimate, shared.limits)
+        check_variant(loaded, v, spec.train_rows(ds), shared.limits, longest)
     name, run_dir = shared.area.new_run(state)
     try:
         start_run(run_dir, spec, variants, model=state.model or shared.default_model,
                   precision=state.precision or shared.default_precision, dataset=ds)
-        shared.jobs.submit(str(run_dir), ["train", "--resume", str(run_dir), "--json"], owner=state.id, kind="train")
+        submit_training(shared, state, run_dir)
     except Exception:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     state.run = name
     return progress_markdown(shared, state), state
+
+
+def submit_training(shared: Shared, state: Session, run_dir: Path) -> None:
+    shared.jobs.submit(str(run_dir), ["train", "--resume", str(run_dir), "--json"], owner=shared.area.owner(state), kind="train")
+
+
+# ---- earlier runs of this session ------------------------------------------------------------
+
+
+def earlier_runs(shared: Shared, state: Session):
+    """This session's runs, newest first, to open, continue or copy settings from."""
+    names = list(reversed(shared.area.runs(state)))
+    return gr.Dropdown(names, value=state.run if state.run in names else (names[0] if names else None))
+
+
+def chosen_run(shared: Shared, state: Session, name) -> Path:
+    """The session's earlier run `name`, resolved inside its own folder."""
+    if not name:
+        raise LoraEqError("choose one of this session's runs (press List my runs)")
+    return shared.area.run_path(state, name)
+
+
+def open_run(shared: Shared, name, state: Session):
+    """Follow an earlier run (progress, Compare, Proof) and list its variants to copy from."""
+    run = chosen_run(shared, state, name)
+    state.run = run.name
+    names = [v.name for v in RunFolder.open(run).variants]
+    return progress_markdown(shared, state), gr.Dropdown(names, value=names[0] if names else None), state
+
+
+def continue_run(shared: Shared, name, state: Session):
+    """Add the listed variants (if any) to an earlier run and train what it has not finished."""
+    run = chosen_run(shared, state, name)
+    refuse_second_training(shared, state)
+    folder = RunFolder.open(run)
+    if state.variants:
+        loaded = shared.registry.get(folder.model, folder.precision)
+        variants = [Variant.from_json(v) for v in state.variants]
+        rows = folder.data.get("train_rows") or 1
+        for v in variants:
+            check_variant(loaded, v, rows, shared.limits)
+        if len(folder.variants) + len(variants) > shared.limits.variants:
+            raise LoraEqError(f"{run.name} would hold {len(folder.variants) + len(variants)} variants: "
+                              f"{shared.limits.variants} is the limit for one run")
+        add_variants(run, with_mix(variants, DataSpec.from_json(folder.data["spec"]).mix))
+        state.variants = []
+    elif all(v.finished for v in folder.variants):
+        raise LoraEqError(f"{run.name}: every variant is finished; add variants above to train more")
+    state.run = run.name
+    shared.engines.forget(run)
+    submit_training(shared, state, run)
+    return progress_markdown(shared, state), variants_frame([]), state
+
+
+def copy_variant(shared: Shared, name, variant, state: Session):
+    """A variant's settings (as given: auto stays auto) and equalizer into the form."""
+    folder = RunFolder.open(chosen_run(shared, state, name))
+    if not variant:
+        raise LoraEqError("choose a variant of the run to copy")
+    info = folder.variant(check_text("variant", variant, 100))
+    config = Variant.from_json(info.config)
+    form = form_from_hyper(config.hyper)
+    eq = resolve_equalizer(shared.registry.get(folder.model, folder.precision).model, config, folder.bands)[0]
+    current_eq = session_equalizer(shared, state)
+    if (eq.roles, eq.bands) != (current_eq.roles, current_eq.bands):
+        raise LoraEqError(f"{info.name} was trained on another base ({folder.model or 'the default'}): "
+                          "load that model first to copy its equalizer")
+    image, frame, state = show(eq, state)
+    return [f"{info.name}-copy", *(form[n] for n in FIRST), *(form[n] for n in MORE), image, frame, state]
 
 
 def cancel_training(shared: Shared, state: Session):
@@ -234,19 +345,20 @@ def build(shared: Shared, session: gr.State) -> None:
     suggestion = gr.Markdown()
     # The same action as a click, for scripts and the API: set one cell.
     hidden_band, hidden_role = gr.Number(visible=False), gr.Textbox(visible=False)
-    gr.Markdown("**Variants**: each one is the equalizer above plus hyperparameters; each trains its own adapter.")
+    gr.Markdown("**Variants**: each one is the equalizer above plus hyperparameters; each trains its own adapter. "
+                "*auto*: the auto schedule chooses from the data (shown in the list).")
+    name, form = hyper_form()
     with gr.Row():
-        name = gr.Textbox("variant-1", label="Name")
-        rank = gr.Textbox("auto", label="Rank (auto or a number)")
-        lr = gr.Textbox("auto", label="Learning rate (auto or a number)")
-        steps = gr.Textbox("auto", label="Max steps (auto or a number)")
-        batch = gr.Number(8, label="Batch size", step=1)
         add = gr.Button("Add variant")
+        sweep = gr.File(label="Sweep file (YAML/JSON, as loraeq train --sweep)", file_types=list(SWEEP_SUFFIXES),
+                        height=90)
+        add_file = gr.Button("Add the file's variants")
     variants = gr.Dataframe(pd.DataFrame(columns=VARIANT_COLUMNS), label="Variants", interactive=False)
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
         clear = gr.Button("Clear variants")
+    earlier, source_variant, buttons = earlier_runs_panel()
     progress_box = gr.Markdown(elem_id="train-progress")
     losses = gr.Plot(label="Training loss")
     timer = gr.Timer(2.0)
@@ -259,9 +371,58 @@ def build(shared: Shared, session: gr.State) -> None:
                         api_name="preset")
     suggest_button.click(handler(suggest, shared), [session], [grid_image, grid, suggestion, session],
                          api_name="suggest")
-    add.click(handler(add_variant, shared), [name, rank, lr, steps, batch, session], [variants, name, session],
-              api_name="add_variant")
+    inputs = [name, *(form[n] for n in FIRST), session, *(form[n] for n in MORE)]
+    add.click(handler(add_variant, shared), inputs, [variants, name, session], api_name="add_variant")
+    add_file.click(handler(add_sweep, shared), [sweep, session], [variants, session], api_name="add_sweep")
     clear.click(handler(clear_variants), [session], [variants, session])
     start.click(handler(start_training, shared), [session], [progress_box, session], api_name="start_training")
     cancel.click(handler(cancel_training, shared), [session], progress_box, api_name="cancel_training")
     timer.tick(handler(tick, shared), [session], [progress_box, losses], api_name="training_progress")
+    refresh, open_button, resume, copy = buttons
+    refresh.click(handler(earlier_runs, shared), [session], earlier, api_name="earlier_runs")
+    open_button.click(handler(open_run, shared), [earlier, session], [progress_box, source_variant, session],
+                      api_name="open_earlier_run")
+    resume.click(handler(continue_run, shared), [earlier, session], [progress_box, variants, session],
+                 api_name="continue_run")
+    copy.click(handler(copy_variant, shared), [earlier, source_variant, session],
+               [name, *(form[n] for n in FIRST), *(form[n] for n in MORE), grid_image, grid, session],
+               api_name="copy_variant")
+
+
+def hyper_form():
+    """The variant name and one input per hyperparameter (`NAMES`): text where "auto" is allowed."""
+    defaults = form_from_hyper(Hyper())
+    form = {}
+    with gr.Row():
+        name = gr.Textbox("variant-1", label="Name")
+        for f in FIELDS:
+            if f.name in FIRST:
+                form[f.name] = _field_input(f, defaults[f.name])
+    with gr.Accordion("More hyperparameters", open=False):
+        with gr.Row():
+            for f in FIELDS:
+                if f.name not in FIRST:
+                    form[f.name] = _field_input(f, defaults[f.name])
+            form["early_stopping"] = gr.Checkbox(False, label="Early stopping (on the held-out loss)")
+    return name, form
+
+
+def _field_input(f, value):
+    if f.auto:
+        return gr.Textbox(value, label=f"{f.label.capitalize()} (auto or a number)")
+    return gr.Number(value, label=f.label.capitalize(), step=1 if f.whole else None)
+
+
+def earlier_runs_panel():
+    with gr.Accordion("Earlier runs of this session: open, continue, copy a variant's settings", open=False):
+        with gr.Row():
+            earlier = gr.Dropdown([], label="Run", allow_custom_value=False)
+            refresh = gr.Button("List my runs")
+            open_button = gr.Button("Open")
+        gr.Markdown("*Continue*: the variants listed above (if any) join this run, and its unfinished variants "
+                    "train (a run stopped half way resumes from its last checkpoint).")
+        with gr.Row():
+            resume = gr.Button("Continue this run")
+            source_variant = gr.Dropdown([], label="Variant of the run")
+            copy = gr.Button("Copy its settings into the form")
+    return earlier, source_variant, (refresh, open_button, resume, copy)

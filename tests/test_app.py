@@ -8,7 +8,8 @@ import urllib.request
 
 import pytest
 
-from playground.app import build_app, launch_settings, make_shared, parse_args, parse_auth
+from playground.app import build_app, launch_settings, make_shared, parse_args
+from playground.users import parse_auth
 from playground.plots import analysis_heatmap, cell_at, equalizer_image
 from playground.tab_model import cells_table, model_summary
 
@@ -37,7 +38,8 @@ def served(shared):
 def test_defaults_listen_on_localhost_7860():
     args = parse_args([])
     assert (args.host, args.port, args.model, args.precision, args.share) == ("127.0.0.1", 7860, None, "auto", False)
-    assert parse_auth("ann:secret") == ("ann", "secret")
+    assert args.runs_dir is None  # resolved at start: playground.storage.runs_location
+    assert parse_auth("ann:secret").check("ann", "secret")
     with pytest.raises(Exception, match="USER:PASS"):
         parse_auth("nopassword")
 
@@ -208,3 +210,15 @@ def test_a_mapped_csv_trains_from_the_web_app_and_its_web_and_cli_votes_share_on
     assert [v.verdict for v in votes] == ["pass", "fail"] and len(keys) == 1, votes
     board = {row["variant"]: row for row in (s.to_json() for s in VoteStore(run).leaderboard())}
     assert list(board) == ["mine"] and board["mine"]["votes"] == 2
+
+
+def test_every_endpoint_name_is_given_once(shared):
+    """Gradio renames a second `api_name="x"` to `x_1` silently: a client calling `/x` would reach
+    the wrong tab's handler."""
+    from collections import Counter
+
+    demo = build_app(shared)
+    names = [fn.api_name for fn in demo.fns.values() if fn.api_name and fn.api_visibility != "private"]
+    assert len(names) > 30
+    renamed = [n for n in names if n.rsplit("_", 1)[-1].isdigit() and n.rsplit("_", 1)[0] in names]
+    assert renamed == [] and [n for n, k in Counter(names).items() if k > 1] == []

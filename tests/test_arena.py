@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from adapters.chat import Conversation
+from adapters.conversation import Conversation
 from adapters.errors import LoraEqError
 from evals.arena import CENTER, SCALE, BattleRound, BattleStore, draw_pair, rank
 

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from adapters.chat import Conversation, conversation_key, respond, trim_to_context
+from adapters.conversation import Conversation, conversation_key, respond, trim_to_context
 from adapters.decoding import Sampling
 from adapters.engine import BASE, Column, CompareEngine
 from adapters.errors import LoraEqError

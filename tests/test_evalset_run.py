@@ -91,6 +91,37 @@ def test_checks_pass_where_the_answer_has_them_and_votes_override_cells(engine, 
     assert after[failing["column"]] == before[failing["column"]] + 1
 
 
+def test_the_proof_report_carries_the_runs_eval_sets_with_overrides(engine, tiny_run, tmp_path):  # noqa: F811
+    from evals.proof import evaluate_run
+    from evals.report import evalset_lines
+
+    sampling = Sampling(max_new_tokens=6)
+    base_answer = engine.answer("w3 ?", ["base"], sampling=sampling)[0].text
+    rows = [{"prompt": "w3 ?", "assert": [{"type": "starts-with", "value": base_answer.split()[0]}]},
+            {"prompt": "w1 w2 ?", "assert": [{"type": "contains", "value": "zzz-never"}]},
+            {"prompt": "w4 w5 w6 w7 w8 ?", "assert": [{"type": "contains", "value": "zzz-never"}]}]
+    evalset = load_evalset(_write_set(tmp_path / "report-set.jsonl", rows))
+    folder = evalset_dir(tiny_run, evalset.name)
+    run_evalset(engine, evalset, folder, sampling=sampling, embed_fn=_hash_embed)
+    (evalset_dir(tiny_run, "unfinished") / "x").parent.mkdir(parents=True, exist_ok=True)  # no status: left out
+    failing = next(c for c in EvalFolder(folder).cells() if c["column"] == "early" and c["passed"] is False)
+    VoteStore(tiny_run).cast(failing["prompt"], "early", "pass", settings=failing["settings"])
+    expected = {c["name"]: c["passed"] for c in summarize(apply_votes(EvalFolder(folder).cells(),
+                                                                      VoteStore(tiny_run)))}
+
+    report = evaluate_run(tiny_run, limit=4, seed=0).to_json()
+    shown = [es for es in report["evalsets"] if es["name"] == evalset.name]
+    assert len(shown) == 1 and "unfinished" not in [es["name"] for es in report["evalsets"]]
+    assert {c["name"]: c["passed"] for c in shown[0]["columns"]} == expected  # the user's override counts
+    assert shown[0]["columns"][0]["name"] == "base" and shown[0]["prompts"] == 3
+    md = (Path(tiny_run) / "report.md").read_text()
+    html = (Path(tiny_run) / "report.html").read_text()
+    assert "## Eval sets" in md and f"### {evalset.name}" in md and "<h2>Eval sets</h2>" in html
+    early = next(line for line in evalset_lines(report) if line.startswith(f"eval set {evalset.name}: early"))
+    assert f"passes {expected['early']}/3" in early and f"vs the base's {expected['base']}/3" in early
+    assert early in md
+
+
 def test_a_style_probe_against_the_bases_own_answers(engine, tmp_path):  # noqa: F811
     sampling = Sampling(max_new_tokens=6)
     examples = [{"prompt": f"w{i} ?", "text": f"w{40 + i % 3} w{41 + i % 3} w42 w43"} for i in range(12)]
@@ -206,6 +237,9 @@ def test_the_tab_runs_a_set_as_a_job_shows_the_matrix_opens_cells_takes_override
     flipped = "fail" if matrix.data.iloc[0, 2].startswith("✓") else "pass"
     _, matrix, table, _, _ = tab_evalsets.override(shared, flipped, "small", selected, state)
     assert matrix.data.iloc[0, 2].endswith("(you)") and table["overrides"].tolist() == [0, 1]
+    from evals.votes import VoteStore
+
+    assert [v.voter for v in VoteStore(run).votes()] == [shared.area.voter(state)]  # "anonymous:<hash>"
     for kind in ("cells.csv", "cells.jsonl", "summary.csv"):
         assert Path(tab_evalsets.download(shared, kind, "small", state)).stat().st_size > 0
     assert tab_evalsets.choices(shared, state)[1].value == "small"  # after a reload, the results are listed

@@ -72,7 +72,7 @@ def test_sizes_are_refused_before_any_work(shared):
     assert auto["schedule"] == "auto: 1 epoch = 68 steps, lr 0.001, rank 16, because 270 training rows"
     with pytest.raises(LoraEqError, match="2 variants is the limit"):
         tab_train.add_variant(shared, "c", 4, 1e-3, 2, 4, state)
-    with pytest.raises(LoraEqError, match="train at least one variant"):
+    with pytest.raises(LoraEqError, match="train a variant .* or add an adapter first"):
         list(tab_compare.ask(shared, "hi", "", [], 0, 1, 8, 0, None, None, "", state))
 
 

@@ -127,13 +127,13 @@ def test_a_file_that_is_not_a_model(tmp_path):
         resolve_source(str(text))
 
 
-def test_non_causal_model_is_rejected(tmp_path, cache_home):
+def test_an_encoder_is_not_loaded_as_a_causal_lm(tmp_path, cache_home):
     from transformers import BertConfig, BertModel
 
     folder = tmp_path / "bert"
     BertModel(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=32)).save_pretrained(folder)
-    with pytest.raises(LoraEqError, match=r"'bert' model \(BertModel\) is not a causal language model"):
+    with pytest.raises(LoraEqError, match=r"'bert' encoder, not a causal language model; .*--task classification"):
         load_model(str(folder), "fp32")
 
 

@@ -124,6 +124,15 @@ def read_data(args: argparse.Namespace):
     return dataset
 
 
+def refuse_classification_run(run_dir: str | None, command: str) -> None:
+    """A classification run (an encoder) has labels, not answers: point to `loraeq classify`."""
+    from ..runfolder import RunFolder
+
+    if run_dir is not None and RunFolder.open(run_dir).task == "classification":
+        raise LoraEqError(f"{run_dir}: a classification run (an encoder); `loraeq {command}` needs a causal LM run: "
+                          "use `loraeq classify RUN --text TEXT` or `--set FILE`")
+
+
 def print_result(data: dict, args: argparse.Namespace) -> None:
     """A handler's result on stdout: one JSON object with --json, else the command's readable form."""
     try:

@@ -1,6 +1,8 @@
 """`loraeq compare | vote | leaderboard`: side-by-side answers, the user's verdicts and the ranking.
 
-`compare` loads a run's base once with its finished variants as adapters (engine.py), answers
+`compare` loads a run's base once with its finished variants as adapters (engine.py), plus any
+`--adapter NAME=SOURCE` from outside the run (a run variant, folder, .zip or Hub id, checked
+against the base by outside.py; without a run, the `--model` base and those adapters), answers
 one prompt in every column in one batched decode and scores each answer (evals/scores.py).
 `vote` stores a pass / fail on one answer and `leaderboard` ranks the columns (evals/votes.py).
 Each handler returns a JSON-able dict; main.py prints it.
@@ -9,11 +11,13 @@ Each handler returns a JSON-able dict; main.py prints it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import tempfile
 from pathlib import Path
 
 from ..errors import LoraEqError
-from .common import format_table
+from .common import format_table, refuse_classification_run
 
 
 def _split_names(value: str | None) -> list[str] | None:
@@ -63,16 +67,19 @@ def _compare(args: argparse.Namespace) -> dict:
     from evals.scores import compare
 
     from ..decoding import Sampling
-    from ..engine import Column, CompareEngine
+    from ..engine import Column
 
     sampling = Sampling(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
     )
+    refuse_classification_run(args.run_dir, "compare")
     wanted = _split_names(args.variants)
     scaled_names = [s.partition("=")[0].strip() for s in args.scale]
     load = None if wanted is None else list(dict.fromkeys(wanted + scaled_names))
-    engine = CompareEngine.from_run(Path(args.run_dir), variants=load, precision=args.precision, backend=args.backend)
-    try:
+    with contextlib.ExitStack() as stack:
+        engine = open_engine(args, stack, variants=load)
+        wanted = None if wanted is None else wanted + [n for n in engine.outside if n not in wanted]
+        stack.callback(engine.close)
         columns = engine.columns(wanted)
         for spec in args.scale:
             variant, grid = _scale_grid(engine, spec)
@@ -80,20 +87,76 @@ def _compare(args: argparse.Namespace) -> dict:
         result = compare(engine, args.prompt, reference=args.reference, columns=columns,
                          history=_read_history(args.history), system=args.system, sampling=sampling)
         info = engine.info()
-    finally:
-        engine.close()
     return {
         "run_dir": args.run_dir,
         "model": info["model"],
         "precision": info["precision"],
         "backend": info["backend"],
+        "adapters": {k.strip(): v.strip() for k, _, v in (a.partition("=") for a in args.adapter)},
+        "warnings": info["warnings"],
         "sampling": sampling.to_json(),
         **result.to_json(),
     }
 
 
+def fetch_adapters(items: list[str], stack: contextlib.ExitStack, runs: Path | None,
+                   allow_pickle: bool) -> dict[str, Path]:
+    """`--adapter NAME=SOURCE` flags as name -> adapter folder: any local folder the user names;
+    zips and Hub ids are fetched into a temporary folder that `stack` removes."""
+    from ..outside import AdapterSpec, check_name, resolve_spec
+
+    specs = [AdapterSpec.parse(item) for item in items]
+    for i, spec in enumerate(specs):
+        check_name(spec.name, [s.name for s in specs[:i]])
+    if not specs:
+        return {}
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loraeq-adapters-")))
+    return {s.name: resolve_spec(s, work / s.name, runs=runs, roots=None, allow_pickle=allow_pickle) for s in specs}
+
+
+def open_engine(args: argparse.Namespace, stack: contextlib.ExitStack, variants: list[str] | None = None):
+    """The engine `compare` and `chat` answer with: the run's variants (when a run is given) plus
+    each `--adapter NAME=SOURCE` (fetch_adapters)."""
+    from ..engine import CompareEngine
+
+    if args.run_dir is None and args.variants:
+        raise LoraEqError("--variants needs a run folder")
+    runs = Path(args.runs_dir) if args.runs_dir else (Path(args.run_dir).resolve().parent if args.run_dir
+                                                      else Path("runs") if Path("runs").is_dir() else None)
+    folders = fetch_adapters(args.adapter, stack, runs, args.allow_pickle)
+    if variants is not None:
+        variants = [v for v in variants if v not in folders]
+    if args.run_dir is None:
+        return CompareEngine.from_model(args.model, folders, precision=args.precision or "auto",
+                                        backend=args.backend, allow_pickle=args.allow_pickle)
+    return CompareEngine.from_run(Path(args.run_dir), variants=variants, precision=args.precision,
+                                  backend=args.backend, adapters=folders, allow_pickle=args.allow_pickle)
+
+
+def add_engine_flags(p: argparse.ArgumentParser) -> None:
+    """The run, outside adapters and base flags `compare` and `chat` share."""
+    from ..engine import BACKENDS
+    from ..loading import PRECISIONS
+
+    p.add_argument("run_dir", nargs="?", default=None,
+                   help="a run folder (loraeq train --out); optional with --adapter")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=SOURCE",
+                   help="add a column: a PEFT LoRA adapter from RUN/VARIANT (in --runs-dir), a folder, a .zip "
+                        "or a Hub id (repeatable)")
+    p.add_argument("--runs-dir", default=None,
+                   help="where RUN/VARIANT sources are found (default: the run's parent, else ./runs)")
+    p.add_argument("--model", default=None, help="the base when no run is given (default: embedded SmolLM2)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="accept an adapter saved only as a pickled adapter_model.bin (it can run code: trust it first)")
+    p.add_argument("--variants", default=None, help="comma-separated variants (default: every finished one)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="default: the run's precision (auto without a run)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="how adapters mix in a batch")
+
+
 def _render_compare(data: dict, args) -> str:
     lines = [f"{data['model']['id']} ({data['precision']}), {len(data['columns'])} columns", ""]
+    lines += [f"warning: {w}" for ws in data.get("warnings", {}).values() for w in ws]
     for c in data["columns"]:
         lines += [f"== {c['variant']}", c["text"], ""]
     keys = ("variant", "tokens", "seconds", "similarity_reference", "similarity_base", "finish_reason")
@@ -108,11 +171,13 @@ def _vote(args: argparse.Namespace) -> dict:
         settings = json.loads(args.settings) if args.settings else None
     except ValueError as e:
         raise LoraEqError(f"--settings: not JSON ({e})") from None
-    store = VoteStore(Path(args.run_dir))
-    vote_id = store.cast(
-        args.prompt, args.variant, args.verdict, settings=settings, note=args.note or "",
-        similarity_reference=args.similarity_reference, similarity_base=args.similarity_base, voter=args.voter,
-    )
+    with contextlib.ExitStack() as stack:
+        adapters = fetch_adapters(args.adapter, stack, Path(args.run_dir).resolve().parent, False)
+        store = VoteStore(Path(args.run_dir), adapters)
+        vote_id = store.cast(
+            args.prompt, args.variant, args.verdict, settings=settings, note=args.note or "",
+            similarity_reference=args.similarity_reference, similarity_base=args.similarity_base, voter=args.voter,
+        )
     return {"run_dir": args.run_dir, "id": vote_id, "variant": args.variant, "verdict": args.verdict}
 
 
@@ -135,14 +200,10 @@ def _render_leaderboard(data: dict, args) -> str:
 
 
 def register(sub) -> None:
-    from ..engine import BACKENDS
-    from ..loading import PRECISIONS
-
     p = sub.add_parser("compare", help="answer one prompt with the base and every variant, side by side, scored")
-    p.add_argument("run_dir", help="a run folder (loraeq train --out)")
+    add_engine_flags(p)
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--reference", default=None, help="a reference answer to score similarity against")
-    p.add_argument("--variants", default=None, help="comma-separated variants (default: every finished one)")
     p.add_argument("--system", default=None, help="a system prompt")
     p.add_argument("--history", default=None, metavar="FILE", help="JSON list of earlier chat messages")
     p.add_argument("--scale", action="append", default=[], metavar="VARIANT=GRID.json|NUMBER",
@@ -151,14 +212,14 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="sampling seed; each column derives its own from it")
-    p.add_argument("--precision", default=None, choices=PRECISIONS, help="default: the run's precision")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="how adapters mix in a batch")
     p.set_defaults(handler=_compare, render=_render_compare)
 
     p = sub.add_parser("vote", help="record pass / fail on one answer of a run")
     p.add_argument("run_dir")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--variant", required=True, help="the column: base, a variant, or VARIANT@eq")
+    p.add_argument("--variant", required=True, help="the column: base, a variant, VARIANT@eq or an --adapter's name")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=SOURCE",
+                   help="an outside adapter the answer came from (as given to compare), for its fingerprint")
     p.add_argument("--verdict", required=True, choices=("pass", "fail"))
     p.add_argument("--note", default=None)
     p.add_argument("--settings", default=None, help="JSON object: the settings the answer was made with")

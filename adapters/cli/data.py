@@ -25,6 +25,10 @@ _SHOWN = 20  # errors and warnings listed in the table (all are in --json)
 def _load(args: argparse.Namespace, tokens: bool = False):
     from ..data.load import load_dataset
 
+    if args.task == "classification":  # text -> label rows: no chat template, so no token counts
+        from ..data.classes import load_classification
+
+        return load_classification(args.file, parse_pairs(args.map, "--map"), file_type=args.file_type)
     tokenizer, max_length = None, None
     if tokens and not args.no_tokens:
         from ..loading import load_tokenizer
@@ -53,6 +57,8 @@ def _add_file_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--map", action="append", metavar="SRC=DST", help="read your column SRC as our field DST (repeatable)"
     )
+    p.add_argument("--task", choices=("causal", "classification"), default="causal",
+                   help="classification: rows of text (+ text_pair) and label; the labels are the categories")
     add_json_flag(p, nested=True)
 
 

@@ -6,16 +6,19 @@ others and lists them), loads the run's engine, and runs the set (evals/evalrun.
 RUN/evalsets/NAME (or --out), which also the web app's job reads. The JSON has `cells` (count),
 `columns` (name, passed, total, pass_rate, ci, mean_similarity, mcnemar_p against the base, ...),
 `unsupported`, `rejected`, `probes` and `notes`; user votes stored on cells count as overrides.
+`--adapter NAME=SOURCE` adds an outside adapter's column (as `loraeq compare` does).
 `--cancel` asks a running job of the same set to stop.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from ..errors import LoraEqError
-from .common import format_table
+from .common import format_table, refuse_classification_run
+from .compare import fetch_adapters
 
 
 def _names(value: str | None) -> list[str] | None:
@@ -60,6 +63,7 @@ def _evalset(args: argparse.Namespace) -> tuple[dict, int]:
     from ..runfolder import RunFolder
 
     RunFolder.open(args.run_dir)
+    refuse_classification_run(args.run_dir, "evalset")
     if args.cancel:
         folder = EvalFolder(_out_dir(args, Path(args.set).stem))
         folder.request_cancel()
@@ -69,12 +73,15 @@ def _evalset(args: argparse.Namespace) -> tuple[dict, int]:
                         seed=args.seed)
     out = _out_dir(args, evalset.name)
     variants = _names(args.columns)
-    engine = CompareEngine.from_run(Path(args.run_dir), variants=variants, precision=args.precision)
-    try:
-        summary = run_evalset(engine, evalset, out, variants=variants, sampling=sampling,
+    with contextlib.ExitStack() as stack:
+        folders = fetch_adapters(args.adapter, stack, Path(args.run_dir).resolve().parent, args.allow_pickle)
+        trained = None if variants is None else [v for v in variants if v not in folders]
+        engine = CompareEngine.from_run(Path(args.run_dir), variants=trained, precision=args.precision,
+                                        adapters=folders, allow_pickle=args.allow_pickle)
+        stack.callback(engine.close)
+        columns = None if variants is None else variants + [n for n in folders if n not in variants]
+        summary = run_evalset(engine, evalset, out, variants=columns, sampling=sampling,
                               batch_prompts=args.batch_prompts, seed=args.seed)
-    finally:
-        engine.close()
     if summary.get("status") == "cancelled":
         return {"run_dir": args.run_dir, "folder": str(out), "status": "cancelled"}, 1
     return {"run_dir": args.run_dir, "folder": str(out), **_with_votes(args.run_dir, out, summary)}, 0
@@ -120,6 +127,9 @@ def register(sub) -> None:
     p.add_argument("--set", required=True, metavar="FILE",
                    help="JSONL / JSON / CSV / Parquet rows, a promptfoo YAML config, or 'heldout' (the run's split)")
     p.add_argument("--columns", default=None, help="comma-separated variants next to the base (default: all)")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=SOURCE",
+                   help="add an outside adapter's column (RUN/VARIANT, folder, .zip or Hub id; repeatable)")
+    p.add_argument("--allow-pickle", action="store_true", help="accept an adapter saved only as a pickle")
     p.add_argument("--style", default=None, metavar="EXAMPLES",
                    help="add a style check to every prompt: a file of style examples, or 'heldout'")
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default RUN/evalsets/NAME)")

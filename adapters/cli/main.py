@@ -13,10 +13,10 @@ import os
 import sys
 
 from ..errors import LoraEqError
-from . import analyze, arena, compare, data, evalset, export, proof, suggest, train
+from . import analyze, arena, chat, classify, compare, data, evalset, export, proof, suggest, train
 from .common import Parser, add_json_flag, print_result
 
-STAGES = (analyze, data, suggest, train, export, proof, compare, arena, evalset)  # in `loraeq --help` order
+STAGES = (analyze, data, suggest, train, export, proof, compare, chat, arena, evalset, classify)  # in `loraeq --help` order
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,26 +46,42 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # a bad flag: one line on stderr, SystemExit(2)
     if getattr(args, "reexec", False) and argv is None:
         from ..runtime import reexec_with_allocator
 
         reexec_with_allocator("adapters.cli", sys.argv[1:])  # returns only when no re-exec is needed
+    code, error = _run(args)
+    if error:
+        print(error, file=sys.stderr)
+    return code
+
+
+def call(argv: list[str]) -> tuple[int, str]:
+    """Run one subcommand in this process: (exit code, the line saying what went wrong, '' if
+    nothing). The result is printed as `main` prints it. The web app's in-process jobs (on
+    ZeroGPU) use this: the error line comes back as a value, not through the shared stderr."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        return (e.code if isinstance(e.code, int) else 2), "loraeq: error: bad arguments"
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> tuple[int, str]:
     _quiet_libraries()
     try:
         outcome = args.handler(args)
     except LoraEqError as e:
-        print(f"loraeq: error: {e}", file=sys.stderr)
-        return 2
+        return 2, f"loraeq: error: {e}"
     except KeyboardInterrupt:
-        print("loraeq: interrupted", file=sys.stderr)
-        return 130
+        return 130, "loraeq: interrupted"
     result, code = outcome if isinstance(outcome, tuple) else (outcome, 0)
     from ..runtime import is_main_process
 
     if is_main_process():  # under `accelerate launch`, one report for the whole job
         print_result(result, args)
-    return code
+    return code, ""
 
 
 if __name__ == "__main__":

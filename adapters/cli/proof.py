@@ -25,6 +25,11 @@ _TABLE = [
 def _eval(args: argparse.Namespace) -> dict:
     from evals.proof import evaluate_run
 
+    from ..runfolder import RunFolder
+
+    if RunFolder.open(Path(args.run_dir)).task == "classification":
+        return _eval_classification(args)
+
     report = evaluate_run(Path(args.run_dir), limit=args.limit, seed=args.seed, progress=progress_bar("proof"))
     data = report.to_json()
     for v in data["variants"]:
@@ -34,7 +39,23 @@ def _eval(args: argparse.Namespace) -> dict:
     return data
 
 
+def _eval_classification(args: argparse.Namespace) -> dict:
+    from evals.classproof import evaluate_classification
+
+    data = evaluate_classification(Path(args.run_dir), seed=args.seed)
+    data["report"] = {name: str(Path(args.run_dir) / name) for name in ("report.json", "report.md", "report.html")}
+    return data
+
+
+def _render_classification(data: dict) -> str:
+    from evals.classproof import render_markdown
+
+    return render_markdown(data) + f"\nreport: {data['report']['report.html']}"
+
+
 def _render_eval(data: dict, args) -> str:
+    if data.get("task") == "classification":
+        return _render_classification(data)
     lines = [f"proof of learning: {data['run_dir']} ({data['heldout_rows']} held-out rows, seed {data['seed']})", ""]
     for v in data["variants"]:
         rows = [{"measure": label, "base": v[b], v["name"]: v[x]} for label, b, x in _TABLE]

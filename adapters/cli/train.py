@@ -29,6 +29,11 @@ def _variants_from_args(args: argparse.Namespace):
             "batch_size": args.batch_size,
             "max_length": args.max_length,
             "save_steps": args.save_steps,
+            "alpha": args.alpha,
+            "dropout": args.dropout,
+            "warmup_ratio": args.warmup_ratio,
+            "grad_accum": args.grad_accum,
+            "weight_decay": args.weight_decay,
             "early_stopping": True if args.early_stopping else None,
         }.items()
         if v is not None
@@ -53,11 +58,15 @@ def heldout_arg(text: str) -> float | str:
 
 
 def _train(args: argparse.Namespace) -> tuple[dict, int]:
-    from ..runs import run_queue, run_status
+    from ..runs import run_status
 
     out = Path(args.resume or args.out)
     if args.resume:
         run_status(out)  # checks it is a run folder
+        if args.sweep or args.preset:  # more variants for this run, trained with its unfinished ones
+            from ..runs import add_variants
+
+            add_variants(out, _variants_from_args(args))
     else:
         if not args.out:
             raise LoraEqError("give --out RUN_DIR (or --resume RUN_DIR)")
@@ -66,17 +75,40 @@ def _train(args: argparse.Namespace) -> tuple[dict, int]:
         variants = _variants_from_args(args)
         group = None if args.group.lower() == "none" else args.group
         spec = DataSpec(args.data, format=args.format, mapping=data_mapping(args), heldout=heldout_arg(args.heldout),
-                        group=group, seed=args.seed)
-        start_run(out, spec, variants, model=args.model, precision=args.precision, bands=args.bands,
-                  dataset=read_data(args))
+                        group=group, seed=args.seed, task=args.task)
+        classify = args.task == "classification"
+        model = args.model or ("minilm" if classify else None)
+        start_run(out, spec, variants, model=model, precision=args.precision, bands=args.bands,
+                  dataset=_classification_data(spec) if classify else read_data(args))
 
     def echo(record: dict) -> None:
         if not args.json:
             print(f"[{record['variant']}] {record['status']}", file=sys.stderr, flush=True)
 
-    results = run_queue(out, on_event=echo)
+    results = _queue(out)(out, on_event=echo)
     code = 0 if all(r["status"] == "done" for r in results) else 1
     return {"run_dir": str(out), "variants": [_summary(r) for r in results]}, code
+
+
+def _classification_data(spec):
+    """Classification rows (text, text_pair, label), refused when none is valid."""
+    dataset = spec.load()
+    if not dataset.examples:
+        first = dataset.errors[0].to_json() if dataset.errors else {}
+        raise LoraEqError(f"{spec.path}: no valid row to train on ({dataset.rows_rejected} rejected; first: {first})")
+    return dataset
+
+
+def _queue(out: Path):
+    """The training queue for the run's task: LoRA on a causal LM, or probe + LoRA on an encoder."""
+    from ..runfolder import RunFolder
+    from ..runs import run_queue
+
+    if RunFolder.open(out).task == "classification":
+        from ..classify import run_classification
+
+        return run_classification
+    return run_queue
 
 
 def _summary(result: dict) -> dict:
@@ -123,7 +155,8 @@ def register(sub) -> None:
     p.add_argument("--sweep", help="YAML/JSON file listing variants")
     p.add_argument("--preset", action="append", default=[], help="an equalizer preset; one variant each")
     p.add_argument("--out", help="run folder to create")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an existing run folder")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an existing run folder (with --sweep/--preset: add those variants to it first)")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--epochs", type=float, default=None, help="default: the auto schedule's choice for the data")
     p.add_argument("--rank", type=int, default=None, help="default: the auto schedule's choice (16)")
@@ -133,12 +166,20 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--save-steps", type=int, default=None, help="checkpoint interval (default 25)")
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha at strength 1 (default 16; scaling alpha / rank)")
+    p.add_argument("--dropout", type=float, default=None, help="LoRA dropout (default 0.05)")
+    p.add_argument("--warmup-ratio", type=float, default=None, help="share of the steps spent warming up (default 0.03)")
+    p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
+    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0)")
     p.add_argument("--heldout", default="auto",
                    help="held-out fraction for the proof (default auto: 10%% of the rows, at least 50, at most 25%%)")
     p.add_argument("--group", default="auto", metavar="FIELD",
                    help="keep rows sharing this field together in the split (e.g. fact_id: held-out rows are "
                         "paraphrases of trained facts); default auto: fact_id when every row has one; none: off")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", default="causal", choices=("causal", "classification"),
+                   help="classification: rows of text (+ text_pair) and label on an encoder (default model: minilm); "
+                        "a linear probe is trained first as the base")
     add_bands_flag(p)
     p.set_defaults(handler=_train, render=_render_train, reexec=True)
 

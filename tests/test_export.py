@@ -1,0 +1,172 @@
+"""The vLLM-safe export: each module's scale folded into lora_B, one uniform r = lora_alpha.
+
+Checked with plain PEFT on a tiny seeded Llama: the folded adapter, loaded with no rank or alpha
+patterns, gives the original adapter's logits (fp32, max abs difference under 1e-4).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adapters.errors import LoraEqError
+from adapters.export import fold_scales
+from tests.conftest import tiny_causal_lm
+
+IDS = torch.tensor([[4, 120, 7, 9, 5, 4, 121, 33, 60]])
+NONUNIFORM = dict(r=8, lora_alpha=16,
+                  rank_pattern={r"model\.layers\.0\.self_attn\.q_proj": 2, r"model\.layers\.1\.mlp\.up_proj": 4},
+                  alpha_pattern={r"model\.layers\.0\.self_attn\.q_proj": 3, r"model\.layers\.1\.mlp\.down_proj": 40})
+TARGETS = ["q_proj", "v_proj", "up_proj", "down_proj"]
+
+
+def _adapter(folder, seed=1, **lora):
+    """A PEFT adapter on the tiny Llama with random (non-zero) A and B, saved to `folder`."""
+    from peft import LoraConfig, get_peft_model
+
+    lora.setdefault("target_modules", TARGETS)
+    model = get_peft_model(tiny_causal_lm("llama"), LoraConfig(**lora))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn_like(p) * 0.3)
+    model.save_pretrained(folder)
+    return folder
+
+
+def _logits(folder):
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(tiny_causal_lm("llama"), folder).eval()
+    with torch.no_grad():
+        return model(input_ids=IDS).logits
+
+
+def _base_logits():
+    with torch.no_grad():
+        return tiny_causal_lm("llama")(input_ids=IDS).logits
+
+
+EMBEDDING = {**NONUNIFORM, "target_modules": [*TARGETS, "embed_tokens"],
+             "rank_pattern": {**NONUNIFORM["rank_pattern"], "embed_tokens": 3}, "alpha_pattern": {"embed_tokens": 5}}
+
+
+@pytest.mark.parametrize("lora", [NONUNIFORM, {**NONUNIFORM, "use_rslora": True}, {**NONUNIFORM, "lora_bias": True},
+                                  EMBEDDING], ids=["patterns", "rslora", "lora-bias", "embedding"])
+def test_folded_adapter_gives_the_same_logits_without_patterns(tmp_path, lora):
+    src = _adapter(tmp_path / "src", **lora)
+    dst = fold_scales(src, tmp_path / "dst")
+
+    config = json.loads((dst / "adapter_config.json").read_text())
+    assert config["r"] == config["lora_alpha"] == 8
+    assert config["rank_pattern"] == {} and config["alpha_pattern"] == {} and config["use_rslora"] is False
+    weights = load_file(dst / "adapter_model.safetensors")
+    q0 = "base_model.model.model.layers.0.self_attn.q_proj"
+    assert weights[f"{q0}.lora_A.weight"].shape == (8, 64)  # rank 2 padded with zero rows to 8
+    assert torch.count_nonzero(weights[f"{q0}.lora_A.weight"][2:]) == 0
+    original, folded = _logits(src), _logits(dst)
+    assert (original - _base_logits()).abs().max() > 1e-2  # the adapter does change the model
+    assert (original - folded).abs().max() < 1e-4
+
+
+def test_ignoring_the_patterns_would_be_wrong(tmp_path):
+    """What a one-scale server does with the unfolded adapter: the reason the fold exists."""
+    src = _adapter(tmp_path / "src", **NONUNIFORM)
+    weights = load_file(src / "adapter_model.safetensors")
+    config = json.loads((src / "adapter_config.json").read_text())
+    top = max(w.shape[0] for k, w in weights.items() if k.endswith("lora_A.weight"))
+    padded = {k: (torch.nn.functional.pad(w, (0, 0, 0, top - w.shape[0])) if "lora_A" in k
+                  else torch.nn.functional.pad(w, (0, top - w.shape[1]))) for k, w in weights.items()}
+    naive = tmp_path / "naive"
+    naive.mkdir()
+    from safetensors.torch import save_file
+
+    save_file(padded, naive / "adapter_model.safetensors", metadata={"format": "pt"})
+    config.update(rank_pattern={}, alpha_pattern={}, r=top)
+    (naive / "adapter_config.json").write_text(json.dumps(config))
+    assert (_logits(src) - _logits(naive)).abs().max() > 1e-3
+
+
+def test_uniform_adapter_keeps_its_outputs_and_alpha_equal_r_keeps_its_weights(tmp_path):
+    src = _adapter(tmp_path / "src", r=4, lora_alpha=12)
+    dst = fold_scales(src, tmp_path / "dst")
+    assert json.loads((dst / "adapter_config.json").read_text())["lora_alpha"] == 4
+    assert (_logits(src) - _logits(dst)).abs().max() < 1e-4
+
+    same = _adapter(tmp_path / "same", r=4, lora_alpha=4)
+    folded = load_file(fold_scales(same, tmp_path / "same-folded") / "adapter_model.safetensors")
+    original = load_file(same / "adapter_model.safetensors")
+    assert folded.keys() == original.keys()
+    assert all(torch.equal(folded[k], original[k]) for k in original)
+
+
+def test_dora_is_refused(tmp_path):
+    src = _adapter(tmp_path / "src", r=4, lora_alpha=8, use_dora=True)
+    with pytest.raises(LoraEqError, match="DoRA"):
+        fold_scales(src, tmp_path / "dst")
+
+
+def test_a_folder_without_an_adapter_is_refused(tmp_path):
+    with pytest.raises(LoraEqError, match="no PEFT adapter"):
+        fold_scales(tmp_path, tmp_path / "dst")
+
+
+def test_cli_and_export_tab_export_a_trained_variant_vllm_safe(tmp_path, tiny_model_dir, cache_home, capsys):
+    """`loraeq export RUN/VARIANT --vllm-safe --out DIR`, and the Export tab's checkbox, on a variant
+    trained with a non-uniform equalizer."""
+    from peft import PeftModel
+
+    from adapters.cli.main import main
+    from adapters.data import load_dataset, split_heldout
+    from adapters.runs import create_run, data_info, run_queue
+    from adapters.variants import Hyper, Variant
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"w{i} w{i + 3} ?"},
+                                                     {"role": "assistant", "content": f"paris w{i * 2}"}]}) + "\n"
+                            for i in range(24)))
+    dataset = load_dataset(data)
+    split = split_heldout(dataset, fraction=0.2, seed=0)
+    from playground.jobs import JobQueue
+    from playground.sessions import Session, SessionArea
+    from playground.shared import ModelRegistry, Shared
+
+    shared = Shared(ModelRegistry(), JobQueue(), SessionArea(tmp_path / "runs"), None, "fp32")
+    session = Session()
+    session.run, run = shared.area.new_run(session)
+    create_run(run, variants=[Variant("v", "early", Hyper(max_steps=2, learning_rate=5e-2, batch_size=4))],
+               split=split, data_info=data_info(dataset, split, str(data)), model=str(tiny_model_dir),
+               precision="fp32", bands=2)
+    run_queue(run)
+    assert json.loads((run / "v" / "adapter_config.json").read_text())["rank_pattern"]  # the case that needs it
+
+    assert main(["export", str(run / "v"), "--vllm-safe", "--out", str(tmp_path / "safe"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "vllm-safe adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "variant.json"} <= {
+        p.name for p in (tmp_path / "safe").iterdir()}
+    from transformers import AutoModelForCausalLM
+
+    logits = []
+    for folder in (run / "v", tmp_path / "safe"):
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+        with torch.no_grad():
+            logits.append(PeftModel.from_pretrained(base, folder).eval()(input_ids=IDS).logits)
+    assert (logits[0] - logits[1]).abs().max() < 1e-4
+    assert main(["export", str(run / "v"), "--vllm-safe", "--out", str(tmp_path / "safe")]) == 2  # not empty
+
+    import zipfile
+
+    from playground import tab_export
+
+    download, card = tab_export.export_zip(shared, "v", True, session)
+    with zipfile.ZipFile(download) as z:
+        config = json.loads(z.read("adapter_config.json"))
+        assert "vLLM" in z.read("README.md").decode()
+    assert config["r"] == config["lora_alpha"] and config["rank_pattern"] == {} and config["alpha_pattern"] == {}
+    plain, _ = tab_export.export_zip(shared, "v", False, session)
+    with zipfile.ZipFile(plain) as z:
+        assert json.loads(z.read("adapter_config.json"))["rank_pattern"]

@@ -1,0 +1,40 @@
+"""The queue's numbers: read from the environment, checked, and given to the right events; the job
+line's refusals say what is full."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.errors import LoraEqError
+from playground import queueing
+from playground.app import build_app, make_shared
+from playground.jobs import JobQueue
+
+
+def test_settings_come_from_the_environment_and_are_checked():
+    assert queueing.QueueSettings.from_env({}) == queueing.QueueSettings(size=64, default=4, generation=1, heavy=1)
+    env = {"LORAEQ_QUEUE_SIZE": "5", "LORAEQ_GENERATION_CONCURRENCY": "2", "LORAEQ_CONCURRENCY": "3"}
+    assert queueing.QueueSettings.from_env(env) == queueing.QueueSettings(size=5, default=3, generation=2)
+    with pytest.raises(LoraEqError, match="LORAEQ_GENERATION_CONCURRENCY='two': must be a whole number"):
+        queueing.QueueSettings.from_env({"LORAEQ_GENERATION_CONCURRENCY": "two"})
+    with pytest.raises(LoraEqError, match="size=0: must be a whole number >= 1"):
+        queueing.QueueSettings(size=0)
+
+
+def test_events_get_their_group_limits(tiny_model_dir, cache_home, tmp_path, monkeypatch):
+    monkeypatch.setenv("LORAEQ_GENERATION_CONCURRENCY", "2")
+    monkeypatch.setenv("LORAEQ_QUEUE_SIZE", "7")
+    demo = build_app(make_shared(str(tiny_model_dir), "fp32", str(tmp_path / "runs")))
+    queueing.apply(demo, queueing.QueueSettings.from_env())
+    fns = {fn.api_name: fn for fn in demo.fns.values()}
+    assert (fns["ask"].concurrency_id, fns["ask"].concurrency_limit) == ("generation", 2)
+    assert {fns[n].concurrency_id for n in ("suggest", "load_model", "export_merged")} == {"heavy"}
+    assert fns["suggest"].concurrency_limit == 1
+    assert fns["validate"].concurrency_limit == "default" and fns["validate"].concurrency_id != "generation"
+    assert demo._queue.max_size == 7 and demo._queue.default_concurrency_limit == 4
+
+
+def test_a_full_job_line_says_so():
+    jobs = JobQueue(max_waiting=0)
+    with pytest.raises(LoraEqError, match="the job line is full: 0 jobs are waiting"):
+        jobs.submit("a", ["status", "/nowhere"])

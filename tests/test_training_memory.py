@@ -1,0 +1,54 @@
+"""Activation checkpointing only where a batch would pass the activation budget: the same loss curve,
+the base given back without it, and the memory estimate that the app checks following the same rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.limits import activation_bytes, needs_checkpointing
+from adapters.loading import load_model
+from adapters.training import read_log, train_variant
+from adapters.variants import Hyper, Variant
+from conftest import tiny_causal_lm, tiny_tokenizer
+
+ROWS = [[{"role": "user", "content": f"w{i} w{i + 1} ?"}, {"role": "assistant", "content": f"w{i + 20} w{i + 40} paris"}]
+        for i in range(8)]
+
+
+@pytest.fixture
+def base(tmp_path, cache_home):
+    folder = tmp_path / "tiny"
+    tiny_causal_lm("llama", initializer_range=0.3).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return load_model(str(folder), "fp32")
+
+
+def _train(base, folder):
+    variant = Variant("v", "uniform", Hyper(max_steps=5, learning_rate=1e-2, batch_size=4, dropout=0.1))
+    train_variant(base, variant, ROWS, folder)
+    log = read_log(folder / "train_log.jsonl")
+    return [r["loss"] for r in log if "loss" in r], [r for r in log if r.get("event") == "activation_checkpointing"]
+
+
+def test_over_the_budget_layers_are_recomputed_with_the_same_losses(base, tmp_path, monkeypatch):
+    plain, none = _train(base, tmp_path / "plain")
+    assert none == []  # a tiny batch is far under the default budget
+    monkeypatch.setenv("LORAEQ_ACTIVATION_BUDGET_GB", "1e-9")
+    recomputed, events = _train(base, tmp_path / "recomputed")
+    assert len(events) == 1 and "recomputed" in events[0]["reason"]
+    assert recomputed == pytest.approx(plain, rel=1e-5)  # dropout masks too: the checkpoint replays the RNG
+    assert not base.model.is_gradient_checkpointing  # the base comes back as it was
+
+
+def test_the_estimate_follows_the_rule_and_a_bad_budget_is_named(monkeypatch):
+    from transformers import AutoConfig
+
+    smol = AutoConfig.for_model("llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                vocab_size=49152)
+    assert activation_bytes(smol, 4096, checkpointing=True) < activation_bytes(smol, 4096) / 3
+    assert needs_checkpointing(smol, 8 * 512) and not needs_checkpointing(smol, 8 * 96)
+    monkeypatch.setenv("LORAEQ_ACTIVATION_BUDGET_GB", "lots")
+    from adapters.errors import LoraEqError
+
+    with pytest.raises(LoraEqError, match="LORAEQ_ACTIVATION_BUDGET_GB='lots'"):
+        needs_checkpointing(smol, 10)
