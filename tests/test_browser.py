@@ -164,7 +164,7 @@ def test_full_flow_in_chromium(server, page):
     page.get_by_role("button", name="Run the proof").click()
     page.locator("#proof-status").get_by_text(re.compile(r"variant-1: ")).wait_for(timeout=900_000)
     verdict = page.locator("#proof-status").inner_text()
-    assert re.search(r"variant-1: (learned|memorized|closer in wording|no effect|worse|inconclusive)", verdict), verdict
+    assert re.search(r"variant-1: (learned|memorized|closer (?:in|to the data's) wording|no effect|worse|inconclusive)", verdict), verdict
     report = page.frame_locator("#proof-report iframe")
     report.get_by_role("heading", name="Proof of learning").wait_for(timeout=30_000)
     report.get_by_text("variant-1").first.wait_for(timeout=5_000)

@@ -593,10 +593,10 @@ def test_the_app_offers_added_adapters_to_eval_sets_and_export(files, served, mo
     monkeypatch.setenv("LORAEQ_ADAPTER_ROOTS", str(files["adapter"].parent))
     adapter_picker.add_adapter(shared, "plain", None, None, str(files["adapter"]), "", state)
     assert tab_export.finished_variants(shared, state) == ["plain"]
-    path, card = tab_export.export_zip(shared, "plain", state)
+    path, card = tab_export.export_zip(shared, "plain", False, state)
     assert Path(path).is_file() and "not trained by it" in card
     with pytest.raises(LoraEqError, match="not a finished variant"):
-        tab_export.export_zip(shared, "../plain", state)
+        tab_export.export_zip(shared, "../plain", False, state)
     argv = tab_evalsets.job_argv(Path("RUN"), "set.jsonl", ["plain"], 8, False, None, state.adapters)
     assert argv[argv.index("--adapter") + 1] == f"plain={state.adapters['plain']}"
     assert "--adapter" not in tab_evalsets.job_argv(Path("RUN"), "s", ["mine"], 8, False, None, state.adapters)
