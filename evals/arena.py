@@ -29,17 +29,15 @@ import os
 import random
 import sqlite3
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from adapters.conversation import Conversation
 from adapters.errors import LoraEqError
 
-from .votes import DB_NAME, VoteStore, _write
+from .votes import DB_NAME, VoteStore, _write, connect
 
 OUTCOMES = ("a", "b", "tie", "bad")
 SCALE = 400.0 / math.log(10.0)  # natural log-odds -> Elo points
@@ -112,14 +110,8 @@ class BattleStore:
         with self._connect() as conn, _write(conn):
             conn.execute(_SCHEMA)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self):
+        return connect(self.path)
 
     def record(self, model_a: str, model_b: str, outcome: str, *, conversation: dict, settings: dict,
                voter: str | None = None) -> int:

@@ -176,15 +176,8 @@ class VoteStore:
                     conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # A connection per call: sqlite3 connections must not be shared between threads.
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self):
+        return connect(self.path)
 
     def journal_mode(self) -> str:
         with self._connect() as conn:
@@ -313,6 +306,18 @@ class VoteStore:
             writer.writerows(rows)
         os.replace(tmp, path)
         return path
+
+
+@contextmanager
+def connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection per call (sqlite3 connections must not be shared between threads), waiting up
+    to 30 s for another writer."""
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 30000")
+        yield conn
+    finally:
+        conn.close()
 
 
 @contextmanager
