@@ -26,6 +26,7 @@ from .loading import (
     choose_precision,
     count_checkpoint_params,
     default_device,
+    load_frozen,
     model_kind,
     quantization_config,
 )
@@ -88,7 +89,7 @@ def load_encoder(
 ) -> LoadedModel:
     """The encoder named by `spec` with a fresh, seeded head for `labels` (default: 2 placeholder
     labels, enough to analyze it), frozen. Its `kind` is `encoder` and its `labels` are set."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     started = time.perf_counter()
     labels = check_labels(labels or ["label_0", "label_1"])
@@ -112,15 +113,8 @@ def load_encoder(
     else:
         kwargs["dtype"] = _DTYPES[choice.precision]
     torch.manual_seed(seed)  # the fresh head's initial weights
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise LoraEqError(f"{source.id}: cannot load ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if choice.precision != "nf4":
-        model.to(device)
-    model.eval()
-    model.requires_grad_(False)
+    model, tokenizer = load_frozen(AutoModelForSequenceClassification, folder, source, choice.precision, device,
+                                   **kwargs)
     return LoadedModel(
         model=model, tokenizer=tokenizer, source=source, folder=folder, fingerprint=fingerprint(source, folder),
         precision=choice.precision, precision_reason=choice.reason, device=device,

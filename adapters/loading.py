@@ -183,6 +183,23 @@ def check_causal_lm(folder: Path, trust_remote_code: bool):
     return config
 
 
+def load_frozen(model_class, folder, source, precision: str, device: str, **kwargs):
+    """`model_class.from_pretrained` and the tokenizer from `folder`, the model on `device` (nf4 is
+    placed by its device map), in eval mode with every weight frozen; a load error in one line."""
+    from transformers import AutoTokenizer
+
+    try:
+        model = model_class.from_pretrained(folder, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=kwargs.get("trust_remote_code", False))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise LoraEqError(f"{source.id}: cannot load ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if precision != "nf4":
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
 def load_model(
     spec: str | None = None,
     precision: str = "auto",
@@ -191,7 +208,7 @@ def load_model(
     device: str | None = None,
 ) -> LoadedModel:
     """Load the base model named by `spec` (see `models.resolve_source`), frozen."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     started = time.perf_counter()
     device = device or default_device()
@@ -205,15 +222,8 @@ def load_model(
         kwargs["dtype"] = kwargs["quantization_config"].bnb_4bit_compute_dtype
     else:
         kwargs["dtype"] = _DTYPES[choice.precision]
-    try:
-        model = AutoModelForCausalLM.from_pretrained(folder, config=config, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise LoraEqError(f"{source.id}: cannot load ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if choice.precision != "nf4":
-        model.to(device)
-    model.eval()
-    model.requires_grad_(False)
+    model, tokenizer = load_frozen(AutoModelForCausalLM, folder, source, choice.precision, device,
+                                   config=config, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(
