@@ -100,26 +100,29 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         print(json.dumps(worker(args.worker, args.steps, args.precision)))
         return {}
+    summary = measure(args.cases.split(","), args.steps, args.precision)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for r in summary["cases"]:
+            print(f"{r['case']:>12} ({r['precision']}): loaded {r['loaded_gb']:.2f} GB, peak {r['peak_gb']:.2f} GB "
+                  f"(limit {LIMIT_GB:g}), {r['s_per_step']:.1f} s/step, {r['tokens_per_s']:.0f} tok/s")
+    return summary
+
+
+def measure(cases: list[str], steps: int = 2, precision: str = "auto") -> dict:
+    """Each case in its own process (peak RSS is per process), with the fast malloc preloaded."""
     from adapters.runtime import allocator_library
 
     env = {**os.environ, "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": "1099511627776"}
     if allocator_library():
         env["LD_PRELOAD"] = allocator_library()
     results = []
-    for case in args.cases.split(","):
-        out = subprocess.run([sys.executable, __file__, "--worker", case, "--steps", str(args.steps),
-                              "--precision", args.precision], capture_output=True, text=True, env=env, check=True)
+    for case in cases:
+        out = subprocess.run([sys.executable, __file__, "--worker", case, "--steps", str(steps),
+                              "--precision", precision], capture_output=True, text=True, env=env, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    summary = {"batch": BATCH, "max_length": MAX_LENGTH, "limit_gb": LIMIT_GB, "cases": results}
-    if args.json:
-        if __name__ == "__main__":
-            print(json.dumps(summary, indent=2))
-    else:
-        for r in results:
-            print(f"{r['case']:>12} ({r['precision']}): loaded {r['loaded_gb']:.2f} GB, peak {r['peak_gb']:.2f} GB "
-                  f"(limit {LIMIT_GB:g}), {r['s_per_step']:.1f} s/step, {r['tokens_per_s']:.0f} tok/s")
-    return summary
-
+    return {"batch": BATCH, "max_length": MAX_LENGTH, "limit_gb": LIMIT_GB, "cases": results}
 
 if __name__ == "__main__":
     main()

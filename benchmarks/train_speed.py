@@ -185,10 +185,9 @@ def main() -> None:
     }
     if not args.no_memory:  # peak RSS of our training at batch 8 x 512 tokens (train_memory.py, its own process)
         sys.path.insert(0, str(ROOT / "benchmarks"))
-        from train_memory import LIMIT_GB
-        from train_memory import main as memory
+        from train_memory import LIMIT_GB, measure
 
-        peak = memory(["--steps", "2", "--cases", "default", "--json"])["cases"][0]["peak_gb"]
+        peak = measure(["default"])["cases"][0]["peak_gb"]
         result.update(peak_rss_gb_8x512=round(peak, 2), peak_rss_limit_gb=LIMIT_GB)
     if args.json:
         print(json.dumps(result))
