@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import LoraEqError
@@ -140,23 +141,32 @@ class PeftMixer(_Forward):
 @dataclass
 class _LayerRows:
     """One LoRA layer's factors for the rows of a batch, stacked: zeros where a row's adapter does
-    not touch the layer (or for the base), and zero-padded up to the largest rank present."""
+    not touch the layer (or for the base), and zero-padded up to the largest rank present. When
+    every row takes the same adapter at the same scale (`single`), the update is that adapter's
+    own two linear maps, as PEFT computes it, and dropping rows costs nothing."""
 
     a: torch.Tensor  # (rows, rank, in), laid out as lora_A weights
     b: torch.Tensor  # (rows, out, rank), laid out as lora_B weights
     scaling: torch.Tensor  # (rows, 1, 1)
     cast_before_add: bool
+    single: tuple[torch.Tensor, torch.Tensor, float] | None = None  # (A, B, scaling) shared by all rows
 
     def __post_init__(self) -> None:
         # Used transposed, as F.linear uses a weight, so each row's sums run in PEFT's order.
         self.a_t, self.b_t = self.a.transpose(1, 2), self.b.transpose(1, 2)
 
     def keep(self, rows: torch.Tensor) -> None:
+        if self.single is not None:
+            return
         self.a, self.b, self.scaling = self.a[rows], self.b[rows], self.scaling[rows]
         self.__post_init__()
 
     def add_update(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
-        update = torch.bmm(torch.bmm(x.to(self.a.dtype), self.a_t), self.b_t) * self.scaling
+        if self.single is not None:
+            a, b, scaling = self.single
+            update = F.linear(F.linear(x.to(a.dtype), a), b) * scaling
+        else:
+            update = torch.bmm(torch.bmm(x.to(self.a.dtype), self.a_t), self.b_t) * self.scaling
         if self.cast_before_add:
             return result + update.to(result.dtype)
         return (result + update).to(result.dtype)
@@ -171,6 +181,15 @@ def gather_rows(module: nn.Module, row_adapters: list[str], row_multipliers: Row
         reason = _not_plain(module, name)
         if reason:
             raise LoraEqError(f"adapter {name!r} uses {reason}: use the 'peft' backend")
+    factors = [row_multipliers[i].get(module, 1.0) if row_multipliers[i] is not None else 1.0
+               for i in range(len(row_adapters))]
+    cast_before_add = type(module).__name__ in _CAST_BEFORE_ADD
+    if len(set(row_adapters)) == 1 and len(set(factors)) == 1:
+        name = present[0]
+        weight_a, weight_b = module.lora_A[name].weight, module.lora_B[name].weight
+        empty = weight_a.new_zeros((0, 1, 1))
+        return _LayerRows(empty, empty, empty, cast_before_add,
+                          single=(weight_a, weight_b, module.scaling[name] * factors[0]))
     rank = max(module.lora_A[name].weight.shape[0] for name in present)
     weight_a, weight_b = module.lora_A[present[0]].weight, module.lora_B[present[0]].weight
     a = weight_a.new_zeros((len(row_adapters), rank, weight_a.shape[1]))
@@ -181,9 +200,8 @@ def gather_rows(module: nn.Module, row_adapters: list[str], row_multipliers: Row
             r = module.lora_A[name].weight.shape[0]
             a[i, :r] = module.lora_A[name].weight
             b[i, :, :r] = module.lora_B[name].weight
-            factor = row_multipliers[i].get(module, 1.0) if row_multipliers[i] is not None else 1.0
-            scaling[i] = module.scaling[name] * factor
-    return _LayerRows(a, b, scaling, type(module).__name__ in _CAST_BEFORE_ADD)
+            scaling[i] = module.scaling[name] * factors[i]
+    return _LayerRows(a, b, scaling, cast_before_add)
 
 
 class FusedMixer(_Forward):

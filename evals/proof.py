@@ -4,8 +4,8 @@
 (`adapter_set.py`) and measures, for the base and each variant:
 - loss and perplexity on the assistant tokens of the held-out split and of an equal-size seeded
   sample of the rows that variant trained on (`losses.py`);
-- greedy answers to the held-out prompts, all models in mixed-adapter batches, and each answer's
-  MiniLM cosine similarity to the reference answer (`similarity.py`);
+- greedy answers to the held-out prompts (each model's rows in batches of their own, through the
+  fused mixer) and each answer's MiniLM cosine similarity to the reference answer (`similarity.py`);
 - per variant against the base: bootstrap intervals and sign-flip p-values of the paired
   differences, train/held-out gap, membership AUCs (loss ratio, Min-K% Prob), KL and max |logit
   difference| (`stats.py`), and the verdict (`verdict.py`).
@@ -33,6 +33,7 @@ from adapters.runfolder import RunFolder, VariantInfo
 from adapters.tokenize import Encoded, encode_chat, encode_prompt
 
 from .adapter_set import BASE, AdapterSet, load_adapter_set, release
+from .base_cache import BaseCache
 from .losses import Divergence, Scores, score
 from .matching import matches
 from .matrix import evalset_results
@@ -49,7 +50,7 @@ POWER = 0.8  # of the power statement in the report
 # the fictional-facts sample with the old defaults (+0.05, one epoch): below that, a held-out set
 # that cannot detect +0.05 may miss real learning.
 MEANINGFUL_SIMILARITY = 0.05
-GENERATE_BATCH = 64  # sequences per generate call: bigger batches amortize the per-step overhead
+GENERATE_BATCH = 64  # rows per decode: bigger batches amortize the per-step overhead
 
 
 @dataclass
@@ -160,6 +161,7 @@ class Report:
     skipped: list[dict] = field(default_factory=list)  # variants not finished: name, status
     notes: list[str] = field(default_factory=list)  # e.g. held-out rows that could not be measured
     seconds: dict = field(default_factory=dict)
+    base_cached: list[str] = field(default_factory=list)  # what of the base's side was read from `base_cache`
     base_matched: list[bool] = field(default_factory=list)
     evalsets: list[dict] = field(default_factory=list)  # the run's finished eval sets (matrix.evalset_results)
 
@@ -194,6 +196,7 @@ class Report:
                                            self.base_heldout_losses, self.base_matched or [False] * len(self.rows))
             ],
             "seconds": self.seconds,
+            "base_cached": self.base_cached,
             "evalsets": self.evalsets,
         }
 
@@ -213,60 +216,55 @@ def greedy_generate(
     max_new_tokens: int = 64,
     batch_size: int = GENERATE_BATCH,
 ) -> list[str]:
-    """Greedy answers, prompt i answered by adapter `adapter_names[i]`, many adapters per batch."""
+    """Greedy answers, prompt i answered by adapter `adapter_names[i]`.
+
+    Each adapter's rows are decoded in batches of their own (`plan_answer_batches`), laid out the
+    same way for every adapter: a row's answer then depends on its adapter and its prompt's batch
+    only, never on which other variants share the call. So an adapter that is numerically the base
+    (a 0-step LoRA) answers exactly like the base, and the base's answers can be cached
+    (`base_cache.py`). Decoding is `adapters.decoding.decode` through the fused mixer (plain LoRA;
+    PEFT's own per-row path otherwise): a finished row leaves the batch at once."""
+    from adapters.decoding import Sampling, decode
+    from adapters.engine import stop_token_ids
+    from adapters.mixing import MIXERS, fusable
+
     if len(prompts) != len(adapter_names):
         raise LoraEqError(f"{len(prompts)} prompts for {len(adapter_names)} adapter names")
     tok = adapters.tokenizer
     ids = [encode_prompt(tok, p) for p in prompts]
+    stop_ids = stop_token_ids(tok, adapters.model)
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
     answers = [""] * len(ids)
-    for batch in pack_by_prompt(ids, batch_size):
-        out = _generate_batch(adapters, [ids[i] for i in batch], [adapter_names[i] for i in batch], max_new_tokens)
-        for i, text in zip(batch, out):
-            answers[i] = text
+    for name, batch in plan_answer_batches(ids, adapter_names, batch_size):
+        backend = "fused" if name == BASE or fusable(adapters.model, name) is None else "peft"
+        mixer = MIXERS[backend](adapters.model, [name] * len(batch))
+        tokens: list[list[int]] = [[] for _ in batch]
+        try:
+            for step in decode(mixer, [ids[i] for i in batch], sampling, stop_ids=stop_ids,
+                               pad_id=tok.pad_token_id, device=adapters.device):
+                for row, token in step.tokens.items():
+                    if step.finished.get(row) != "stop":
+                        tokens[row].append(token)
+        finally:
+            mixer.close()
+        for i, row_tokens in zip(batch, tokens):
+            answers[i] = tok.decode(row_tokens, skip_special_tokens=True).strip()
     return answers
 
 
-def pack_by_prompt(ids: list[list[int]], batch_size: int) -> list[list[int]]:
-    """Batches of row indices, shortest prompts first, rows with the same prompt in the same batch.
-
-    Every model then sees a prompt with the same left padding, so an adapter that is numerically
-    the base (a 0-step LoRA) answers exactly like the base instead of differing at near-ties."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, x in enumerate(ids):
-        groups.setdefault(tuple(x), []).append(i)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for group in sorted(groups.values(), key=lambda g: (len(ids[g[0]]), g[0])):
-        for k in range(0, len(group), batch_size):
-            piece = group[k : k + batch_size]
-            if current and len(current) + len(piece) > batch_size:
-                batches.append(current)
-                current = []
-            current += piece
-    if current:
-        batches.append(current)
+def plan_answer_batches(ids: list[list[int]], adapter_names: list[str],
+                        batch_size: int) -> list[tuple[str, list[int]]]:
+    """(adapter, row indices) batches: each adapter's rows on their own, shortest prompts first
+    (equal prompts together, ties in row order), `batch_size` at most. Two adapters given the same
+    prompts get the same batches, whatever else is in the call."""
+    by_adapter: dict[str, list[int]] = {}
+    for i, name in enumerate(adapter_names):
+        by_adapter.setdefault(name, []).append(i)
+    batches = []
+    for name, rows in by_adapter.items():
+        order = sorted(rows, key=lambda i: (len(ids[i]), ids[i]))
+        batches += [(name, order[k : k + batch_size]) for k in range(0, len(order), batch_size)]
     return batches
-
-
-def _generate_batch(adapters: AdapterSet, ids: list[list[int]], names: list[str], max_new_tokens: int) -> list[str]:
-    tok = adapters.tokenizer
-    width = max(len(x) for x in ids)
-    # Left padding: every row's next token comes right after its own prompt.
-    input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, x in enumerate(ids):
-        input_ids[row, width - len(x):] = torch.tensor(x)
-        mask[row, width - len(x):] = 1
-    with torch.inference_mode():
-        out = adapters.model.generate(
-            input_ids=input_ids.to(adapters.device),
-            attention_mask=mask.to(adapters.device),
-            adapter_names=names,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tok.pad_token_id,
-        )
-    return [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out.cpu()]
 
 
 def answer_budget(tokenizer, references: list[str]) -> int:
@@ -339,10 +337,13 @@ def evaluate_run(
     thresholds: Thresholds | None = None,
     n_resamples: int = 2000,
     write: bool = True,
+    base_cache: bool = True,
 ) -> Report:
     """Measure every finished variant of the run against its base, decide, and write the report.
 
-    `base` may be the run's base already loaded (`adapters.loading.load_model`), to save loading it."""
+    `base` may be the run's base already loaded (`adapters.loading.load_model`), to save loading it.
+    With `base_cache`, the base's answers (default generation only) and train-sample scores are
+    read from, or kept in, `base_cache.BaseCache`: the same numbers, without computing them again."""
     from adapters.loading import load_model
     from adapters.runs import run_split
 
@@ -363,7 +364,8 @@ def evaluate_run(
     adapters = load_adapter_set(base, {v.name: v.folder for v in entries})
     try:
         clock.lap("load")
-        measured = _measure(adapters, run_dir, entries, rows, generate, seed, progress, clock)
+        cache = BaseCache.for_base(base) if base_cache else None
+        measured = _measure(adapters, run_dir, entries, rows, generate, seed, progress, clock, cache)
     finally:
         release(adapters)
     variants = [_prove(v, measured, i, thresholds, n_resamples, seed) for i, v in enumerate(entries)]
@@ -384,6 +386,7 @@ def evaluate_run(
         skipped=skipped,
         notes=notes,
         evalsets=evalset_results(run_dir, seed),
+        base_cached=measured.cached,
     )
     report.seconds = dict(clock.laps)
     if write:
@@ -404,6 +407,7 @@ class _Measured:
     answers: dict[str, list[str]]
     similarity: dict[str, list[float]]
     matched: dict[str, list[bool]]
+    cached: list[str] = field(default_factory=list)  # the base's results read from the cache
 
 
 class _Clock:
@@ -417,31 +421,36 @@ class _Clock:
 
 
 def _measure(adapters: AdapterSet, run_dir: Path, entries: list[VariantInfo], rows, generate, seed, progress,
-             clock) -> _Measured:
+             clock, cache: BaseCache | None) -> _Measured:
     from adapters.runs import run_split
 
     stages = 3
+    cached: list[str] = []
     heldout, divergence = score(adapters, [r.encoded for r in rows], adapters.names, divergence=True)
     clock.lap("heldout_loss")
     _tick(progress, 1, stages)
-    train = _train_scores(adapters, run_split(run_dir, "train"), entries, len(rows), seed)
+    train = _train_scores(adapters, run_split(run_dir, "train"), entries, len(rows), seed, cache, cached)
     clock.lap("train_loss")
     _tick(progress, 2, stages)
-    answers, similarity, matched = _answers(adapters, rows, generate, clock)
+    answers, similarity, matched = _answers(adapters, rows, generate, clock, cache, cached)
     _tick(progress, 3, stages)
-    return _Measured(adapters.ids, heldout, divergence, train, answers, similarity, matched)
+    return _Measured(adapters.ids, heldout, divergence, train, answers, similarity, matched, cached)
 
 
-def _answers(adapters: AdapterSet, rows: list[Row], generate: Generate | None, clock: _Clock):
-    """Every model's answer to every held-out prompt (one flat, mixed-adapter call) and its
-    similarity to the reference, keyed by adapter id."""
+def _answers(adapters: AdapterSet, rows: list[Row], generate: Generate | None, clock: _Clock,
+             cache: BaseCache | None, cached: list[str]):
+    """Every model's answer to every held-out prompt (one flat call) and its similarity to the
+    reference, keyed by adapter id."""
     from .similarity import cosine_pairs
 
     names, n = adapters.names, len(rows)
     refs = [r.reference for r in rows]
-    generate = generate or partial(greedy_generate, max_new_tokens=answer_budget(adapters.tokenizer, refs))
     prompts = [r.prompt for r in rows] * len(names)
-    flat = generate(adapters, prompts, [name for name in names for _ in rows])
+    if generate is None:
+        flat = _default_answers(adapters, [r.prompt for r in rows], answer_budget(adapters.tokenizer, refs), cache,
+                                cached)
+    else:
+        flat = generate(adapters, prompts, [name for name in names for _ in rows])
     if len(flat) != len(prompts):
         raise LoraEqError(f"the generate function returned {len(flat)} answers for {len(prompts)} prompts")
     clock.lap("generate")
@@ -454,15 +463,40 @@ def _answers(adapters: AdapterSet, rows: list[Row], generate: Generate | None, c
     return answers, similarity, matched
 
 
+def _default_answers(adapters: AdapterSet, prompts: list[list[dict]], max_new_tokens: int,
+                     cache: BaseCache | None, cached: list[str]) -> list[str]:
+    """`greedy_generate` for every model (base first), all prompts each; the base's answers come
+    from `cache` when it has them (they do not depend on the variants: see `greedy_generate`)."""
+    from adapters.engine import stop_token_ids
+
+    key = None
+    base_answers = None
+    if cache is not None:
+        ids = [encode_prompt(adapters.tokenizer, p) for p in prompts]
+        key = (ids, max_new_tokens, GENERATE_BATCH, stop_token_ids(adapters.tokenizer, adapters.model))
+        base_answers = cache.answers(*key)
+    todo = [name for name in adapters.names if not (name == BASE and base_answers is not None)]
+    flat = greedy_generate(adapters, prompts * len(todo), [name for name in todo for _ in prompts],
+                           max_new_tokens=max_new_tokens)
+    n = len(prompts)
+    by_name = {name: flat[i * n : (i + 1) * n] for i, name in enumerate(todo)}
+    if base_answers is not None:
+        by_name[BASE] = base_answers
+        cached.append("answers")
+    elif key is not None:
+        cache.keep_answers(*key, by_name[BASE])
+    return [answer for name in adapters.names for answer in by_name[name]]
+
+
 def _tick(progress: Progress | None, done: int, total: int) -> None:
     if progress:
         progress(done, total)
 
 
-def _train_scores(adapters: AdapterSet, train, entries: list[VariantInfo], size: int,
-                  seed: int) -> dict[str, tuple[Scores, Scores]]:
+def _train_scores(adapters: AdapterSet, train, entries: list[VariantInfo], size: int, seed: int,
+                  cache: BaseCache | None, cached: list[str]) -> dict[str, tuple[Scores, Scores]]:
     """Base and variant scores on each variant's train sample; variants with the same sample share
-    one base pass."""
+    one base pass, which `cache` may have kept from an earlier proof."""
     groups: dict[tuple, list[str]] = {}
     samples: dict[tuple, list[Encoded]] = {}
     for v in entries:
@@ -474,8 +508,13 @@ def _train_scores(adapters: AdapterSet, train, entries: list[VariantInfo], size:
         samples[key] = sample
     out = {}
     for key, ids in groups.items():
-        scores, _ = score(adapters, samples[key], [BASE, *ids])
-        out.update({i: (scores[BASE], scores[i]) for i in ids})
+        base = cache.scores(samples[key]) if cache is not None else None
+        scores, _ = score(adapters, samples[key], ids if base is not None else [BASE, *ids])
+        if base is None and cache is not None:
+            cache.keep_scores(samples[key], scores[BASE])
+        out.update({i: (base if base is not None else scores[BASE], scores[i]) for i in ids})
+        if base is not None and "train losses" not in cached:
+            cached.append("train losses")
     return out
 
 

@@ -169,7 +169,7 @@ def test_fused_update_is_bit_identical_to_peft_one_adapter_forward(precision, tm
     dtype = next(p.dtype for n, p in model.named_parameters() if "norm" in n)
     generator = torch.Generator().manual_seed(0)
     rows = ["uniform", "attention", "early", "__base__"]
-    checked = padded = 0
+    checked = padded = single = 0
     with torch.no_grad():
         for name, layer in lora_layers(model):
             x = torch.randn((len(rows), 8, layer.in_features), generator=generator).to(dtype)
@@ -189,7 +189,17 @@ def test_fused_update_is_bit_identical_to_peft_one_adapter_forward(precision, tm
                 else:
                     assert torch.equal(fused[i: i + 1], alone), (name, adapter)
                     checked += 1
+            layer.enable_adapters(False)
+            pair_base = layer(x[:2])
+            layer.enable_adapters(True)
+            for adapter in [a for a in rows[:3] if a in layer.lora_A]:
+                # Every row the same adapter: PEFT's own two linear maps over the whole batch.
+                same = gather_rows(layer, [adapter] * 2, [None, None])
+                model.set_adapter(adapter)
+                assert same.single is not None and torch.equal(same.add_update(x[:2], pair_base), layer(x[:2]))
+                single += 1
     assert (checked, padded) == (3 * 14 - 7, 7)  # early's 7 rank-1 layers are the padded ones
+    assert single == sum(len(layer.lora_A) for _, layer in lora_layers(model)) > 14
     model.unload()
 
 
