@@ -103,6 +103,15 @@ def headlines(data: dict) -> list[str]:
     return [f"{v['name']}: {v['headline']} — {v['verdict']}" for v in data["variants"]]
 
 
+def cache_line(data: dict) -> str:
+    """Which of the base's results an earlier proof with the same base and rows supplied, or ''."""
+    cached = data.get("base_cached") or []
+    if not cached:
+        return ""
+    return (f" The base's {' and '.join(cached)} were read from an earlier proof with the same base, precision and "
+            "rows (`--no-base-cache` computes them again).")
+
+
 def power_line(data: dict) -> str:
     """What the held-out set could show, in words."""
     variants = data["variants"]
@@ -221,7 +230,7 @@ def render_markdown(data: dict) -> str:
         *[f"- **{line}**" for line in headlines(data)],
         *[f"- {line}" for line in evalset_lines(data)],
         "",
-        power_line(data),
+        power_line(data) + cache_line(data),
         "",
         "## Verdicts",
         "",
@@ -287,7 +296,7 @@ def render_html(data: dict) -> str:
         *[f"<li class='{_CLASS.get(v['verdict'], '')}'><b>{e(v['name'])}</b>: {e(v['headline'])} — "
           f"<b>{e(v['verdict'])}</b></li>" for v in data["variants"]],
         *[f"<li>{e(line)}</li>" for line in evalset_lines(data)],
-        f"</ul><p>{e(power_line(data))}</p>",
+        f"</ul><p>{e(power_line(data) + cache_line(data))}</p>",
         "<h2>Verdicts</h2><ul>",
         *[f"<li class='{_CLASS.get(v['verdict'], '')}'><b>{e(v['name'])}</b>: {e(v['verdict_line'])}</li>"
           for v in data["variants"]],

@@ -44,9 +44,13 @@ def embed(texts: list[str]) -> np.ndarray:
     """Unit-length embeddings, one row per text (an empty text embeds like any other string)."""
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
+    # Each distinct text once (a proof compares every model's answer with the same references):
+    # a text repeated in one call gets one vector, so equal answers score exactly the same.
+    unique = list(dict.fromkeys(texts))
     with _lock:  # SentenceTransformer.encode is not documented as thread-safe
-        vectors = embedder().encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
-    return np.asarray(vectors, dtype=np.float32)
+        vectors = embedder().encode(unique, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+    index = {text: i for i, text in enumerate(unique)}
+    return np.asarray(vectors, dtype=np.float32)[[index[t] for t in texts]]
 
 
 def cosine_pairs(a: list[str], b: list[str]) -> list[float]:

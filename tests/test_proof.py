@@ -106,6 +106,27 @@ def test_base_is_left_unchanged_by_an_evaluation(tiny_run):
     assert not any("lora" in name for name, _ in base.model.named_modules())
 
 
+def test_a_second_proof_reads_the_bases_share_from_the_cache_with_the_same_numbers(tiny_run, cache_home):
+    def numbers(report):
+        data = report.to_json()
+        data.pop("seconds"), data.pop("base_cached")
+        return json.dumps(data, sort_keys=True)
+
+    first = evaluate_run(tiny_run, write=False, limit=8)
+    second = evaluate_run(tiny_run, write=False, limit=8)
+    assert first.base_cached == [] and second.base_cached == ["train losses", "answers"]
+    assert numbers(first) == numbers(second)
+    # It really reads them: an entry changed on disk shows in the next report.
+    [entry] = (cache_home / "proof-base").glob("answers-*.json")
+    entry.write_text(json.dumps({"answers": ["from the cache"] * 8}))
+    assert evaluate_run(tiny_run, write=False, limit=8).base_answers == ["from the cache"] * 8
+    # Without the cache, or on other rows, nothing is read; a broken entry is a miss.
+    assert evaluate_run(tiny_run, write=False, limit=8, base_cache=False).base_answers == first.base_answers
+    assert evaluate_run(tiny_run, write=False, limit=6).base_cached == []
+    entry.write_text("{not json")
+    assert evaluate_run(tiny_run, write=False, limit=8).base_answers == first.base_answers
+
+
 def test_losses_match_a_plain_forward_and_batching(tiny_run):
     """Batched, padded, per-adapter losses equal one-example forwards of the base and of base+adapter merged."""
     from peft import PeftModel
@@ -139,18 +160,20 @@ def test_batches_respect_the_budgets():
     assert all(len(b) <= 32 for b in batches)
 
 
-def test_greedy_generate_mixes_adapters_in_one_batch(tiny_run):
+def test_greedy_generate_answers_each_adapter_as_if_alone(tiny_run):
     base = load_model(json.loads((tiny_run / "run.json").read_text())["model"], "fp32")
     adapters = load_adapter_set(base, {"zero": tiny_run / "zero", "hard": tiny_run / "hard"})
     prompts = [[{"role": "user", "content": f"w{i} w{i + 1} ?"}] for i in range(4)]
     try:
         mixed = greedy_generate(adapters, prompts * 3, [BASE] * 4 + ["v0"] * 4 + ["v1"] * 4, max_new_tokens=6)
         alone = greedy_generate(adapters, prompts, ["v1"] * 4, max_new_tokens=6, batch_size=1)
+        base_alone = greedy_generate(adapters, prompts[::-1], [BASE] * 4, max_new_tokens=6)[::-1]
     finally:
         release(adapters)
     assert mixed[:4] == mixed[4:8]  # the 0-step adapter answers like the base
     assert mixed[8:] == alone  # batching and left padding do not change an answer
     assert mixed[8:] != mixed[:4]
+    assert base_alone == mixed[:4]  # the base's answers do not depend on the variants in the call
 
 
 def test_injected_generate_is_used(tiny_run):

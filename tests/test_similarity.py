@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from evals.similarity import cosine_pairs, embed
@@ -27,3 +28,9 @@ def test_identical_texts_score_one_and_vectors_are_unit_length():
 def test_pairs_need_equal_lengths():
     with pytest.raises(ValueError, match="equal lengths"):
         cosine_pairs(["a"], [])
+
+
+def test_a_repeated_text_is_embedded_once_and_keeps_its_place():
+    vectors = embed(["the sky is blue", "a cat sat", "the sky is blue", ""])
+    assert vectors.shape == (4, 384)
+    assert np.array_equal(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])

@@ -30,7 +30,8 @@ def _eval(args: argparse.Namespace) -> dict:
     if RunFolder.open(Path(args.run_dir)).task == "classification":
         return _eval_classification(args)
 
-    report = evaluate_run(Path(args.run_dir), limit=args.limit, seed=args.seed, progress=progress_bar("proof"))
+    report = evaluate_run(Path(args.run_dir), limit=args.limit, seed=args.seed, progress=progress_bar("proof"),
+                          base_cache=not args.no_base_cache)
     data = report.to_json()
     for v in data["variants"]:
         v.pop("per_example")  # every answer and loss is in report.json; the summary stays small
@@ -80,5 +81,8 @@ def register(sub) -> None:
     p.add_argument("run_dir", help="a run folder made by `loraeq train`")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="measure a seeded sample of N held-out rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples, bootstrap and permutations (default 0)")
+    p.add_argument("--no-base-cache", action="store_true",
+                   help="compute the base's answers and train losses again instead of reading them from the cache "
+                        "of an earlier proof with the same base and rows")
     # Re-executed under the fast malloc like `train` (runtime.py): generation churns small tensors.
     p.set_defaults(handler=_eval, render=_render_eval, reexec=True)
