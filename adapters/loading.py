@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import LoraEqError
+from .attention import use_packed_attention
 from .models import ModelSource, fingerprint, materialize, resolve_source
 
 PRECISIONS = ("auto", "nf4", "bf16", "fp32")
@@ -197,6 +198,7 @@ def load_frozen(model_class, folder, source, precision: str, device: str, **kwar
         model.to(device)
     model.eval()
     model.requires_grad_(False)
+    use_packed_attention(model)
     return model, tokenizer
 
 
