@@ -183,14 +183,16 @@ def _sizes(config) -> tuple[int, int, int, int]:
     return hidden, inner, layers, getattr(config, "vocab_size", 32_000)
 
 
-def activation_bytes(config, tokens: int, checkpointing: bool = False) -> int:
+def activation_bytes(config, tokens: int, checkpointing: bool | int = False) -> int:
     """Activations kept for the backward pass of one batch of `tokens` tokens: a decoder layer keeps
-    ~16 hidden-sized and ~6 MLP-sized fp32 values per token (with checkpointing, only its input,
-    and one layer's worth while it is recomputed); the output layer's logits exist for one chunk
-    of labelled positions at a time, 3 vocabulary-sized values each."""
+    ~16 hidden-sized and ~6 MLP-sized fp32 values per token; a layer that recomputes them
+    (`checkpointing`: True for every layer, or how many) keeps only its input, plus one layer's worth
+    while it is recomputed; the output layer's logits exist for one chunk of labelled positions at a
+    time, 3 vocabulary-sized values each."""
     hidden, inner, layers, vocab = _sizes(config)
     layer = 4 * (16 * hidden + 6 * inner)
-    kept = tokens * (layers * 4 * hidden + layer) if checkpointing else tokens * layers * layer
+    recomputed = layers if checkpointing is True else min(int(checkpointing), layers)
+    kept = tokens * ((layers - recomputed) * layer + recomputed * 4 * hidden + (layer if recomputed else 0))
     return kept + min(tokens, LOSS_CHUNK) * 12 * vocab
 
 
@@ -207,11 +209,18 @@ def activation_budget() -> float:
     return value * GB
 
 
+def layers_to_recompute(config, tokens: int) -> int:
+    """How many decoder layers recompute their activations for a batch of `tokens` tokens: none when
+    its activations fit the budget, else the fewest that make them fit (every layer at most). Each
+    recomputed layer costs its forward pass again, so the fewer the faster."""
+    budget = activation_budget()
+    layers = _sizes(config)[2]
+    return next((k for k in range(layers + 1) if activation_bytes(config, tokens, k) <= budget), layers)
+
+
 def needs_checkpointing(config, tokens: int) -> bool:
-    """Whether a batch of `tokens` tokens trains with activation checkpointing: only when its
-    activations would pass the budget (checkpointing recomputes each layer's forward, ~a third more
-    compute, to keep a fraction of the memory)."""
-    return activation_bytes(config, tokens) > activation_budget()
+    """Whether a batch of `tokens` tokens trains with activation checkpointing (in some layers)."""
+    return layers_to_recompute(config, tokens) > 0
 
 
 def training_memory(cells: list[dict], equalizer, hyper, base_bytes: int, config, longest: int | None = None
@@ -225,7 +234,7 @@ def training_memory(cells: list[dict], equalizer, hyper, base_bytes: int, config
         if strength > 0:
             params += max(1, round(hyper.rank * strength)) * (cell["in_features"] + cell["out_features"])
     tokens = hyper.batch_size * min(hyper.max_length, longest or hyper.max_length)
-    activations = activation_bytes(config, tokens, needs_checkpointing(config, tokens))
+    activations = activation_bytes(config, tokens, layers_to_recompute(config, tokens))
     return MemoryEstimate(base=int(base_bytes), lora=16 * params, activations=activations)
 
 

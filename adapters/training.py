@@ -21,7 +21,7 @@ import torch
 
 from .cache import write_json_atomic
 from .errors import LoraEqError
-from .limits import ACTIVATION_BUDGET_ENV, needs_checkpointing
+from .limits import ACTIVATION_BUDGET_ENV, layers_to_recompute
 from .runfolder import read_log  # noqa: F401  (re-exported: the reader of the log written here)
 from .runtime import is_main_process
 from .tokenize import IGNORE, Encoded, encode_chat
@@ -240,13 +240,16 @@ def _trainer_class(log_path: Path):
     """The Trainer with the loss computed only at labelled positions (label_loss.py), where the
     model allows it and it runs unwrapped (under DDP the wrapper's own forward must run), and with
     activation checkpointing for exactly the batches whose activations would pass the budget
-    (limits.needs_checkpointing): the rest keep the faster path."""
+    (limits.layers_to_recompute), in as few decoder layers as fit the budget: the rest keep the
+    faster path."""
     from transformers import Trainer
+    from transformers.modeling_layers import GradientCheckpointingLayer
 
     from .label_loss import label_only_loss, label_only_reason
 
     class LabelLossTrainer(Trainer):
-        checkpointed = 0  # batches trained with recomputed activations
+        checkpointed = 0  # times the trainer turned recomputation on, or changed its number of layers
+        _recomputing = 0  # decoder layers that recompute their activations now
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             self._fit_activations(inputs["input_ids"])
@@ -262,18 +265,24 @@ def _trainer_class(log_path: Path):
         def _fit_activations(self, input_ids) -> None:
             inner = self.accelerator.unwrap_model(self.model)
             inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-            want = inner.training and needs_checkpointing(inner.config, input_ids.numel())
-            if want == inner.is_gradient_checkpointing:
+            want = layers_to_recompute(inner.config, input_ids.numel()) if inner.training else 0
+            if want == self._recomputing:
                 return
-            if want:
-                inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-                if not self.checkpointed:
-                    _append(log_path, {"event": "activation_checkpointing", "step": self.state.global_step, "reason": (
-                        f"a batch of {input_ids.shape[0]} x {input_ids.shape[1]} tokens would keep more activations "
-                        f"than the budget ({ACTIVATION_BUDGET_ENV}): its layers' are recomputed")})
-                self.checkpointed += 1
-            else:
+            self._recomputing = want
+            if not want:
                 inner.gradient_checkpointing_disable()
+                return
+            if not inner.is_activation_checkpointing:
+                inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            layers = [m for m in inner.modules() if isinstance(m, GradientCheckpointingLayer)]
+            for i, layer in enumerate(layers):  # only as many layers as the budget asks for recompute
+                layer.gradient_checkpointing = i < want
+            if not self.checkpointed:
+                _append(log_path, {"event": "activation_checkpointing", "step": self.state.global_step, "reason": (
+                    f"a batch of {input_ids.shape[0]} x {input_ids.shape[1]} tokens would keep more activations "
+                    f"than the budget ({ACTIVATION_BUDGET_ENV}): {min(want, len(layers))} of its {len(layers)} "
+                    "layers' are recomputed (more or fewer for other batches)")})
+            self.checkpointed += 1
 
     return LabelLossTrainer
 

@@ -7,8 +7,10 @@ projection) on the same model (the embedded SmolLM2-135M-Instruct) and the same 
 sample in datasets/, cut at 256 tokens), batch 8, for the same number of steps. Each side runs in
 its own process, the way a user would run it:
 
-- ours: `adapters.training.train_variant`, started through LoRA EQ's own launcher environment
-  (fast malloc preloaded, precision `auto`, length-grouped batches, no activation checkpointing);
+- ours: the trainer of `adapters.training.train_variant` (loss only at labelled positions,
+  activation checkpointing only past the budget, which these batches stay under), started
+  through LoRA EQ's own launcher environment (fast malloc preloaded, precision `auto`,
+  length-grouped batches);
 - TRL: `SFTTrainer(model, train_dataset, peft_config, args=SFTConfig(...))` with SFTConfig's
   defaults, the model loaded with a plain `from_pretrained`, in the default environment.
 
@@ -85,9 +87,10 @@ def conversations() -> list[list[dict]]:
 def run_ours(steps: int) -> dict:
     from adapters.loading import load_model
     from adapters.runtime import active_allocator
-    from adapters.training import attach_lora, training_arguments, encode_all, EncodedDataset, PadCollator, TokenCounter
+    from adapters.training import (EncodedDataset, PadCollator, TokenCounter, _trainer_class, attach_lora, encode_all,
+                                   training_arguments)
     from adapters.variants import Hyper, Variant
-    from transformers import Trainer, PrinterCallback
+    from transformers import PrinterCallback
 
     base = load_model(None, "auto")
     variant = Variant("bench", "uniform", Hyper(rank=8, alpha=16, dropout=0.05, max_steps=steps + WARMUP,
@@ -96,10 +99,14 @@ def run_ours(steps: int) -> dict:
     examples = encode_all(base.tokenizer, conversations(), MAX_LENGTH)
     model = attach_lora(base, variant)
     meter = Meter()
-    model.register_forward_pre_hook(meter.hook, with_kwargs=True)
+    # On the decoder: the label-only loss calls it directly, not the model's own forward.
+    model.get_base_model().get_decoder().register_forward_pre_hook(meter.hook, with_kwargs=True)
     args = training_arguments(variant, Path("/tmp/loraeq-bench-ours"), base, len(examples))
     args.save_strategy = "no"
-    trainer = Trainer(model=model, args=args, train_dataset=EncodedDataset(examples),
+    out = Path("/tmp/loraeq-bench-ours")
+    out.mkdir(parents=True, exist_ok=True)
+    # The trainer `loraeq train` runs: the loss at labelled positions only, activations by the budget.
+    trainer = _trainer_class(out / "train_log.jsonl")(model=model, args=args, train_dataset=EncodedDataset(examples),
                       data_collator=PadCollator(base.tokenizer.pad_token_id, TokenCounter()),
                       callbacks=[meter.callback()])
     trainer.remove_callback(PrinterCallback)

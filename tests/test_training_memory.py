@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.limits import activation_bytes, needs_checkpointing
+from adapters.limits import activation_bytes, activation_budget, layers_to_recompute, needs_checkpointing
 from adapters.loading import load_model
 from adapters.training import read_log, train_variant
 from adapters.variants import Hyper, Variant
@@ -52,3 +52,54 @@ def test_the_estimate_follows_the_rule_and_a_bad_budget_is_named(monkeypatch):
 
     with pytest.raises(LoraEqError, match="LORAEQ_ACTIVATION_BUDGET_GB='lots'"):
         needs_checkpointing(smol, 10)
+
+
+def test_only_as_many_layers_recompute_as_the_budget_needs():
+    from transformers import AutoConfig
+
+    smol = AutoConfig.for_model("llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                vocab_size=49152)
+    assert layers_to_recompute(smol, 8 * 96) == 0
+    for tokens in (8 * 256, 8 * 512):
+        k = layers_to_recompute(smol, tokens)
+        assert 0 < k < 30  # some layers, not all: each one costs its forward again
+        assert activation_bytes(smol, tokens, k) <= activation_budget() < activation_bytes(smol, tokens, k - 1)
+    assert layers_to_recompute(smol, 8 * 256) < layers_to_recompute(smol, 8 * 512)
+    assert activation_bytes(smol, 4096, True) == activation_bytes(smol, 4096, 30)
+
+
+def test_a_partly_recomputed_model_trains_the_same_losses(tmp_path, cache_home, monkeypatch):
+    folder = tmp_path / "six"
+    tiny_causal_lm("llama", initializer_range=0.3, num_hidden_layers=6).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    base = load_model(str(folder), "fp32")
+    plain, none = _train(base, tmp_path / "plain")
+    assert none == []
+    from adapters.training import encode_all
+
+    widths = {len(e.input_ids) for e in encode_all(base.tokenizer, ROWS, 512)}
+    assert len(widths) == 1  # every batch is 4 rows of one width
+    tokens = 4 * widths.pop()
+    full = activation_bytes(base.model.config, tokens)
+    monkeypatch.setenv("LORAEQ_ACTIVATION_BUDGET_GB", str((full + activation_bytes(base.model.config, tokens, 6)) / 2
+                                                          / 2**30))
+    k = layers_to_recompute(base.model.config, tokens)
+    assert 0 < k < 6
+    calls = [0] * 6  # a recomputed layer runs its attention twice per step
+
+    def counter(i):
+        def hook(module, args, kwargs):
+            calls[i] += 1
+        return hook
+
+    hooks = [layer.self_attn.register_forward_pre_hook(counter(i), with_kwargs=True)
+             for i, layer in enumerate(base.model.model.layers)]
+    try:
+        partly, events = _train(base, tmp_path / "partly")
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(events) == 1 and f"{k} of its 6 layers" in events[0]["reason"]
+    assert calls[:k] == [2 * calls[-1]] * k and calls[k:] == [calls[-1]] * (6 - k)
+    assert partly == pytest.approx(plain, rel=1e-5)
+    assert not base.model.is_gradient_checkpointing
