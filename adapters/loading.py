@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import LoraEqError
 from .attention import use_packed_attention
+from .errors import LoraEqError
 from .models import ModelSource, fingerprint, materialize, resolve_source
 
 PRECISIONS = ("auto", "nf4", "bf16", "fp32")

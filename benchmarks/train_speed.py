@@ -7,10 +7,10 @@ projection) on the same model (the embedded SmolLM2-135M-Instruct) and the same 
 sample in datasets/, cut at 256 tokens), batch 8, for the same number of steps. Each side runs in
 its own process, the way a user would run it:
 
-- ours: the trainer of `adapters.training.train_variant` (loss only at labelled positions,
-  activation checkpointing only past the budget, which these batches stay under), started
-  through LoRA EQ's own launcher environment (fast malloc preloaded, precision `auto`,
-  length-grouped batches);
+- ours: the trainer of `adapters.training.train_variant` (loss only at labelled positions; the
+  activations of as few layers recomputed as the budget needs: 15 of 30 for a full 8 x 256 batch
+  with the default 3 GB), started through LoRA EQ's own launcher environment (fast malloc
+  preloaded, precision `auto`, length-grouped batches);
 - TRL: `SFTTrainer(model, train_dataset, peft_config, args=SFTConfig(...))` with SFTConfig's
   defaults, the model loaded with a plain `from_pretrained`, in the default environment.
 
@@ -25,9 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,16 +103,16 @@ def run_ours(steps: int) -> dict:
     meter = Meter()
     # On the decoder: the label-only loss calls it directly, not the model's own forward.
     model.get_base_model().get_decoder().register_forward_pre_hook(meter.hook, with_kwargs=True)
-    args = training_arguments(variant, Path("/tmp/loraeq-bench-ours"), base, len(examples))
+    out = Path(tempfile.mkdtemp(prefix="loraeq-bench-ours-"))
+    args = training_arguments(variant, out, base, len(examples))
     args.save_strategy = "no"
-    out = Path("/tmp/loraeq-bench-ours")
-    out.mkdir(parents=True, exist_ok=True)
     # The trainer `loraeq train` runs: the loss at labelled positions only, activations by the budget.
-    trainer = _trainer_class(out / "train_log.jsonl")(model=model, args=args, train_dataset=EncodedDataset(examples),
-                      data_collator=PadCollator(base.tokenizer.pad_token_id, TokenCounter()),
-                      callbacks=[meter.callback()])
+    trainer = _trainer_class(out / "train_log.jsonl")(
+        model=model, args=args, train_dataset=EncodedDataset(examples),
+        data_collator=PadCollator(base.tokenizer.pad_token_id, TokenCounter()), callbacks=[meter.callback()])
     trainer.remove_callback(PrinterCallback)
     trainer.train()
+    shutil.rmtree(out, ignore_errors=True)
     return {**meter.result(), "precision": base.precision, "allocator": active_allocator()}
 
 

@@ -224,15 +224,22 @@ def greedy_generate(
     (a 0-step LoRA) answers exactly like the base, and the base's answers can be cached
     (`base_cache.py`). Decoding is `adapters.decoding.decode` through the fused mixer (plain LoRA;
     PEFT's own per-row path otherwise): a finished row leaves the batch at once."""
-    from adapters.decoding import Sampling, decode
     from adapters.engine import stop_token_ids
-    from adapters.mixing import MIXERS, fusable
 
     if len(prompts) != len(adapter_names):
         raise LoraEqError(f"{len(prompts)} prompts for {len(adapter_names)} adapter names")
+    ids = [encode_prompt(adapters.tokenizer, p) for p in prompts]
+    return _greedy_ids(adapters, ids, adapter_names, stop_token_ids(adapters.tokenizer, adapters.model),
+                       max_new_tokens, batch_size)
+
+
+def _greedy_ids(adapters: AdapterSet, ids: list[list[int]], adapter_names: list[str], stop_ids: set[int],
+                max_new_tokens: int, batch_size: int) -> list[str]:
+    """`greedy_generate` on prompts already encoded."""
+    from adapters.decoding import Sampling, decode
+    from adapters.mixing import MIXERS, fusable
+
     tok = adapters.tokenizer
-    ids = [encode_prompt(tok, p) for p in prompts]
-    stop_ids = stop_token_ids(tok, adapters.model)
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
     answers = [""] * len(ids)
     for name, batch in plan_answer_batches(ids, adapter_names, batch_size):
@@ -469,21 +476,19 @@ def _default_answers(adapters: AdapterSet, prompts: list[list[dict]], max_new_to
     from `cache` when it has them (they do not depend on the variants: see `greedy_generate`)."""
     from adapters.engine import stop_token_ids
 
-    key = None
-    base_answers = None
-    if cache is not None:
-        ids = [encode_prompt(adapters.tokenizer, p) for p in prompts]
-        key = (ids, max_new_tokens, GENERATE_BATCH, stop_token_ids(adapters.tokenizer, adapters.model))
-        base_answers = cache.answers(*key)
+    ids = [encode_prompt(adapters.tokenizer, p) for p in prompts]
+    stop_ids = stop_token_ids(adapters.tokenizer, adapters.model)
+    key = (ids, max_new_tokens, GENERATE_BATCH, stop_ids)
+    base_answers = cache.answers(*key) if cache is not None else None
     todo = [name for name in adapters.names if not (name == BASE and base_answers is not None)]
-    flat = greedy_generate(adapters, prompts * len(todo), [name for name in todo for _ in prompts],
-                           max_new_tokens=max_new_tokens)
+    flat = _greedy_ids(adapters, ids * len(todo), [name for name in todo for _ in prompts], stop_ids, max_new_tokens,
+                       GENERATE_BATCH)
     n = len(prompts)
     by_name = {name: flat[i * n : (i + 1) * n] for i, name in enumerate(todo)}
     if base_answers is not None:
         by_name[BASE] = base_answers
         cached.append("answers")
-    elif key is not None:
+    elif cache is not None:
         cache.keep_answers(*key, by_name[BASE])
     return [answer for name in adapters.names for answer in by_name[name]]
 
