@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from . import lora_train
 from .cache import write_json_atomic
 from .errors import LoraEqError
 from .limits import ACTIVATION_BUDGET_ENV, layers_to_recompute
@@ -265,7 +266,8 @@ def _trainer_class(log_path: Path):
         def _fit_activations(self, input_ids) -> None:
             inner = self.accelerator.unwrap_model(self.model)
             inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-            want = layers_to_recompute(inner.config, input_ids.numel()) if inner.training else 0
+            value_bytes = 2 if self.args.bf16 or self.args.fp16 else inner.dtype.itemsize
+            want = layers_to_recompute(inner.config, input_ids.numel(), value_bytes) if inner.training else 0
             if want == self._recomputing:
                 return
             self._recomputing = want
@@ -339,7 +341,8 @@ def resolve_equalizer(base, variant: Variant, bands: int = DEFAULT_BANDS):
 
 
 def attach_lora(base, variant: Variant, bands: int = DEFAULT_BANDS):
-    """The base wrapped in a PeftModel carrying the variant's LoRA config (from its equalizer)."""
+    """The base wrapped in a PeftModel carrying the variant's LoRA config (from its equalizer), its
+    LoRA layers computing through `lora_train` (the same function, faster and smaller to train)."""
     from peft import get_peft_model
 
     from .equalizer import compile_lora_config
@@ -348,7 +351,9 @@ def attach_lora(base, variant: Variant, bands: int = DEFAULT_BANDS):
     h = variant.hyper
     config = compile_lora_config(eq, tmap, rank=h.rank, alpha=h.alpha, dropout=h.dropout)
     torch.manual_seed(h.seed)  # LoRA A init is random: seeded so a variant is reproducible
-    return get_peft_model(base.model, config)
+    model = get_peft_model(base.model, config)
+    lora_train.install(model)
+    return model
 
 
 def detach_lora(peft_model) -> None:

@@ -1,0 +1,152 @@
+"""LoRA's training step on a PEFT layer, as one autograd function: base(x) + B(A(dropout(x))) * scale.
+
+PEFT's LoRA layer builds the update from generic modules. Under bf16 autocast on a CPU that costs
+more than the update's arithmetic: x is cast to fp32, torch's Bernoulli sampler draws the dropout
+mask (about a quarter of a whole training step for a 135M model on 2 cores), the dropped fp32 copy
+is cast back to bf16 for the product, and each step is kept for the backward. `install` replaces the
+forward of every plain LoRA layer (one active adapter, no DoRA or other variant, not merged) by
+`_LoraUpdate`, which computes the same function:
+
+- the dropout mask on a CPU comes from numpy's SFC64 generator, 16 random bits per value, seeded
+  by a draw from torch's generator: the trainer's seed, a resumed checkpoint's RNG state and the
+  recomputation of checkpointed activations all give the same mask. The drop probability is p
+  rounded to 1/65,536 (0.05 -> 0.0500031). Other devices use torch's sampler;
+- the backward keeps x itself (the tensor the layer was given, shared with the base layer and the
+  other LoRA layers that read it), the mask as one byte per value and the rank-r product
+  A(dropout(x)): not a dropped fp32 copy of x per layer;
+- the two products run in autocast's dtype when autocast is on (as PEFT's modules do under it),
+  else in the adapter's dtype; the result comes back in the base layer's dtype.
+
+Layers that are not plain keep PEFT's forward. Only training uses this module; `uninstall` (or
+PEFT's `unload`, which drops the layers) restores PEFT's own forward. Saved adapters are PEFT's,
+untouched: only the computation differs.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+import torch
+from torch import nn
+
+BITS = 16  # random bits per dropout decision
+_LANES = 64 // BITS
+
+
+def _plain_adapter(module: nn.Module) -> str | None:
+    """The one adapter a LoRA layer applies, when it applies exactly one vanilla LoRA, else None."""
+    if module.disable_adapters or module.merged or len(module.active_adapters) != 1:
+        return None
+    name = module.active_adapters[0]
+    if name not in module.lora_A or name in getattr(module, "lora_variant", {}) or module.use_dora.get(name):
+        return None
+    if not isinstance(module.lora_A[name], nn.Linear) or not isinstance(module.lora_B[name], nn.Linear):
+        return None
+    return name
+
+
+def drop_probability(p: float) -> float:
+    """The probability the CPU mask really drops with: p rounded to 1 / 2**BITS."""
+    return round(p * (1 << BITS)) / (1 << BITS)
+
+
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor | None:
+    """1 where a value is kept, 0 where dropped (uint8: on a CPU torch multiplies by it at memory
+    speed, by a bool mask several times slower), or None when nothing is dropped."""
+    if device.type != "cpu":
+        return (torch.rand(shape, device=device) >= p).to(torch.uint8) if p > 0 else None
+    threshold = round(p * (1 << BITS))
+    if threshold == 0:
+        return None
+    n = math.prod(shape)
+    seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))  # torch's RNG state decides the mask
+    lanes = np.random.SFC64(seed).random_raw(-(-n // _LANES)).view(np.int16)[:n]
+    mask = torch.empty(shape, dtype=torch.uint8)
+    np.greater_equal(lanes, threshold - (1 << (BITS - 1)), out=mask.numpy().view(np.bool_).reshape(-1))
+    return mask
+
+
+def _masked(x: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    x = x.to(dtype)
+    return x if mask is None else x * mask
+
+
+class _LoraUpdate(torch.autograd.Function):
+    """B(A(x * mask / keep)) * scale, computed in `dtype`; both factors 1/keep and scale are
+    applied to the rank-r tensors, not to the wide ones."""
+
+    @staticmethod
+    def forward(ctx, x, a, b, mask, keep: float, scale: float, dtype: torch.dtype):
+        h = _masked(x, mask, dtype) @ a.to(dtype).t()
+        if mask is not None:
+            h = h.mul_(1.0 / keep)
+        ctx.save_for_backward(x, a, b, mask, h)
+        ctx.keep, ctx.scale, ctx.dtype = keep, scale, dtype
+        return h.mul(scale) @ b.to(dtype).t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, a, b, mask, h = ctx.saved_tensors
+        dtype, scale = ctx.dtype, ctx.scale
+        g = grad.to(dtype).reshape(-1, grad.shape[-1])
+        grad_b = (g.t() @ h.reshape(-1, h.shape[-1])).mul_(scale)
+        gh = (g @ b.to(dtype)).mul_(scale / ctx.keep if mask is not None else scale)  # at A's output, / keep
+        grad_a = gh.t() @ _masked(x, mask, dtype).reshape(-1, x.shape[-1])
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (gh @ a.to(dtype)).view(*x.shape[:-1], a.shape[1])
+            if mask is not None:
+                grad_x = grad_x.mul_(mask)
+            grad_x = grad_x.to(x.dtype)
+        return grad_x, grad_a.to(a.dtype), grad_b.to(b.dtype), None, None, None, None
+
+
+def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return weight.dtype
+
+
+def lora_forward(module: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """A plain LoRA layer's forward through `_LoraUpdate`; anything else through PEFT's."""
+    name = _plain_adapter(module)
+    if name is None or "adapter_names" in kwargs:
+        return type(module).forward(module, x, *args, **kwargs)
+    module._check_forward_args(x, *args, **kwargs)
+    result = module.base_layer(x, *args, **kwargs)
+    a, b = module.lora_A[name].weight, module.lora_B[name].weight
+    drop = module.lora_dropout[name]
+    p = drop.p if isinstance(drop, nn.Dropout) and drop.training else 0.0
+    mask = keep_mask(x.shape, p, x.device) if p > 0 else None
+    keep = 1.0 - (drop_probability(p) if x.device.type == "cpu" else p)
+    update = _LoraUpdate.apply(x, a, b, mask, keep, module.scaling[name], _compute_dtype(x, a))
+    out = result + update
+    return out if out.dtype == result.dtype else out.to(result.dtype)
+
+
+def _lora_layers(model: nn.Module) -> list[nn.Module]:
+    """PEFT's LoRA layers over a plain or a bitsandbytes 4-bit linear layer (subclasses, which may
+    compute differently, keep their own forward)."""
+    from peft.tuners.lora.layer import Linear
+
+    kinds = {Linear}
+    if any(type(m).__name__ == "Linear4bit" for m in model.modules()):
+        from peft.tuners.lora import bnb
+
+        kinds.add(getattr(bnb, "Linear4bit", Linear))
+    return [m for m in model.modules() if type(m) in kinds]
+
+
+def install(model: nn.Module) -> int:
+    """Route every LoRA linear layer of `model` through `lora_forward`; returns how many."""
+    layers = _lora_layers(model)
+    for module in layers:
+        module.forward = partial(lora_forward, module)
+    return len(layers)
+
+
+def uninstall(model: nn.Module) -> None:
+    for module in _lora_layers(model):
+        module.__dict__.pop("forward", None)
