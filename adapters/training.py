@@ -258,7 +258,8 @@ def _trainer_class(log_path: Path):
                 self.loss_is_scaled_for_ga = None
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             self.loss_is_scaled_for_ga = num_items_in_batch is not None
-            loss = label_only_loss(model, inputs, num_items_in_batch)
+            with self.accelerator.autocast():  # as the Trainer runs the model's own forward (bf16 where it pays)
+                loss = label_only_loss(model, inputs, num_items_in_batch)
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes  # as the Trainer scales a model's own loss
             return loss
