@@ -7,10 +7,10 @@ projection) on the same model (the embedded SmolLM2-135M-Instruct) and the same 
 sample in datasets/, cut at 256 tokens), batch 8, for the same number of steps. Each side runs in
 its own process, the way a user would run it:
 
-- ours: the trainer of `adapters.training.train_variant` (loss only at labelled positions; the
-  activations of as few layers recomputed as the budget needs: 15 of 30 for a full 8 x 256 batch
-  with the default 3 GB), started through LoRA EQ's own launcher environment (fast malloc
-  preloaded, precision `auto`, length-grouped batches);
+- ours: the trainer of `adapters.training.train_variant` (loss only at labelled positions, under
+  the Trainer's autocast; LoRA layers through `adapters/lora_train.py`; the activations of as few
+  layers recomputed as the budget needs: none for 8 x 256 with the default 2.5 GB), started through
+  LoRA EQ's own launcher environment (fast malloc preloaded, precision `auto`, length-grouped batches);
 - TRL: `SFTTrainer(model, train_dataset, peft_config, args=SFTConfig(...))` with SFTConfig's
   defaults, the model loaded with a plain `from_pretrained`, in the default environment.
 
