@@ -53,8 +53,8 @@ def drop_probability(p: float) -> float:
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor | None:
-    """1 where a value is kept, 0 where dropped (uint8: on a CPU torch multiplies by it at memory
-    speed, by a bool mask several times slower), or None when nothing is dropped."""
+    """1 where a value is kept, 0 where dropped, one byte per value (what the backward keeps), or
+    None when nothing is dropped."""
     if device.type != "cpu":
         return (torch.rand(shape, device=device) >= p).to(torch.uint8) if p > 0 else None
     threshold = round(p * (1 << BITS))
