@@ -159,6 +159,12 @@ class _LayerRows:
     def __post_init__(self) -> None:
         # Used transposed, as F.linear uses a weight, so each row's sums run in PEFT's order.
         self.a_t, self.b_t = self.a.transpose(1, 2), self.b.transpose(1, 2)
+        # A power-of-two scale (alpha / r = 2 by default) multiplied into B changes no bit of the
+        # product and saves a multiplication per layer call.
+        mantissa = torch.frexp(self.scaling).mantissa
+        self.folded = bool(self.scaling.numel()) and bool(((mantissa.abs() == 0.5) | (self.scaling == 0)).all())
+        if self.folded:
+            self.b_t = (self.b * self.scaling).transpose(1, 2)
 
     def keep(self, rows: torch.Tensor) -> None:
         if self.single is not None:
@@ -171,7 +177,9 @@ class _LayerRows:
             a, b, scaling = self.single
             update = F.linear(F.linear(x.to(a.dtype), a), b) * scaling
         else:
-            update = torch.bmm(torch.bmm(x.to(self.a.dtype), self.a_t), self.b_t) * self.scaling
+            update = torch.bmm(torch.bmm(x.to(self.a.dtype), self.a_t), self.b_t)
+            if not self.folded:
+                update = update * self.scaling
         if self.cast_before_add:
             return result + update.to(result.dtype)
         return (result + update).to(result.dtype)

@@ -169,7 +169,7 @@ def test_fused_update_is_bit_identical_to_peft_one_adapter_forward(precision, tm
     dtype = next(p.dtype for n, p in model.named_parameters() if "norm" in n)
     generator = torch.Generator().manual_seed(0)
     rows = ["uniform", "attention", "early", "__base__"]
-    checked = padded = single = 0
+    checked = padded = single = folded = 0
     with torch.no_grad():
         for name, layer in lora_layers(model):
             x = torch.randn((len(rows), 8, layer.in_features), generator=generator).to(dtype)
@@ -178,7 +178,9 @@ def test_fused_update_is_bit_identical_to_peft_one_adapter_forward(precision, tm
             layer.enable_adapters(False)
             row_base = torch.cat([layer(x[j: j + 1]) for j in range(len(rows))])
             layer.enable_adapters(True)
-            fused = gather_rows(layer, rows, [None] * len(rows)).add_update(x, row_base)
+            stacked = gather_rows(layer, rows, [None] * len(rows))
+            folded += stacked.folded  # alpha / r = 2 multiplied into B: still every bit the same
+            fused = stacked.add_update(x, row_base)
             assert fused.dtype == dtype and torch.equal(fused[3:], row_base[3:])
             for i, adapter in enumerate(rows[:3]):
                 model.set_adapter(adapter)
@@ -199,6 +201,7 @@ def test_fused_update_is_bit_identical_to_peft_one_adapter_forward(precision, tm
                 assert same.single is not None and torch.equal(same.add_update(x[:2], pair_base), layer(x[:2]))
                 single += 1
     assert (checked, padded) == (3 * 14 - 7, 7)  # early's 7 rank-1 layers are the padded ones
+    assert folded > 0
     assert single == sum(len(layer.lora_A) for _, layer in lora_layers(model)) > 14
     model.unload()
 
