@@ -47,19 +47,20 @@ def _plain_adapter(module: nn.Module) -> str | None:
     return name
 
 
-def drop_probability(p: float) -> float:
-    """The probability the CPU mask really drops with: p rounded to 1 / 2**BITS."""
-    return round(p * (1 << BITS)) / (1 << BITS)
+def drop_probability(p: float, device_type: str = "cpu") -> float:
+    """The probability the mask really drops with: on a CPU p rounded to 1 / 2**BITS, elsewhere p."""
+    return round(p * (1 << BITS)) / (1 << BITS) if device_type == "cpu" else p
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor | None:
     """1 where a value is kept, 0 where dropped, one byte per value (what the backward keeps), or
     None when nothing is dropped."""
-    if device.type != "cpu":
-        return (torch.rand(shape, device=device) >= p).to(torch.uint8) if p > 0 else None
-    threshold = round(p * (1 << BITS))
-    if threshold == 0:
+    p = drop_probability(p, device.type)
+    if p == 0:
         return None
+    if device.type != "cpu":
+        return (torch.rand(shape, device=device) >= p).to(torch.uint8)
+    threshold = int(p * (1 << BITS))  # exact: p is a multiple of 1 / 2**BITS
     n = math.prod(shape)
     seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))  # torch's RNG state decides the mask
     lanes = np.random.SFC64(seed).random_raw(-(-n // _LANES)).view(np.int16)[:n]
@@ -134,10 +135,9 @@ def lora_forward(module: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.T
     result = module.base_layer(x, *args, **kwargs)
     a, b = module.lora_A[name].weight, module.lora_B[name].weight
     drop = module.lora_dropout[name]
-    p = drop.p if isinstance(drop, nn.Dropout) and drop.training else 0.0
-    mask = keep_mask(x.shape, p, x.device) if p > 0 else None
-    keep = 1.0 - (drop_probability(p) if x.device.type == "cpu" else p)
-    update = _LoraUpdate.apply(x, a, b, mask, keep, module.scaling[name], _compute_dtype(x, a))
+    p = drop_probability(drop.p, x.device.type) if isinstance(drop, nn.Dropout) and drop.training else 0.0
+    mask = keep_mask(x.shape, p, x.device)
+    update = _LoraUpdate.apply(x, a, b, mask, 1.0 - p, module.scaling[name], _compute_dtype(x, a))
     out = result + update
     return out if out.dtype == result.dtype else out.to(result.dtype)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.limits import activation_bytes, activation_budget, layers_to_recompute, needs_checkpointing
+from adapters.limits import LOSS_CHUNK, activation_bytes, activation_budget, layers_to_recompute, needs_checkpointing
 from adapters.loading import load_model
 from adapters.training import read_log, train_variant
 from adapters.variants import Hyper, Variant
@@ -134,6 +134,6 @@ def test_the_estimate_covers_what_the_real_backward_keeps(precision):
         detach_lora(model)
     config = base.model.config
     value_bytes = 2 if precision == "bf16" else 4
-    logits = min(ids.numel(), 512) * 12 * config.vocab_size  # the output layer's chunk, not run here
+    logits = min(ids.numel(), LOSS_CHUNK) * 12 * config.vocab_size  # the output layer's chunk, not run here
     estimate = activation_bytes(config, ids.numel(), 0, value_bytes) - logits
     assert sum(kept.values()) <= estimate <= 1.5 * sum(kept.values())
