@@ -10,6 +10,7 @@ folders are removed after a while (`storage.py`).
 from __future__ import annotations
 
 import argparse
+import gc
 import html
 import logging
 import os
@@ -46,7 +47,7 @@ def build_app(shared: Shared, oauth: bool = False) -> gr.Blocks:
         encoder = is_encoder(shared, Session())
         with gr.Tabs():
             with gr.Tab("Model", id="model"):
-                tab_model.build(shared, session)
+                tab_model.build(shared, session, demo)
             with gr.Tab("Data", id="data"):
                 tab_data.build(shared, session)
             with gr.Tab("Equalizer & Train", id="train"):
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"app.py: error: {e}", file=sys.stderr, flush=True)
         if not on_space():
             raise SystemExit(2) from None
+        settle_heap()
         unavailable_app(args.model, public_message(e)).launch(server_name=args.host, server_port=args.port)
         return
     oauth = oauth_enabled()
@@ -176,9 +178,18 @@ def main(argv: list[str] | None = None) -> None:
     start_retention(shared, keep)
     demo = build_app(shared, oauth=oauth)
     queueing.apply(demo, queueing.QueueSettings.from_env())
+    settle_heap()
     print(f"LoRA EQ: ready in {time.perf_counter() - started:.1f} s", flush=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 auth=users.check if users else None, **launch_settings(shared))
+
+
+def settle_heap() -> None:
+    """Start-up is over. `app.py` paused the cyclic garbage collector for it (the imports and the
+    model make some 600,000 objects, which it would rescan again and again); they live as long as
+    the app, so they are frozen out of every later collection, and collection resumes."""
+    gc.freeze()
+    gc.enable()
 
 
 def on_space() -> bool:

@@ -1,15 +1,28 @@
-"""Figures for the web UI, drawn with matplotlib from core objects (no gradio here either)."""
+"""Figures for the web UI, drawn with matplotlib from core objects (no gradio here either).
+
+Figures are made with matplotlib's object API (`Figure`), imported when the first one is drawn:
+no pyplot state keeps them alive in a long-running server, and the app's start-up does not wait
+for the plotting stack.
+"""
 
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
+
+from adapters.analysis import Analysis
 
 matplotlib.use("Agg")  # headless: figures are rendered to images, never to a window
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
-from adapters.analysis import Analysis  # noqa: E402
+
+def _axes(figsize: tuple[float, float]):
+    """A new figure and its one axes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
+
 
 LABELS = {
     "frobenius": "Frobenius norm",
@@ -28,7 +41,7 @@ def analysis_heatmap(analysis: Analysis, statistic: str = "spectral", per_role: 
     grid = analysis.grid(statistic)
     if per_role:
         grid = grid / grid.max(axis=0).replace(0, 1)
-    fig, ax = plt.subplots(figsize=(1.1 * len(analysis.roles) + 2.5, max(3.5, 0.22 * analysis.layers + 1.5)))
+    fig, ax = _axes((1.1 * len(analysis.roles) + 2.5, max(3.5, 0.22 * analysis.layers + 1.5)))
     image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_xticks(np.arange(len(analysis.roles)), analysis.roles, rotation=35, ha="right")
     step = max(1, analysis.layers // 15)
@@ -55,7 +68,7 @@ def equalizer_image(eq, max_strength: float = 2.0):
     (`cell_at`) exactly, whatever the browser does with matplotlib's margins."""
     from PIL import Image, ImageDraw
 
-    cmap = plt.get_cmap("magma")
+    cmap = matplotlib.colormaps["magma"]
     width, height = LEFT + CELL_W * len(eq.roles) + 8, TOP + CELL_H * len(eq.bands) + 8
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -85,7 +98,7 @@ def cell_at(eq, x: int, y: int) -> tuple[int, int] | None:
 
 def loss_curves(status: dict):
     """Training loss per variant of a run (from `runs.run_status`), its held-out loss dashed."""
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = _axes((7, 3.2))
     for v in status["variants"]:
         if v["losses"]:
             steps, losses = zip(*v["losses"])
@@ -107,7 +120,7 @@ def loss_curves(status: dict):
 def evalset_heatmap(cases: list[str], columns: list[str], verdicts: list[list[bool | None]]):
     """Eval-set cells: cases (rows) x columns, green pass, red fail, grey for a cell without checks."""
     grid = np.array([[np.nan if v is None else float(v) for v in row] for row in verdicts], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 3, max(2.5, 0.25 * len(cases) + 1.2)))
+    fig, ax = _axes((1.2 * len(columns) + 3, max(2.5, 0.25 * len(cases) + 1.2)))
     cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#dddddd")
     ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks(np.arange(len(columns)), columns, rotation=30, ha="right")
@@ -116,5 +129,22 @@ def evalset_heatmap(cases: list[str], columns: list[str], verdicts: list[list[bo
     rates = [np.nanmean(grid[:, j]) if np.any(~np.isnan(grid[:, j])) else np.nan for j in range(len(columns))]
     ax.set_title("pass rate: " + ", ".join(f"{c} {r:.0%}" for c, r in zip(columns, rates) if not np.isnan(r)),
                  fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def probability_bars(result: dict):
+    """Grouped horizontal bars: one group per label, one bar per column."""
+    labels, columns = result["labels"], result["columns"]
+    fig, ax = _axes((7, 0.5 + 0.45 * len(labels) * max(1, len(columns)) ** 0.5))
+    height = 0.8 / len(columns)
+    for i, c in enumerate(columns):
+        ys = [j + i * height for j in range(len(labels))]
+        ax.barh(ys, [c["probabilities"][x] for x in labels], height=height, label=c["name"])
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(labels))], labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig

@@ -15,6 +15,7 @@ from adapters.classify import Classifier
 from adapters.errors import LoraEqError
 from adapters.limits import check_text
 from playground.guard import handler
+from playground.plots import probability_bars
 from playground.sessions import Session
 from playground.shared import Shared
 
@@ -25,28 +26,6 @@ SCORE_COLUMNS = ["column", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci",
 def classifier(shared: Shared, state: Session) -> Classifier:
     run = shared.require_run(state, "train a classification run first (Equalizer & Train)")
     return Classifier(run)
-
-
-def probability_bars(result: dict):
-    """Grouped horizontal bars: one group per label, one bar per column."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels, columns = result["labels"], result["columns"]
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(labels) * max(1, len(columns)) ** 0.5))
-    height = 0.8 / len(columns)
-    for i, c in enumerate(columns):
-        ys = [j + i * height for j in range(len(labels))]
-        ax.barh(ys, [c["probabilities"][x] for x in labels], height=height, label=c["name"])
-    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(labels))], labels)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("probability")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def result_frame(result: dict, expected: str | None) -> pd.DataFrame:

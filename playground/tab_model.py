@@ -54,7 +54,7 @@ def heatmap(shared: Shared, stat: str, scaled: bool, state: Session):
     return analysis_heatmap(current(shared, state).analysis, stat, bool(scaled))
 
 
-def build(shared: Shared, session: gr.State) -> None:
+def build(shared: Shared, session: gr.State, demo: gr.Blocks) -> None:
     first = shared.registry.get(shared.default_model, shared.default_precision)
     with gr.Row():
         spec = gr.Textbox(shared.default_model or "default", label="Model (Hub id, folder, or .gguf file)", scale=3)
@@ -64,7 +64,7 @@ def build(shared: Shared, session: gr.State) -> None:
     with gr.Row():
         statistic = gr.Dropdown(list(STATISTICS) + ["params"], value="spectral", label="Statistic")
         per_role = gr.Checkbox(False, label="Scale each role to its own maximum")
-    plot = gr.Plot(analysis_heatmap(first.analysis, "spectral"), label="Tuning points")
+    plot = gr.Plot(label="Tuning points", elem_id="tuning-heatmap")  # drawn when the page opens
     table = gr.Dataframe(cells_table(first), label="Tuning points (one row per layer x role)", interactive=False,
                          max_height=360)
     other = gr.Dataframe(pd.DataFrame(first.analysis.other), label="Outside the decoder layers", interactive=False)
@@ -72,3 +72,5 @@ def build(shared: Shared, session: gr.State) -> None:
                [summary, plot, table, other, session], api_name="load_model")
     gr.on([statistic.change, per_role.change], handler(heatmap, shared), [statistic, per_role, session], plot,
           api_name="heatmap")
+    # Not before serving: the server answers sooner and the heatmap follows (start-up, benchmarks/app_startup.py).
+    demo.load(handler(heatmap, shared), [statistic, per_role, session], plot, api_name=False)

@@ -90,6 +90,7 @@ def test_full_flow_in_chromium(server, page):
     summary = page.locator("#model-summary")
     summary.wait_for(timeout=60_000)
     assert "30 layers x 7 roles = 210 tuning points" in summary.inner_text()
+    page.locator("#tuning-heatmap img").wait_for(timeout=30_000)  # drawn once the page has opened
     _shot(page, "1-model")
 
     _tab(page, "Data")
