@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import LoraEqError
+from .packed4bit import direct_forward
 
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in mixed batches
 # PEFT LoRA layer classes whose one-adapter forward casts the update to the output dtype before adding
@@ -235,8 +236,16 @@ class FusedMixer(_Forward):
                 self._rows[module] = rows
         for module in self._modules:
             rows = self._rows.get(module)
-            plain = module.base_layer.forward
-            module.forward = plain if rows is None else partial(_base_plus_update, module.base_layer, rows)
+            # A 4-bit base layer on the CPU: its kernel called directly (`packed4bit`, the same bits).
+            direct = direct_forward(module.base_layer)
+            plain = direct or module.base_layer.forward
+            module.forward = plain if rows is None else partial(_base_plus_update, direct or module.base_layer, rows)
+        # 4-bit layers that no adapter wraps (or a base without adapters) the same way.
+        wrapped = {id(m) for m in self._modules} | {id(m.base_layer) for m in self._modules}
+        others = {m: direct_forward(m) for m in _plain_model(model).modules() if id(m) not in wrapped}
+        self._direct = [m for m, direct in others.items() if direct is not None]
+        for layer in self._direct:
+            layer.forward = others[layer]
 
     def forward(self, **inputs) -> torch.Tensor:
         return self._logits(_plain_model(self.model), inputs, {})
@@ -246,9 +255,9 @@ class FusedMixer(_Forward):
             r.keep(rows)
 
     def close(self) -> None:
-        for module in self._modules:
+        for module in [*self._modules, *self._direct]:
             module.__dict__.pop("forward", None)
-        self._modules, self._rows = [], {}
+        self._modules, self._rows, self._direct = [], {}, []
 
 
 def _base_plus_update(base_layer: nn.Module, rows: _LayerRows, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
