@@ -186,15 +186,20 @@ class _Loaded:
 class CompareEngine:
     """A base model with variants loaded as named adapters, answering side by side (see the module doc)."""
 
-    def __init__(self, base, adapters: dict[str, str | Path], *, backend: str = "auto"):
+    def __init__(self, base, adapters: dict[str, str | Path], *, backend: str = "auto", decoding: str = "auto"):
         """`base` is a LoadedModel the engine now owns (its model gets the adapters; `close` removes
-        them); `adapters` maps variant name -> adapter folder (PEFT format)."""
+        them); `adapters` maps variant name -> adapter folder (PEFT format); `decoding` says what a
+        4-bit base decodes with (decode_precision.DECODINGS; a copy replaces its 4-bit layers)."""
         from .analysis import tuning_map
+        from .decode_precision import dequantize, plan
 
         if backend not in BACKENDS:
             raise LoraEqError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         if BASE in adapters:
             raise LoraEqError(f"a variant may not be called {BASE!r}: that name is the original model's column")
+        self.decoding = plan(base, decoding)
+        if self.decoding.copied:
+            dequantize(base.model, self.decoding.precision)
         self.base = base
         self.tokenizer = base.tokenizer
         self.run_dir: Path | None = None  # set by from_run
@@ -225,6 +230,7 @@ class CompareEngine:
         backend: str = "auto",
         adapters: dict[str, str | Path] | None = None,
         allow_pickle: bool = False,
+        decoding: str = "auto",
     ) -> CompareEngine:
         """Load a run's base (in the run's precision unless given) and its finished variants, plus
         outside adapters (name -> folder), each checked against the base first (outside.py)."""
@@ -239,7 +245,8 @@ class CompareEngine:
         for name in chosen:
             if run.variant(name).base_fingerprint() not in (None, base.fingerprint):
                 raise LoraEqError(f"variant {name!r} was trained on a different base than {base.source.id}")
-        engine = cls.with_outside(base, chosen, adapters or {}, backend=backend, allow_pickle=allow_pickle)
+        engine = cls.with_outside(base, chosen, adapters or {}, backend=backend, allow_pickle=allow_pickle,
+                                  decoding=decoding)
         engine.run_dir = run.path
         return engine
 
@@ -253,21 +260,22 @@ class CompareEngine:
         device: str | None = None,
         backend: str = "auto",
         allow_pickle: bool = False,
+        decoding: str = "auto",
     ) -> CompareEngine:
         """A base (no run) with outside adapters, each checked against it first."""
         from .loading import load_model
 
         base = load_model(model, precision, device=device)
-        return cls.with_outside(base, {}, adapters, backend=backend, allow_pickle=allow_pickle)
+        return cls.with_outside(base, {}, adapters, backend=backend, allow_pickle=allow_pickle, decoding=decoding)
 
     @classmethod
     def with_outside(cls, base, variants: dict, adapters: dict, *, backend: str = "auto",
-                     allow_pickle: bool = False) -> CompareEngine:
+                     allow_pickle: bool = False, decoding: str = "auto") -> CompareEngine:
         """An engine over `base` with trained `variants` and outside `adapters` (checked here)."""
         from .outside import check_adapters
 
         warnings = check_adapters(adapters, base, allow_pickle, taken=variants)
-        engine = cls(base, {**variants, **adapters}, backend=backend)
+        engine = cls(base, {**variants, **adapters}, backend=backend, decoding=decoding)
         engine.outside, engine.warnings = list(adapters), warnings
         return engine
 
@@ -335,7 +343,9 @@ class CompareEngine:
 
     def info(self) -> dict:
         return {**self.base.info(), "variants": self.variants, "outside": list(self.outside),
-                "warnings": dict(self.warnings), "backend": self.backend}
+                "warnings": dict(self.warnings), "backend": self.backend,
+                "decoding": {"precision": self.decoding.precision, "copy": self.decoding.copied,
+                             "reason": self.decoding.reason}}
 
     def _check_variant(self, name: str) -> str:
         if name not in self._variants:

@@ -28,6 +28,7 @@ GROUPS = {
     "chat": "generation",
     "suggest": "heavy",
     "load_model": "heavy",
+    "set_decoding": "heavy",
     "export_merged": "heavy",
 }
 

@@ -50,6 +50,7 @@ class Session:
     variants: list[dict] = field(default_factory=list)
     run: str | None = None  # the name of the run this session follows
     adapters: dict[str, str] = field(default_factory=dict)  # name -> adapter folder the server accepted
+    decoding: str = "auto"  # what a 4-bit base decodes with in Compare (adapters.decode_precision.DECODINGS)
     chat: Conversation | None = None  # the Compare tab's conversation: shared user turns, each column's replies
     battle: BattleRound | None = None  # the blind battle in progress (or just decided)
     battle_rng: random.Random | None = None  # draws battle pairs; made on first use (never shared between sessions)

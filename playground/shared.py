@@ -111,7 +111,7 @@ class Shared:
         if run is None and not session.adapters:
             raise LoraEqError("train a variant (Equalizer & Train) or add an adapter first")
         engine = self.engines.get(run, session.adapters, model=session.model or self.default_model,
-                                  precision=session.precision or self.default_precision)
+                                  precision=session.precision or self.default_precision, decoding=session.decoding)
         return gpu.on_gpu(engine)
 
     def require_run(self, session: Session, what: str = "train at least one variant first (Equalizer & Train)") -> Path:
@@ -131,14 +131,15 @@ class EngineRegistry:
         self._lock = threading.Lock()
 
     def get(self, run_dir: str | Path | None, adapters: dict[str, str] | None = None, *,
-            model: str | None = None, precision: str = "auto"):
-        """The engine for a run (None: no run, the base `model` alone) plus outside adapters."""
-        key = (str(run_dir) if run_dir else None, tuple(sorted((adapters or {}).items())))
+            model: str | None = None, precision: str = "auto", decoding: str = "auto"):
+        """The engine for a run (None: no run, the base `model` alone) plus outside adapters,
+        decoding as asked (adapters.decode_precision)."""
+        key = (str(run_dir) if run_dir else None, tuple(sorted((adapters or {}).items())), decoding)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            engine = _build_engine(run_dir, adapters or {}, model, precision)
+            engine = _build_engine(run_dir, adapters or {}, model, precision, decoding)
             self._items[key] = engine
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)[1].close()
@@ -153,12 +154,12 @@ class EngineRegistry:
             engine.close()
 
 
-def _build_engine(run_dir, adapters: dict[str, str], model: str | None, precision: str):
+def _build_engine(run_dir, adapters: dict[str, str], model: str | None, precision: str, decoding: str):
     from adapters.engine import CompareEngine
 
     if run_dir is None:
-        return CompareEngine.from_model(model, dict(adapters), precision=precision)
-    return CompareEngine.from_run(run_dir, adapters=dict(adapters))
+        return CompareEngine.from_model(model, dict(adapters), precision=precision, decoding=decoding)
+    return CompareEngine.from_run(run_dir, adapters=dict(adapters), decoding=decoding)
 
 
 def sampling_for(limits: Limits, engine, temperature, top_p, max_new_tokens, seed) -> Sampling:

@@ -16,6 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from adapters.conversation import Conversation, respond
+from adapters.decode_precision import DECODINGS
 from adapters.engine import BASE, Column
 from adapters.equalizer import Equalizer, equalizer_table
 from adapters.errors import LoraEqError
@@ -62,6 +63,25 @@ def load_variants(shared: Shared, state: Session):
     grid = pd.DataFrame(equalizer_table(engine.unit_grid(names[0]))) if names else pd.DataFrame()
     return (gr.CheckboxGroup(names, value=names), gr.Dropdown(names, value=None), grid, leaderboard_frame(run),
             tab_battle.ranking_frame(run))
+
+
+def set_decoding(shared: Shared, choice, state: Session):
+    """What a 4-bit base decodes with in this session's columns (the next answer loads it so)."""
+    if choice not in DECODINGS:
+        raise LoraEqError(f"decoding {str(choice)[:40]!r}: choose one of {', '.join(DECODINGS)}")
+    previous, state.decoding = state.decoding, choice
+    try:
+        return decoding_line(shared, state), state
+    except LoraEqError:
+        state.decoding = previous  # (a copy refused: the columns keep what they had)
+        raise
+
+
+def decoding_line(shared: Shared, state: Session) -> str:
+    """What the columns decode with, and why; empty before there is anything to compare."""
+    if shared.run_path(state) is None and not state.adapters:
+        return ""
+    return "*" + shared.engine_for(state).decoding.describe() + "*"
 
 
 def columns_for(shared: Shared, engine, variants, eq_name: str | None, grid: pd.DataFrame) -> list[Column]:
@@ -196,6 +216,9 @@ def _settings_form() -> SimpleNamespace:
     with gr.Row():
         load = gr.Button("Load my run's variants")
         chosen = gr.CheckboxGroup([], label=f"Variants to show next to the base (up to {MAX_COLUMNS - 1})")
+        decoding = gr.Dropdown(list(DECODINGS), value="auto", label="Decoding (a 4-bit base: NF4 or a copy)",
+                               elem_id="compare-decoding-choice")
+    decoding_note = gr.Markdown(elem_id="compare-decoding")
     with gr.Row():
         system = gr.Textbox(label="System prompt (optional)", lines=1)
         reference = gr.Textbox(label="Reference answer (optional, for scoring)")
@@ -208,7 +231,7 @@ def _settings_form() -> SimpleNamespace:
                       open=False):
         eq_variant = gr.Dropdown([], label="Variant to rescale")
         eq_grid = gr.Dataframe(pd.DataFrame(), label="Multipliers (1 = as trained, 0 = off)", interactive=True)
-    return SimpleNamespace(load=load, chosen=chosen, system=system, reference=reference, temperature=temperature,
+    return SimpleNamespace(load=load, chosen=chosen, decoding=decoding, decoding_note=decoding_note, system=system, reference=reference, temperature=temperature,
                            top_p=top_p, max_new=max_new, seed=seed, eq_variant=eq_variant, eq_grid=eq_grid)
 
 
@@ -268,7 +291,10 @@ def build(shared: Shared, session: gr.State) -> None:
         csv = gr.DownloadButton("Leaderboard as CSV")
         arena_csv = gr.DownloadButton("Battle ranking as CSV")
     f.load.click(handler(load_variants, shared), [session], [f.chosen, f.eq_variant, f.eq_grid, board, arena_board],
-                 api_name="load_variants")
+                 api_name="load_variants").then(handler(decoding_line, shared), [session], f.decoding_note,
+                                                api_name=False)
+    f.decoding.change(handler(set_decoding, shared), [f.decoding, session], [f.decoding_note, session],
+                      api_name="set_decoding")
     _wire_chat(shared, session, f, c, board)
     tab_battle.wire(shared, session, f, battle, arena_board, arena_csv)
     csv.click(handler(leaderboard_csv, shared), [session], csv, api_name="leaderboard_csv")

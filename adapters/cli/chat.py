@@ -94,7 +94,8 @@ def _chat(args: argparse.Namespace) -> dict:
         interactive = sys.stdin.isatty()
         for w in (w for ws in engine.warnings.values() for w in ws):
             print(f"warning: {w}", file=sys.stderr)
-        print(f"{len(chat.labels)} columns: {', '.join(chat.labels)}. {HELP}", file=sys.stderr)
+        print(f"{len(chat.labels)} columns: {', '.join(chat.labels)}; {engine.decoding.describe()}. {HELP}",
+              file=sys.stderr)
         while True:
             if interactive:
                 print("> ", end="", flush=True)

@@ -92,6 +92,7 @@ def _compare(args: argparse.Namespace) -> dict:
         "model": info["model"],
         "precision": info["precision"],
         "backend": info["backend"],
+        "decoding": info["decoding"],
         "adapters": {k.strip(): v.strip() for k, _, v in (a.partition("=") for a in args.adapter)},
         "warnings": info["warnings"],
         "sampling": sampling.to_json(),
@@ -128,13 +129,15 @@ def open_engine(args: argparse.Namespace, stack: contextlib.ExitStack, variants:
         variants = [v for v in variants if v not in folders]
     if args.run_dir is None:
         return CompareEngine.from_model(args.model, folders, precision=args.precision or "auto",
-                                        backend=args.backend, allow_pickle=args.allow_pickle)
+                                        backend=args.backend, allow_pickle=args.allow_pickle, decoding=args.decoding)
     return CompareEngine.from_run(Path(args.run_dir), variants=variants, precision=args.precision,
-                                  backend=args.backend, adapters=folders, allow_pickle=args.allow_pickle)
+                                  backend=args.backend, adapters=folders, allow_pickle=args.allow_pickle,
+                                  decoding=args.decoding)
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
     """The run, outside adapters and base flags `compare` and `chat` share."""
+    from ..decode_precision import DECODINGS
     from ..engine import BACKENDS
     from ..loading import PRECISIONS
 
@@ -152,10 +155,16 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="default: the run's precision (auto without a run)")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="how adapters mix in a batch")
+    p.add_argument("--decoding", default="auto", choices=DECODINGS,
+                   help="what a 4-bit base decodes with: auto (NF4 on a CPU, a bf16 copy on a GPU when it fits), "
+                        "as-loaded, or a bf16 / fp16 / fp32 copy")
 
 
 def _render_compare(data: dict, args) -> str:
-    lines = [f"{data['model']['id']} ({data['precision']}), {len(data['columns'])} columns", ""]
+    decoding = data["decoding"]
+    how = f"a {decoding['precision']} copy" if decoding["copy"] else decoding["precision"]
+    lines = [f"{data['model']['id']} ({data['precision']}, decoding with {how}: {decoding['reason']}), "
+             f"{len(data['columns'])} columns", ""]
     lines += [f"warning: {w}" for ws in data.get("warnings", {}).values() for w in ws]
     for c in data["columns"]:
         lines += [f"== {c['variant']}", c["text"], ""]
