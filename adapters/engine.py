@@ -19,7 +19,9 @@ and as trained side by side. The fused mixer applies them to the row's own scali
 the batch and reset after it. Adapters are only ever read from disk when the engine is built:
 bitsandbytes repacks NF4 weights for the CPU at the first forward and undoes that, lossily,
 whenever the model's state dict is read (PEFT's `load_adapter` reads it), which would shift the
-base's answers; so hand the engine a freshly loaded base.
+base's answers; so hand the engine a freshly loaded base. What a 4-bit base decodes with (its NF4
+weights, or a full-precision copy made before the adapters load) is `decoding`
+(decode_precision.py), reported by `info()`.
 
 Concurrency: one engine serves many users, but a batch changes the shared model while it runs
 (LoRA layers re-routed, scaled copies set), so batches run one at a time under the engine's lock,

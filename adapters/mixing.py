@@ -17,7 +17,9 @@ Two mixers, the same answers:
   is bit for bit what `set_adapter` + a plain forward gives when its rank is the layer's largest
   (tested in fp32, bf16 and NF4). A lower rank padded with zeros is the same sum, but the matmul
   may then take another kernel and differ in the last bits, as the base's own matmuls do between
-  batch sizes; greedy answers stay token-identical in every test and benchmark here.
+  batch sizes; greedy answers stay token-identical in every test and benchmark here. A bitsandbytes
+  4-bit base layer packed for the CPU is called through its kernel directly (`packed4bit.py`: the
+  same bits, without the layer's Python around the call).
 
 Live equalizer: the fused mixer takes a multiplier per row and LoRA layer and multiplies that
 row's scaling by it, so one adapter can answer scaled and as trained in the same batch without a
