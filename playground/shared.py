@@ -133,8 +133,10 @@ class EngineRegistry:
     def get(self, run_dir: str | Path | None, adapters: dict[str, str] | None = None, *,
             model: str | None = None, precision: str = "auto", decoding: str = "auto"):
         """The engine for a run (None: no run, the base `model` alone) plus outside adapters,
-        decoding as asked (adapters.decode_precision)."""
-        key = (str(run_dir) if run_dir else None, tuple(sorted((adapters or {}).items())), decoding)
+        decoding as asked (adapters.decode_precision). Without a run the base is the session's
+        model and precision, so they are part of the key (a run names its own base)."""
+        base = None if run_dir else (model or "default", precision)
+        key = (str(run_dir) if run_dir else None, tuple(sorted((adapters or {}).items())), decoding, base)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)

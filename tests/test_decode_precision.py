@@ -123,3 +123,31 @@ def test_cli_and_compare_tab_choose_the_decoding_and_show_it(tmp_path, capsys, m
         tab_compare.set_decoding(full, "bf16", other)
     assert other.decoding == "auto"  # a refused copy leaves the columns as they were
     assert tab_compare.decoding_line(shared, Session()) == ""
+
+
+def test_engines_are_kept_per_decoding_and_without_a_run_per_base(monkeypatch):
+    """A session without a run that switches its model, precision or decoding gets a new engine;
+    the same request again gets the kept one; a run's engine does not depend on the session's base."""
+    from playground import shared as shared_module
+
+    built = []
+
+    class Engine:
+        def __init__(self, *args):
+            self.args = args
+            built.append(args)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(shared_module, "_build_engine", lambda *args: Engine(*args))
+    engines = shared_module.EngineRegistry(capacity=8)
+    adapters = {"plain": "/runs/s/adapters/plain"}
+    first = engines.get(None, adapters, model=None, precision="nf4")
+    assert engines.get(None, adapters, model=None, precision="nf4") is first
+    assert engines.get(None, adapters, model=None, precision="fp32") is not first
+    assert engines.get(None, adapters, model="other/model", precision="nf4") is not first
+    assert engines.get(None, adapters, model=None, precision="nf4", decoding="bf16") is not first
+    run = engines.get("/runs/s/run-1", {}, model=None, precision="nf4")
+    assert engines.get("/runs/s/run-1", {}, model="other/model", precision="fp32") is run
+    assert len(built) == 5
