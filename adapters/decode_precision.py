@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .errors import LoraEqError
+from .packed4bit import direct_forward, is_4bit_linear
 
 DECODINGS = ("auto", "as-loaded", "bf16", "fp16", "fp32")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -52,7 +53,7 @@ def four_bit_layers(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
     found = []
     for parent in model.modules():
         for name, child in parent.named_children():
-            if type(child).__name__ == "Linear4bit" and type(child).__module__.startswith("bitsandbytes."):
+            if is_4bit_linear(child):
                 found.append((parent, name, child))
     return found
 
@@ -78,8 +79,6 @@ def plan(base, wanted: str = "auto", free_bytes: int | None = None) -> DecodePla
         return DecodePlan("nf4", False, "asked for")
     cuda = str(base.device).startswith("cuda")
     if wanted == "auto" and not cuda:
-        from .packed4bit import direct_forward
-
         layers = four_bit_layers(base.model)
         packed = bool(layers) and direct_forward(layers[0][2]) is not None and bool(
             getattr(layers[0][2], "support_avx512bf16_for_cpu", False))
@@ -101,7 +100,8 @@ def plan(base, wanted: str = "auto", free_bytes: int | None = None) -> DecodePla
         if wanted != "auto":
             raise LoraEqError(f"decoding {precision}: {message}; keep the NF4 weights (as-loaded)")
         return DecodePlan("nf4", False, message)
-    why = "asked for" if wanted != "auto" else "on a GPU a bf16 matmul reads each weight once, 4-bit dequantizes it per call"
+    why = ("asked for" if wanted != "auto"
+           else "on a GPU a bf16 matmul reads each weight once, 4-bit dequantizes it per call")
     return DecodePlan(precision, True, f"{why} (+{need / 2**20:.0f} MiB)", need)
 
 

@@ -186,9 +186,10 @@ def _sizes(config) -> tuple[int, int, int, int]:
 def activation_bytes(config, tokens: int, checkpointing: bool | int = False, value_bytes: int = 4) -> int:
     """Activations kept for the backward pass of one batch of `tokens` tokens, for LoRA layers that
     compute through `lora_train` (on SmolLM2-135M in bf16 the backward keeps 27 KB per token and
-    layer, this rule says 34 KB; tests/test_training_memory.py checks the margin). Per token, a decoder layer keeps ~8 hidden-sized and ~5 MLP-sized values of
-    `value_bytes` each (2 under bf16, 4 in fp32), its two norms' fp32 inputs, and a byte per value
-    of each LoRA layer's input for its dropout mask. A layer that recomputes them (`checkpointing`:
+    layer, this rule says 34 KB; tests/test_training_memory.py checks the margin). Per token, a
+    decoder layer keeps ~8 hidden-sized and ~5 MLP-sized values of `value_bytes` each (2 under
+    bf16, 4 in fp32), its two norms' fp32 inputs, and a byte per value of each LoRA layer's input
+    for its dropout mask. A layer that recomputes them (`checkpointing`:
     True for every layer, or how many) keeps only its input, plus one layer's worth while it is
     recomputed; the output layer's logits exist for one chunk of labelled positions at a time, 3
     fp32 vocabulary-sized values each."""

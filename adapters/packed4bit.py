@@ -112,13 +112,17 @@ class _Kernel:
         return self._call(x) if self.same else self.own(x)
 
 
+def is_4bit_linear(module: nn.Module) -> bool:
+    """bitsandbytes' own `Linear4bit` (PEFT's LoRA wrapper of it has the same class name)."""
+    kind = type(module)
+    return kind.__name__ == "Linear4bit" and kind.__module__.startswith("bitsandbytes.")
+
+
 def direct_forward(layer: nn.Module) -> _Kernel | None:
     """For a bitsandbytes `Linear4bit`: a callable computing `layer.forward(x)` bit for bit, faster
     once the layer is packed for the CPU; None for any other layer, or where this install of
     bitsandbytes is not one whose kernel call is known."""
-    kind = type(layer)
-    # bitsandbytes' own class only (PEFT's LoRA wrapper of it has the same name).
-    if kind.__name__ != "Linear4bit" or not kind.__module__.startswith("bitsandbytes."):
+    if not is_4bit_linear(layer):
         return None
     kernel = _native_kernel()
     return None if kernel is None else _Kernel(layer, kernel)

@@ -15,7 +15,6 @@ from adapters.analysis import Analysis
 matplotlib.use("Agg")  # headless: figures are rendered to images, never to a window
 
 
-
 def _axes(figsize: tuple[float, float]):
     """A new figure and its one axes."""
     from matplotlib.figure import Figure
