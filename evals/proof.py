@@ -35,10 +35,10 @@ from adapters.tokenize import Encoded, encode_chat, encode_prompt
 from .adapter_set import BASE, AdapterSet, load_adapter_set, release
 from .base_cache import BaseCache
 from .losses import Divergence, Scores, score
-from .matching import matches
+from .matching import facts_of, match, vocabulary
 from .matrix import evalset_results
 from .stats import min_detectable_difference, min_k_prob, roc_auc
-from .verdict import Evidence, Matches, Paired, Thresholds, Verdict, decide
+from .verdict import Evidence, Matches, Paired, Thresholds, UserChecks, Verdict, decide
 
 Generate = Callable[[AdapterSet, list[list[dict]], list[str]], list[str]]
 Progress = Callable[[int, int], None]
@@ -89,9 +89,11 @@ class VariantProof:
     heldout_curve: list[list[float]] = field(default_factory=list)  # [step, held-out loss] during training
 
     def headline(self) -> str:
-        """The first line a reader sees: how often the answers match the reference, against the base."""
+        """The first line a reader sees: the user's checks first, then how often the held-out answers
+        state the reference's facts, against the base."""
         m, sim = self.evidence.matches, self.evidence.similarity
-        return (f"answers held-out questions like the reference {m.rates()}; "
+        checks = "".join(f"{c.text()}; " for c in self.evidence.checks)
+        return (f"{checks}held-out answers {m.said()}; "
                 f"similarity to the references {sim.variant:.2f} (base {sim.base:.2f})")
 
     def to_json(self) -> dict:
@@ -102,6 +104,8 @@ class VariantProof:
             "steps": self.steps,
             "headline": self.headline(),
             "matches": e.matches.to_json(),
+            "checks": [c.to_json() for c in e.checks],
+            "train_facts": None if e.train_facts is None else {"stated": e.train_facts[0], "asked": e.train_facts[1]},
             "power": self.power,
             "verdict": self.verdict.label,
             "verdict_line": self.verdict.sentence,
@@ -306,16 +310,17 @@ def heldout_rows(examples, tokenizer, limit: int | None, seed: int) -> tuple[lis
     return rows, notes
 
 
-def train_sample(train, variant_config: dict, tokenizer, size: int, seed: int) -> list[Encoded]:
-    """A seeded sample of `size` distinct rows from what this variant trained on (its mix, if any)."""
+def train_sample(train, variant_config: dict, tokenizer, size: int, seed: int) -> list[tuple[list[dict], Encoded]]:
+    """A seeded sample of `size` distinct rows from what this variant trained on (its mix, if any):
+    (conversation, encoded) pairs, rows without an assistant token left out."""
     from adapters.runs import training_stream
     from adapters.variants import Variant
 
     stream = training_stream(train, Variant.from_json(variant_config))
     unique = list({json.dumps(c, sort_keys=True): c for c in stream}.values())
     picked = random.Random(f"{seed}:train").sample(unique, min(size, len(unique)))
-    encoded = [encode_chat(tokenizer, c, MAX_LENGTH) for c in picked]
-    return [e for e in encoded if e.trained_tokens > 0]
+    pairs = [(c, encode_chat(tokenizer, c, MAX_LENGTH)) for c in picked]
+    return [(c, e) for c, e in pairs if e.trained_tokens > 0]
 
 
 # ---- the evaluation --------------------------------------------------------------------------
@@ -375,7 +380,9 @@ def evaluate_run(
         measured = _measure(adapters, run_dir, entries, rows, generate, seed, progress, clock, cache)
     finally:
         release(adapters)
-    variants = [_prove(v, measured, i, thresholds, n_resamples, seed) for i, v in enumerate(entries)]
+    evalsets = evalset_results(run_dir, seed)
+    variants = [_prove(v, measured, i, thresholds, n_resamples, seed, user_checks(evalsets, v.name))
+                for i, v in enumerate(entries)]
     clock.lap("statistics")
     report = Report(
         run_dir=str(run_dir),
@@ -392,7 +399,7 @@ def evaluate_run(
         variants=variants,
         skipped=skipped,
         notes=notes,
-        evalsets=evalset_results(run_dir, seed),
+        evalsets=evalsets,
         base_cached=measured.cached,
     )
     report.seconds = dict(clock.laps)
@@ -414,6 +421,8 @@ class _Measured:
     answers: dict[str, list[str]]
     similarity: dict[str, list[float]]
     matched: dict[str, list[bool]]
+    facts: int  # held-out rows whose reference states facts (matching.facts_of)
+    train_facts: dict[str, list[bool]]  # adapter id -> its answers to its train sample's questions match
     cached: list[str] = field(default_factory=list)  # the base's results read from the cache
 
 
@@ -431,23 +440,35 @@ def _measure(adapters: AdapterSet, run_dir: Path, entries: list[VariantInfo], ro
              clock, cache: BaseCache | None) -> _Measured:
     from adapters.runs import run_split
 
-    stages = 3
+    stages = 4
     cached: list[str] = []
     heldout, divergence = score(adapters, [r.encoded for r in rows], adapters.names, divergence=True)
     clock.lap("heldout_loss")
     _tick(progress, 1, stages)
-    train = _train_scores(adapters, run_split(run_dir, "train"), entries, len(rows), seed, cache, cached)
+    train_split = run_split(run_dir, "train")
+    samples = {adapters.ids[v.name]: train_sample(train_split, v.config, adapters.tokenizer, len(rows), seed)
+               for v in entries}
+    for v in entries:
+        if not samples[adapters.ids[v.name]]:
+            raise LoraEqError(f"variant {v.name!r}: no training row to measure")
+    train = _train_scores(adapters, samples, cache, cached)
     clock.lap("train_loss")
     _tick(progress, 2, stages)
-    answers, similarity, matched = _answers(adapters, rows, generate, clock, cache, cached)
+    answers, similarity, matched, facts = _answers(adapters, rows, generate, clock, cache, cached, train_split)
     _tick(progress, 3, stages)
-    return _Measured(adapters.ids, heldout, divergence, train, answers, similarity, matched, cached)
+    vocab = data_vocabulary(rows, train_split)
+    train_facts = _train_facts(adapters, samples, generate, vocab)
+    clock.lap("train_facts")
+    _tick(progress, 4, stages)
+    return _Measured(adapters.ids, heldout, divergence, train, answers, similarity, matched, facts, train_facts,
+                     cached)
 
 
 def _answers(adapters: AdapterSet, rows: list[Row], generate: Generate | None, clock: _Clock,
-             cache: BaseCache | None, cached: list[str]):
-    """Every model's answer to every held-out prompt (one flat call) and its similarity to the
-    reference, keyed by adapter id."""
+             cache: BaseCache | None, cached: list[str], train=None):
+    """Every model's answer to every held-out prompt (one flat call), its similarity to the
+    reference and whether it matches it (`matching.match`, with the words the run's data writes in
+    lower case), keyed by adapter id; and how many references state facts."""
     from .similarity import cosine_pairs
 
     names, n = adapters.names, len(rows)
@@ -465,9 +486,35 @@ def _answers(adapters: AdapterSet, rows: list[Row], generate: Generate | None, c
     clock.lap("similarity")
     answers = {name: list(flat[i * n : (i + 1) * n]) for i, name in enumerate(names)}
     similarity = {name: sims[i * n : (i + 1) * n] for i, name in enumerate(names)}
-    matched = {name: [matches(a, r.reference, r.prompt[-1]["content"], s)
+    vocab = data_vocabulary(rows, train)
+    matched = {name: [match(a, r.reference, r.prompt[-1]["content"], s, vocab).matched
                       for a, r, s in zip(answers[name], rows, similarity[name])] for name in names}
-    return answers, similarity, matched
+    facts = sum(1 for r in rows if facts_of(r.reference, r.prompt[-1]["content"], vocab))
+    return answers, similarity, matched, facts
+
+
+def data_vocabulary(rows: list[Row], train=None) -> frozenset[str]:
+    """The words the run's data writes in lower case (its held-out rows and training rows): a
+    capitalized one of them that opens a sentence is not a name (`matching.vocabulary`)."""
+    texts = [m["content"] for r in rows for m in [*r.prompt, {"content": r.reference}]]
+    if train is not None:
+        texts += [m["content"] for e in train.examples for m in e.messages]
+    return vocabulary(texts)
+
+
+def user_checks(evalsets: list[dict], name: str) -> tuple[UserChecks, ...]:
+    """The run's eval sets as the verdict of variant `name` uses them: its passes against the
+    base's on the same prompts (sets not run on this variant, or without a base column, left out)."""
+    from adapters.runfolder import BASE as BASE_COLUMN
+
+    out = []
+    for es in evalsets:
+        columns = {c["name"]: c for c in es["columns"]}
+        mine, base = columns.get(name), columns.get(BASE_COLUMN)
+        if mine is None or base is None or not mine.get("total"):
+            continue
+        out.append(UserChecks(es["name"], mine["passed"], base["passed"], mine["total"], mine.get("mcnemar_p")))
+    return tuple(out)
 
 
 def _default_answers(adapters: AdapterSet, prompts: list[list[dict]], max_new_tokens: int,
@@ -498,25 +545,48 @@ def _tick(progress: Progress | None, done: int, total: int) -> None:
         progress(done, total)
 
 
-def _train_scores(adapters: AdapterSet, train, entries: list[VariantInfo], size: int, seed: int,
-                  cache: BaseCache | None, cached: list[str]) -> dict[str, tuple[Scores, Scores]]:
-    """Base and variant scores on each variant's train sample; variants with the same sample share
-    one base pass, which `cache` may have kept from an earlier proof."""
+def _train_facts(adapters: AdapterSet, samples: dict[str, list], generate: Generate | None,
+                 vocab: frozenset[str]) -> dict[str, list[bool]]:
+    """Per variant (adapter id), whether its greedy answers to the questions of its own train sample
+    state their references' facts (`matching.match`): were the facts learned at all?"""
+    prompts, names, refs = [], [], []
+    for aid, sample in samples.items():
+        for conversation, _ in sample:
+            last = max(i for i, m in enumerate(conversation) if m["role"] == "assistant")
+            prompts.append(conversation[:last])
+            refs.append(conversation[last]["content"])
+            names.append(aid)
+    if generate is None:
+        from adapters.engine import stop_token_ids
+
+        ids = [encode_prompt(adapters.tokenizer, p) for p in prompts]
+        flat = _greedy_ids(adapters, ids, names, stop_token_ids(adapters.tokenizer, adapters.model),
+                           answer_budget(adapters.tokenizer, refs), GENERATE_BATCH)
+    else:
+        flat = generate(adapters, prompts, names)
+    out: dict[str, list[bool]] = {aid: [] for aid in samples}
+    for aid, prompt, ref, answer in zip(names, prompts, refs, flat):
+        out[aid].append(match(answer, ref, prompt[-1]["content"], None, vocab).matched)
+    return out
+
+
+def _train_scores(adapters: AdapterSet, samples: dict[str, list], cache: BaseCache | None,
+                  cached: list[str]) -> dict[str, tuple[Scores, Scores]]:
+    """Base and variant scores on each variant's train sample (adapter id -> `train_sample`);
+    variants with the same sample share one base pass, which `cache` may have kept from an earlier
+    proof."""
     groups: dict[tuple, list[str]] = {}
-    samples: dict[tuple, list[Encoded]] = {}
-    for v in entries:
-        sample = train_sample(train, v.config, adapters.tokenizer, size, seed)
-        if not sample:
-            raise LoraEqError(f"variant {v.name!r}: no training row to measure")
-        key = tuple(tuple(e.input_ids) for e in sample)
-        groups.setdefault(key, []).append(adapters.ids[v.name])
-        samples[key] = sample
+    encoded: dict[tuple, list[Encoded]] = {}
+    for aid, sample in samples.items():
+        key = tuple(tuple(e.input_ids) for _, e in sample)
+        groups.setdefault(key, []).append(aid)
+        encoded[key] = [e for _, e in sample]
     out = {}
     for key, ids in groups.items():
-        base = cache.scores(samples[key]) if cache is not None else None
-        scores, _ = score(adapters, samples[key], ids if base is not None else [BASE, *ids])
+        base = cache.scores(encoded[key]) if cache is not None else None
+        scores, _ = score(adapters, encoded[key], ids if base is not None else [BASE, *ids])
         if base is None and cache is not None:
-            cache.keep_scores(samples[key], scores[BASE])
+            cache.keep_scores(encoded[key], scores[BASE])
         out.update({i: (base if base is not None else scores[BASE], scores[i]) for i in ids})
         if base is not None and "train losses" not in cached:
             cached.append("train losses")
@@ -524,7 +594,7 @@ def _train_scores(adapters: AdapterSet, train, entries: list[VariantInfo], size:
 
 
 def _prove(variant: VariantInfo, m: _Measured, index: int, t: Thresholds, n_resamples: int,
-           seed: int) -> VariantProof:
+           seed: int, checks: tuple[UserChecks, ...] = ()) -> VariantProof:
     aid = m.ids[variant.name]
     held_b, held_v = m.heldout[BASE], m.heldout[aid]
     train_b, train_v = m.train[aid]
@@ -539,7 +609,9 @@ def _prove(variant: VariantInfo, m: _Measured, index: int, t: Thresholds, n_resa
         membership_auc=membership_auc(train_b, train_v, held_b, held_v),
         min_k_auc=roc_auc([min_k_prob(x, MIN_K) for x in train_v.token_logprobs],
                           [min_k_prob(x, MIN_K) for x in held_v.token_logprobs]),
-        matches=Matches.of(m.matched[BASE], m.matched[aid]),
+        matches=Matches.of(m.matched[BASE], m.matched[aid], m.facts),
+        checks=checks,
+        train_facts=(sum(m.train_facts[aid]), len(m.train_facts[aid])),
     )
     log = variant.log()
     return VariantProof(

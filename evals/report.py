@@ -83,14 +83,22 @@ def _rules(data: dict) -> list[str]:
         f"memorized (checked before learned): train loss significantly lower by >= {t['memorized_train_drop']:.0%} "
         f"of the base's, held-out loss down by < {t['memorized_generalization']:.0%} of that drop, membership AUC "
         f">= {t['memorized_auc']:g}",
-        "an answer matches its reference when it contains at least half of the reference's key words (its words "
-        "that are neither in the question nor common words); with no key word, when its similarity is >= 0.85",
-        f"learned: held-out answers better than the base's: similarity to the reference significantly higher, or "
-        f"significantly more answers matching the reference (exact McNemar test, p < {t['alpha']:g}); neither "
-        "significantly lower",
-        "closer in wording: held-out loss significantly lower while the answers are not measurably better: the "
-        "variant finds the data's phrasing more likely, its answers read the same",
-        "worse than base: held-out similarity or matches significantly lower, or held-out loss significantly higher",
+        "an answer matches its reference when it states every number, date, code and proper name of the reference "
+        "that the question does not already contain (numbers by value: $1,299 = 1299 dollars, 15% = 15 per cent, "
+        "twelve = 12; dates in any spelling; names in any case); a reference with none of these matches when the "
+        "answer contains at least half of its key words (words neither in the question nor common), and one with "
+        "no key word either when the answer's similarity is >= 0.85",
+        f"learned: with eval sets, every eval set passes significantly more prompts than the base (exact McNemar "
+        f"test, p < {t.get('checks_alpha', 0.05):g}); without, significantly more held-out answers match the "
+        f"reference (exact McNemar test, p < {t['alpha']:g}); in both cases neither the held-out similarity nor the "
+        "matches significantly lower. Loss and similarity alone never make learned",
+        "fails your checks: more held-out answers match, but one of your eval sets shows no significant gain over "
+        "the base: your own checks outrank the automatic ones",
+        "closer in wording: held-out similarity significantly higher or held-out loss significantly lower, while "
+        "the answers do not state the facts measurably more often (or your checks fail): the variant learned the "
+        "pattern of the answers, not what they say",
+        "worse than base: held-out similarity, matches or an eval set's passes significantly lower, or held-out loss "
+        "significantly higher",
         "inconclusive: changed from the base, none of the above shown at this sample size",
         "power: the smallest similarity gain the held-out set detects at alpha with power 0.8 is "
         "(z(1 - alpha/2) + z(0.8)) x sd(differences) / sqrt(n); the set is too small when that exceeds "
@@ -282,7 +290,7 @@ td:first-child,th:first-child,td:nth-child(2){text-align:left}
 figure{margin:1.5em 0}.answers td{text-align:left;vertical-align:top}
 """
 _CLASS = {"learned": "learned", "memorized": "memorized", "worse than base": "worse", "no effect": "no-effect",
-          "inconclusive": "inconclusive", "closer in wording": "wording"}
+          "inconclusive": "inconclusive", "closer in wording": "wording", "fails your checks": "worse"}
 
 
 def render_html(data: dict) -> str:

@@ -5,14 +5,21 @@ their differences with a bootstrap interval and a sign-flip p-value (`stats.py`)
 the documented rules below to a variant's `Evidence` and returns its label and one sentence that
 carries the numbers it rests on. Pure: no model, no file.
 
-A verdict of "learned" rests on answers: the held-out answers must be measurably better than
-the base's, by similarity to the reference or by how many of them match it (`matching.py`; exact
-McNemar test on the rows whose outcome changed). A loss that falls while the answers stay as
-they were is "closer in wording": the variant finds the data's phrasing more likely, and a user
-reading its answers would see no difference.
+A verdict of "learned" rests on facts, not on wording: the held-out answers must state the
+reference's facts (its numbers, dates, codes and names: `matching.py`) significantly more often
+than the base's (exact McNemar test on the rows whose outcome changed), or the user's own checks
+must say so. Held-out loss and embedding similarity are dominated by wording: a variant that
+learned the pattern of the answers and invents every number lowers both. Alone they make "closer
+in wording", never "learned".
+
+The user's checks outrank the automatic ones. When a run has eval sets (`matrix.py`), each one
+is a `UserChecks`: the variant's passes against the base's on the same prompts (exact McNemar).
+A variant is "learned" then only when every eval set shows a significant gain (p < 0.05, since
+eval sets are small: 8 prompts reach p = 0.031 at 6 of 8 against none); when one does not, the
+verdict says so in the same sentence, whatever the held-out answers show.
 
 The rules, checked in this order (alpha = 0.01; "significant" means the 95% interval excludes 0
-and p < alpha; for matches, the McNemar p < alpha):
+and p < alpha; for matches and checks, the McNemar p):
 1. no effect: mean KL(base || variant) < 1e-4 nats per answer position and max |logit difference|
    < 1e-3 (or, for bf16/fp16 logits, under twice their rounding step at the largest logit). A
    LoRA with B = 0 (0 training steps) gives exactly 0 on both.
@@ -22,12 +29,16 @@ and p < alpha; for matches, the McNemar p < alpha):
    variant/base) is at least 0.75. Checked before "learned" because a variant
    that memorized a few rows also answers held-out prompts in their form, which raises embedding
    similarity without the content being learned.
-3. learned: held-out answers better: similarity to the reference significantly higher than the
-   base's, or significantly more answers matching the reference; and neither significantly lower.
-4. closer in wording: held-out loss significantly down, answers not measurably better (nor worse).
-5. worse than base: held-out similarity or matches significantly lower, or held-out loss
-   significantly higher.
-6. inconclusive: the variant changed the model but none of the above is shown at this sample size
+3. learned: with eval sets, every eval set passes significantly more prompts than the base (at
+   0.05); without, significantly more held-out answers match the reference (state its facts).
+   In both cases neither the held-out similarity nor the matches are significantly lower.
+4. fails your checks: held-out answers match significantly more often, but an eval set of the
+   user's shows no significant gain.
+5. closer in wording: held-out similarity significantly up or held-out loss significantly down,
+   while the answers do not state the facts measurably more often (or the user's checks fail).
+6. worse than base: held-out similarity, matches or an eval set's passes significantly lower, or
+   held-out loss significantly higher.
+7. inconclusive: the variant changed the model but none of the above is shown at this sample size
    (the report says when the held-out set is too small to show an answer-level effect at all).
 """
 
@@ -42,7 +53,8 @@ from adapters.errors import LoraEqError
 
 from .stats import bootstrap_ci, mcnemar_exact_p, paired_permutation_p
 
-VERDICTS = ("learned", "memorized", "closer in wording", "no effect", "worse than base", "inconclusive")
+VERDICTS = ("learned", "memorized", "fails your checks", "closer in wording", "no effect", "worse than base",
+            "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -96,11 +108,17 @@ class Matches:
     variant: int
     n: int
     p_value: float
+    facts: int | None = None  # rows whose reference has facts (numbers, dates, codes, names); None: not known
 
     @classmethod
-    def of(cls, base, variant) -> "Matches":
+    def of(cls, base, variant, facts: int | None = None) -> "Matches":
         b, v = np.asarray(base, dtype=bool), np.asarray(variant, dtype=bool)
-        return cls(int(b.sum()), int(v.sum()), int(b.size), mcnemar_exact_p(b, v))
+        return cls(int(b.sum()), int(v.sum()), int(b.size), mcnemar_exact_p(b, v), facts)
+
+    @property
+    def of_facts(self) -> bool:
+        """Most references carry facts: a match means the facts were stated."""
+        return self.facts is not None and 2 * self.facts >= self.n
 
     def up(self, alpha: float) -> bool:
         return self.variant > self.base and self.p_value < alpha
@@ -112,9 +130,40 @@ class Matches:
         """'68% of the time (base 4%)'"""
         return f"{self.variant / self.n:.0%} of the time (base {self.base / self.n:.0%})"
 
+    def said(self) -> str:
+        """'state the reference's facts in 14 of 24 (58%; base 0 of 24)'"""
+        what = "state the reference's facts" if self.of_facts else "match the reference"
+        return f"{what} in {self.variant} of {self.n} ({self.variant / self.n:.0%}; base {self.base} of {self.n})"
+
     def to_json(self) -> dict:
         return {"base": self.base, "variant": self.variant, "n": self.n, "p_value": self.p_value,
-                "base_rate": self.base / self.n, "variant_rate": self.variant / self.n}
+                "base_rate": self.base / self.n, "variant_rate": self.variant / self.n, "facts": self.facts}
+
+
+@dataclass(frozen=True)
+class UserChecks:
+    """One eval set of the user's on one variant: prompts passed by the variant and by the base
+    (on the prompts both have a verdict for), and the exact McNemar p of the difference."""
+
+    name: str
+    passed: int
+    base_passed: int
+    total: int
+    p_value: float | None
+
+    def gain(self, alpha: float) -> bool:
+        return self.passed > self.base_passed and self.p_value is not None and self.p_value < alpha
+
+    def loss(self, alpha: float) -> bool:
+        return self.passed < self.base_passed and self.p_value is not None and self.p_value < alpha
+
+    def text(self) -> str:
+        """'your eval set quillmarsh-test passes 0/8 (base 0/8, p = 1.00)'"""
+        p = "" if self.p_value is None else f", {format_p(self.p_value)}"
+        return f"your eval set {self.name} passes {self.passed}/{self.total} (base {self.base_passed}/{self.total}{p})"
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -127,15 +176,17 @@ class Thresholds:
     memorized_train_drop: float = 0.2  # share of the base's train loss the variant must shed
     memorized_generalization: float = 0.5  # held-out drop / train drop under this: did not generalize
     memorized_auc: float = 0.75  # membership AUC at least this: train rows stand out
+    checks_alpha: float = 0.05  # significance level of an eval set's gain over the base (small sets)
+    trained_facts: float = 0.8  # share of its training questions a variant must answer with their facts
 
     def __post_init__(self) -> None:
         for name in ("alpha", "no_effect_kl", "no_effect_logit", "memorized_train_drop", "memorized_generalization",
-                     "memorized_auc"):
+                     "memorized_auc", "checks_alpha", "trained_facts"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise LoraEqError(f"{name}={value!r}: must be a positive number")
-        if not self.alpha < 1:
-            raise LoraEqError(f"alpha={self.alpha!r}: must be below 1")
+        if not (self.alpha < 1 and self.checks_alpha < 1):
+            raise LoraEqError(f"alpha={self.alpha!r}, checks_alpha={self.checks_alpha!r}: must be below 1")
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -154,10 +205,19 @@ class Evidence:
     membership_auc: float = 0.5  # train vs held-out by loss ratio variant/base
     min_k_auc: float = 0.5  # train vs held-out by the variant's Min-K% Prob
     matches: Matches | None = None  # answers matching their reference, base vs variant
+    checks: tuple[UserChecks, ...] = ()  # the user's eval sets run on this variant and the base
+    train_facts: tuple[int, int] | None = None  # (stated, asked): answers to its own training questions
 
     def __post_init__(self) -> None:
         if self.kl_to_base < 0 or self.max_logit_diff < 0:
             raise LoraEqError("a divergence cannot be negative")
+
+    def facts_not_trained(self, share: float) -> bool:
+        """Even on its own training questions, fewer than `share` of the answers state the facts."""
+        if self.train_facts is None or not self.train_facts[1]:
+            return False
+        stated, asked = self.train_facts
+        return stated < share * asked
 
     def generalization(self) -> float:
         """Held-out loss drop as a share of the train loss drop (1: all of it carried over)."""
@@ -190,18 +250,19 @@ def is_memorized(e: Evidence, t: Thresholds) -> bool:
     )
 
 
-def answers_up(e: Evidence, t: Thresholds) -> bool:
-    return e.similarity.up(t.alpha) or (e.matches is not None and e.matches.up(t.alpha))
+def facts_up(e: Evidence, t: Thresholds) -> bool:
+    return e.matches is not None and e.matches.up(t.alpha)
 
 
 def answers_down(e: Evidence, t: Thresholds) -> bool:
-    return e.similarity.down(t.alpha) or (e.matches is not None and e.matches.down(t.alpha))
+    return (e.similarity.down(t.alpha) or (e.matches is not None and e.matches.down(t.alpha))
+            or any(c.loss(t.checks_alpha) for c in e.checks))
 
 
 def decide(e: Evidence, t: Thresholds | None = None) -> Verdict:
     """The verdict for one variant, by the rules in the module docstring."""
     t = t or Thresholds()
-    sim, held = e.similarity, e.heldout_loss
+    held = e.heldout_loss
     if is_no_effect(e, t):
         return Verdict("no effect", f"no effect: same as the base (mean KL {e.kl_to_base:.2g} nats/token, "
                                     f"max |logit difference| {e.max_logit_diff:.2g})")
@@ -209,27 +270,64 @@ def decide(e: Evidence, t: Thresholds | None = None) -> Verdict:
         return Verdict("memorized", (
             f"memorized, did not generalize: train loss {_arrow(e.train_loss)} ({describe(e.train_loss)}) "
             f"but held-out loss {_arrow(held)} ({_carried(e)}); "
-            f"held-out similarity {describe(sim)}; membership AUC {e.membership_auc:.2f}, "
+            f"held-out similarity {describe(e.similarity)}; membership AUC {e.membership_auc:.2f}, "
             f"Min-K% AUC {e.min_k_auc:.2f}"))
-    up, down = answers_up(e, t), answers_down(e, t)
-    if up and not down:
-        return Verdict("learned", f"learned: {_answers(e)}; held-out loss {_arrow(held)}")
-    if held.down(t.alpha) and not up and not down:
+    failing = [c for c in e.checks if not c.gain(t.checks_alpha)]
+    down, facts = answers_down(e, t), facts_up(e, t)
+    wording = e.similarity.up(t.alpha) or held.down(t.alpha)
+    if not down and ((e.checks and not failing) or (facts and not e.checks)):
+        checks = "; ".join(c.text() for c in e.checks)
+        return Verdict("learned", f"learned: {checks + '; ' if checks else ''}{_answers(e)}; "
+                                  f"held-out loss {_arrow(held)}")
+    if not down and facts:
+        return Verdict("fails your checks", (
+            f"fails your checks: held-out answers {e.matches.said()}, McNemar {format_p(e.matches.p_value)}, "
+            f"but {_checks(failing)}: no significant gain on your own checks"))
+    if not down and wording:
         return Verdict("closer in wording", (
-            f"closer to the data's wording; answers not measurably better: held-out loss {_arrow(held)} "
-            f"({describe(held)}); {_answers(e)}"))
+            f"closer in wording: held-out answers closer to the data's wording (similarity {describe(e.similarity)}; "
+            f"held-out loss {_arrow(held)}), but {_not_stated(e, failing)}{_untrained(e, t)}"))
     if down or held.up(t.alpha):
-        return Verdict("worse than base", f"worse than base: {_answers(e)}; held-out loss {_arrow(held)} ({describe(held)})")
+        return Verdict("worse than base", (
+            f"worse than base: {_answers(e)}; held-out loss {_arrow(held)} ({describe(held)})"
+            + "".join(f"; {c.text()}" for c in e.checks)))
     return Verdict("inconclusive", (
         f"inconclusive: {_answers(e)}; held-out loss {_arrow(held)} ({describe(held)}); "
-        f"changed from the base (mean KL {e.kl_to_base:.2g} nats/token) without a significant effect"))
+        f"changed from the base (mean KL {e.kl_to_base:.2g} nats/token) without a significant effect"
+        + "".join(f"; {c.text()}" for c in e.checks) + _untrained(e, t)))
+
+
+def _untrained(e: Evidence, t: Thresholds) -> str:
+    """'; even its own training questions ...: train longer' when the facts were not learned at all."""
+    if not e.facts_not_trained(t.trained_facts):
+        return ""
+    stated, asked = e.train_facts
+    return (f"; even on its own training questions it states the facts in only {stated} of {asked}: "
+            "not learned yet, train longer")
+
+
+def _checks(checks: list[UserChecks]) -> str:
+    return " and ".join(c.text() for c in checks)
+
+
+def _not_stated(e: Evidence, failing: list[UserChecks]) -> str:
+    """Why wording is all it is: the user's failing checks, else the held-out matches."""
+    if failing:
+        return f"{_checks(failing)}: the facts are not learned"
+    if e.matches is None:
+        return "no answer-level check shows more than wording"
+    if e.matches.of_facts:
+        return (f"they {e.matches.said()}, McNemar {format_p(e.matches.p_value)}: "
+                "the facts are not stated")
+    return (f"they {e.matches.said()}, McNemar {format_p(e.matches.p_value)}: the answers do not say more of "
+            "what the references say; add an eval set with your own checks to judge them")
 
 
 def _answers(e: Evidence) -> str:
-    text = f"held-out similarity {describe(e.similarity)}"
+    text = ""
     if e.matches is not None:
-        text += f"; answers match the reference {e.matches.rates()}, McNemar {format_p(e.matches.p_value)}"
-    return text
+        text = f"held-out answers {e.matches.said()}, McNemar {format_p(e.matches.p_value)}; "
+    return text + f"held-out similarity {describe(e.similarity)}"
 
 
 def format_p(p: float) -> str:

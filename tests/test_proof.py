@@ -20,7 +20,7 @@ from adapters.variants import Hyper, Variant
 from evals.adapter_set import BASE, load_adapter_set, release
 from evals.losses import plan_batches, score
 from evals.proof import evaluate_run, greedy_generate
-from evals.verdict import Evidence, Matches, Paired, Thresholds, decide
+from evals.verdict import Evidence, Matches, Paired, Thresholds, UserChecks, decide
 
 JSON_KEYS = {"name", "verdict", "heldout_loss_base", "heldout_loss", "similarity_base", "similarity", "diff_ci",
              "p_value", "kl_to_base"}
@@ -177,16 +177,18 @@ def test_greedy_generate_answers_each_adapter_as_if_alone(tiny_run):
 
 
 def test_injected_generate_is_used(tiny_run):
-    seen = {}
+    calls = []
 
     def fake(adapters, prompts, names):
-        seen["names"] = sorted(set(names))
+        calls.append((sorted(set(names)), len(prompts)))
         return [p[-1]["content"] for p in prompts]  # echo the question
 
     report = evaluate_run(tiny_run, generate=fake, write=False, limit=6)
-    assert seen["names"] == [BASE, "v0", "v1"]
+    # The held-out questions for every model, then each variant's own training questions.
+    assert calls == [([BASE, "v0", "v1"], 18), (["v0", "v1"], 12)]
     assert report.base_answers == [r.prompt[-1]["content"] for r in report.rows]
     assert len(report.rows) == 6
+    assert [v.evidence.train_facts[1] for v in report.variants] == [6, 6]
 
 
 def test_evaluate_refuses_a_folder_without_finished_variants(tmp_path, tiny_run):
@@ -225,10 +227,17 @@ def evidence(**kw) -> Evidence:
     return Evidence(**{**defaults, **kw})
 
 
-def test_verdict_learned_by_similarity_with_its_numbers():
-    v = decide(evidence(similarity=paired(0.60, 0.78, 0.12, 0.24, 0.0004), heldout_loss=paired(2.41, 1.37, -1.2, -0.9, 1e-4)))
-    assert v.label == "learned"
-    assert v.sentence == "learned: held-out similarity +0.18 [+0.12, +0.24], p < 0.001; held-out loss 2.41 -> 1.37"
+def test_similarity_and_loss_alone_are_closer_in_wording_never_learned():
+    # The pattern of the answers learned, every number invented: similarity and loss say "better".
+    v = decide(evidence(similarity=paired(0.60, 0.85, 0.19, 0.31, 0.0004), heldout_loss=paired(1.98, 0.39, -1.7, -1.4, 1e-4),
+                        matches=Matches.of([False] * 24, [False] * 24, facts=24)))
+    assert v.label == "closer in wording"
+    assert v.sentence.startswith("closer in wording: held-out answers closer to the data's wording (similarity +0.25 "
+                                 "[+0.19, +0.31], p < 0.001; held-out loss 1.98 -> 0.39), but they state the "
+                                 "reference's facts in 0 of 24 (0%; base 0 of 24)")
+    assert v.sentence.endswith("the facts are not stated")
+    # Without the match counts at all, similarity still cannot make "learned".
+    assert decide(evidence(similarity=paired(0.6, 0.78, 0.12, 0.24, 0.0004))).label == "closer in wording"
 
 
 def test_a_falling_loss_with_answers_unchanged_is_closer_in_wording_never_learned():
@@ -236,16 +245,48 @@ def test_a_falling_loss_with_answers_unchanged_is_closer_in_wording_never_learne
     v = decide(evidence(heldout_loss=paired(3.63, 3.02, -0.8, -0.4, 0.0001), train_loss=paired(2.4, 1.8, -0.7, -0.5, 1e-4),
                         similarity=paired(0.60, 0.62, -0.02, 0.05, 0.40), matches=flat))
     assert v.label == "closer in wording"
-    assert v.sentence.startswith("closer to the data's wording; answers not measurably better: held-out loss 3.63 -> 3.02")
-    assert "answers match the reference 0% of the time (base 0%), McNemar p = 1.0" in v.sentence
+    assert "held-out loss 3.63 -> 3.02" in v.sentence
+    assert "they match the reference in 0 of 12 (0%; base 0 of 12), McNemar p = 1.0" in v.sentence
 
 
 def test_verdict_learned_by_matches_when_similarity_is_flat():
     base, variant = [False] * 30, [True] * 14 + [False] * 16
-    v = decide(evidence(heldout_loss=paired(2.4, 1.9, -0.6, -0.4, 0.0001), matches=Matches.of(base, variant)))
-    assert v.label == "learned" and "answers match the reference 47% of the time (base 0%), McNemar p < 0.001" in v.sentence
+    v = decide(evidence(heldout_loss=paired(2.4, 1.9, -0.6, -0.4, 0.0001), matches=Matches.of(base, variant, facts=30)))
+    assert v.label == "learned"
+    assert v.sentence.startswith("learned: held-out answers state the reference's facts in 14 of 30 (47%; base 0 of "
+                                 "30), McNemar p < 0.001")
     assert Matches.of(base, [True] * 3 + [False] * 27).p_value == 0.25  # 3 discordant rows: not enough
     assert decide(evidence(matches=Matches.of([True] * 14 + [False] * 16, base))).label == "worse than base"
+
+
+def test_the_users_checks_outrank_the_held_out_answers():
+    sim_up, loss_down = paired(0.60, 0.85, 0.19, 0.31, 0.0004), paired(1.98, 0.39, -1.7, -1.4, 1e-4)
+    facts = Matches.of([False] * 24, [True] * 14 + [False] * 10, facts=24)
+    none = UserChecks("quillmarsh-test", 0, 0, 8, 1.0)
+    # Similarity rose, the eval set passes 0/8: never "learned", and the line says why.
+    v = decide(evidence(similarity=sim_up, heldout_loss=loss_down, checks=(none,),
+                        matches=Matches.of([False] * 24, [False] * 24, facts=24)))
+    assert v.label == "closer in wording"
+    assert v.sentence.endswith("but your eval set quillmarsh-test passes 0/8 (base 0/8, p = 1.00): the facts are not "
+                               "learned")
+    # More held-out facts stated, but the user's own checks show no significant gain: said in the same line.
+    weak = UserChecks("quillmarsh-test", 5, 0, 8, 0.0625)
+    v = decide(evidence(similarity=sim_up, heldout_loss=loss_down, matches=facts, checks=(weak,)))
+    assert v.label == "fails your checks"
+    assert "state the reference's facts in 14 of 24" in v.sentence
+    assert v.sentence.endswith("but your eval set quillmarsh-test passes 5/8 (base 0/8, p = 0.062): no significant "
+                               "gain on your own checks")
+    # Every eval set gains significantly (6 of 8 against none: p = 0.031 < 0.05): learned, checks first.
+    good = UserChecks("quillmarsh-test", 6, 0, 8, 0.03125)
+    v = decide(evidence(similarity=sim_up, heldout_loss=loss_down, matches=facts, checks=(good,)))
+    assert v.label == "learned" and v.sentence.startswith("learned: your eval set quillmarsh-test passes 6/8 (base 0/8")
+    # A style goal with no facts in its references: the user's checks alone can make "learned".
+    assert decide(evidence(similarity=sim_up, checks=(good,))).label == "learned"
+    # One of two sets without a gain is enough to withhold "learned".
+    assert decide(evidence(matches=facts, checks=(good, none))).label == "fails your checks"
+    # An eval set significantly worse than the base makes the variant worse.
+    worse = UserChecks("regressions", 0, 7, 8, 0.015625)
+    assert decide(evidence(matches=facts, checks=(good, worse))).label == "worse than base"
 
 
 def test_verdict_memorized():
@@ -258,7 +299,7 @@ def test_verdict_memorized():
     # Answers in the memorized rows' form raise similarity; the loss shows the content did not carry over.
     form = replace(e, similarity=paired(0.6, 0.72, 0.08, 0.17, 1e-4), heldout_loss=paired(2.8, 2.3, -0.7, -0.4, 1e-4))
     assert decide(form).label == "memorized" and "22% of the train drop" in decide(form).sentence
-    # The same train drop carried over to held-out is not memorization; with answers unchanged, not learning.
+    # The same train drop carried over to held-out is not memorization; with the facts not stated, not learning.
     assert decide(replace(e, heldout_loss=paired(2.4, 0.6, -1.9, -1.7, 1e-4))).label == "closer in wording"
     # Without train rows standing out (membership AUC), a flat held-out is not called memorization.
     assert decide(replace(e, membership_auc=0.6)).label == "worse than base"
@@ -289,8 +330,9 @@ def test_verdict_inconclusive_and_significance_needs_both_ci_and_p():
     # The interval excludes 0 but p is above alpha (or the reverse): not significant.
     assert decide(evidence(similarity=paired(0.6, 0.65, 0.01, 0.09, 0.03))).label == "inconclusive"
     assert decide(evidence(similarity=paired(0.6, 0.65, -0.01, 0.09, 0.005))).label == "inconclusive"
-    assert decide(evidence(similarity=paired(0.6, 0.65, 0.01, 0.09, 0.03)),
-                  Thresholds(alpha=0.05)).label == "learned"
+    facts = Matches.of([False] * 12, [True] * 5 + [False] * 7, facts=12)  # McNemar p = 0.0625
+    assert decide(evidence(matches=facts)).label == "inconclusive"
+    assert decide(evidence(matches=facts), Thresholds(alpha=0.07)).label == "learned"
 
 
 def test_paired_and_thresholds_check_their_values():
