@@ -13,6 +13,7 @@ from adapters.data import FORMATS, build_mixture, token_summary, write_rejects
 from adapters.dataspec import DataSpec
 from adapters.errors import LoraEqError
 from adapters.limits import check_number, check_text
+from adapters.variants import Hyper
 from playground.guard import handler
 from playground.sessions import Session
 from playground.shared import Shared
@@ -147,7 +148,7 @@ def build(shared: Shared, session: gr.State) -> None:
             sample = gr.Dropdown(SAMPLE_NAMES, label="...or a sample dataset", value=None)
             fmt = gr.Dropdown(["auto", *FORMATS], value="auto", label="Row format")
             mapping = gr.Textbox(label="Column mapping (their=ours, ...)", placeholder="reply=completion")
-            max_length = gr.Number(512, label="max_length (tokens)", step=1)
+            max_length = gr.Number(Hyper().max_length, label="max_length (tokens)", step=1)
     check = gr.Button("Validate", variant="primary")
     report = gr.Markdown(elem_id="data-report")
     issues = gr.Dataframe(pd.DataFrame(columns=["kind", *ERROR_COLUMNS]), label="Rejected rows and warnings",

@@ -82,3 +82,113 @@ def test_format_table_aligns_columns():
     lines = text.splitlines()
     assert lines[0].split() == ["a", "b"] and len(lines[2]) == len(lines[3]) == len(lines[1])
     assert "0.1235" in text
+
+
+# ---- every subcommand, discovered from the parser --------------------------------------------
+
+
+def _commands(parser=None, path=()):
+    """Every (sub)command of `loraeq` as (argv prefix, its parser), walked from the parser itself."""
+    import argparse
+
+    from adapters.cli.main import build_parser
+
+    parser = parser or build_parser()
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def _has_required_input(parser) -> bool:
+    import argparse
+
+    for action in parser._actions:
+        if action.required or (not action.option_strings and action.nargs not in ("?", "*", argparse.SUPPRESS)):
+            return True
+    return any(group.required for group in parser._mutually_exclusive_groups)
+
+
+def _one_line_exit_2(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as stopped:
+        code = main(list(argv))
+        raise SystemExit(code)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert stopped.value.code == 2, (argv, err)
+    assert len(lines) == 1 and "Traceback" not in err and lines[0].startswith("loraeq"), (argv, err)
+    return lines[0]
+
+
+def test_every_help_renders_and_every_flag_has_help(capsys):
+    commands = list(_commands())
+    assert len(commands) > 15  # the walk found the subcommands and data's own subcommands
+    for path, parser in commands:
+        with pytest.raises(SystemExit) as stopped:
+            main([*path, "--help"])
+        out = capsys.readouterr().out
+        assert stopped.value.code == 0 and "usage:" in out, path
+        bare = [a.dest for a in parser._actions if a.help is None or not str(a.help).strip()]
+        assert not bare, f"loraeq {' '.join(path)}: no help for {bare}"
+
+
+def test_every_command_that_needs_input_says_so_in_one_line(capsys):
+    """No arguments at all, and each value-taking flag given without its value: exit 2, one line."""
+    runs_bare = []
+    for path, parser in list(_commands())[1:]:
+        if _has_required_input(parser):
+            _one_line_exit_2(path, capsys)
+        else:
+            runs_bare.append(" ".join(path))
+        for action in parser._actions:
+            if action.option_strings and action.nargs is None and action.dest not in ("help", "json"):
+                _one_line_exit_2([*path, action.option_strings[0]], capsys)
+    # These do real work with no argument at all (the embedded model): nothing else may.
+    assert set(runs_bare) <= {"analyze", "chat"}, runs_bare
+
+
+def test_missing_values_and_files_are_one_line(tmp_path, capsys):
+    missing = str(tmp_path / "missing")
+    cases = [
+        ["train"],
+        ["train", "--data", missing],
+        ["train", "--out", str(tmp_path / "run")],
+        ["train", "--data", missing, "--out", str(tmp_path / "run")],
+        ["status", missing],
+        ["cancel", missing],
+        ["export", missing, "--adapter", "--out", str(tmp_path / "a.zip")],
+        ["eval", missing],
+        ["leaderboard", missing],
+        ["arena", missing],
+        ["data", "inspect", missing, "--no-tokens"],
+    ]
+    for argv in cases:
+        line = _one_line_exit_2(argv, capsys)
+        assert "error" in line, argv
+
+
+def test_train_without_a_preset_trains_one_uniform_variant(tiny_model_dir, cache_home, tmp_path, capsys):
+    from adapters.equalizer import Equalizer
+    from adapters.runfolder import RunFolder
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"w{i} w{i + 1}", "completion": f"w{i + 2}"}) + "\n"
+                            for i in range(30)))
+    out = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_model_dir), "--precision", "fp32", "--data", str(data),
+                 "--out", str(out), "--max-steps", "1", "--rank", "2", "--json"]) == 0
+    (variant,) = RunFolder.open(out).variants
+    assert variant.name == "uniform" and variant.status() == "done"
+    eq = variant.config["equalizer"]
+    strengths = Equalizer.from_json(eq).strengths if isinstance(eq, dict) else None
+    assert eq == "uniform" or {s for row in strengths for s in row} == {1.0}, eq
+
+
+def test_one_default_max_length(capsys):
+    from adapters.variants import Hyper
+
+    for command in (["train"], ["data", "inspect"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        assert f"(default {Hyper().max_length}" in " ".join(capsys.readouterr().out.split()), command

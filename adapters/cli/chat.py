@@ -17,6 +17,7 @@ import textwrap
 from itertools import zip_longest
 
 from ..errors import LoraEqError
+from .common import add_sampling_flags
 
 HELP = "commands: /system TEXT (empty: none), /reset, /regen, /quit, /help"
 GAP = " | "
@@ -119,8 +120,5 @@ def register(sub) -> None:
     p.add_argument("--system", default=None, help="a system prompt (change it with /system)")
     p.add_argument("--layout", default="auto", choices=("auto", "side", "stacked"),
                    help="columns side by side or one after another (auto: side by side when they fit)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0, help="sampling seed; /regen moves to the next one")
+    add_sampling_flags(p, "sampling seed; /regen moves to the next one (default 0)")
     p.set_defaults(handler=_chat, render=lambda d, a: f"(chat ended after {d['inputs']} inputs)")

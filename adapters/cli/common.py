@@ -101,7 +101,21 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 def add_bands_flag(p: argparse.ArgumentParser, help: str | None = None) -> None:
     from ..variants import DEFAULT_BANDS
 
-    p.add_argument("--bands", type=int, default=DEFAULT_BANDS, help=help)
+    p.add_argument("--bands", type=int, default=DEFAULT_BANDS,
+                   help=help or f"equalizer grid: the layers split into N consecutive bands (default {DEFAULT_BANDS})")
+
+
+def add_sampling_flags(p: argparse.ArgumentParser, seed_help: str) -> None:
+    """How answers are drawn (`decoding.Sampling`; its defaults are the flags' defaults)."""
+    from ..decoding import Sampling
+
+    d = Sampling()
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
+                   help=f"longest answer in tokens (default {d.max_new_tokens})")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0 (default) is greedy")
+    p.add_argument("--top-p", type=float, default=d.top_p,
+                   help=f"nucleus sampling: keep the likeliest tokens up to this mass (default {d.top_p:g})")
+    p.add_argument("--seed", type=int, default=d.seed, help=seed_help)
 
 
 def add_data_flags(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import LoraEqError
-from .common import format_table, refuse_classification_run
+from .common import add_sampling_flags, format_table, refuse_classification_run
 
 
 def _split_names(value: str | None) -> list[str] | None:
@@ -217,28 +217,27 @@ def register(sub) -> None:
     p.add_argument("--history", default=None, metavar="FILE", help="JSON list of earlier chat messages")
     p.add_argument("--scale", action="append", default=[], metavar="VARIANT=GRID.json|NUMBER",
                    help="add a live-scaled column: per-cell multipliers on the variant's LoRA scaling")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0, help="sampling seed; each column derives its own from it")
+    add_sampling_flags(p, "sampling seed; each column derives its own from it (default 0)")
     p.set_defaults(handler=_compare, render=_render_compare)
 
     p = sub.add_parser("vote", help="record pass / fail on one answer of a run")
-    p.add_argument("run_dir")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("run_dir", help="a run folder (loraeq train --out)")
+    p.add_argument("--prompt", required=True, help="the user message the answer replied to")
     p.add_argument("--variant", required=True, help="the column: base, a variant, VARIANT@eq or an --adapter's name")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=SOURCE",
                    help="an outside adapter the answer came from (as given to compare), for its fingerprint")
-    p.add_argument("--verdict", required=True, choices=("pass", "fail"))
-    p.add_argument("--note", default=None)
+    p.add_argument("--verdict", required=True, choices=("pass", "fail"), help="pass or fail")
+    p.add_argument("--note", default=None, help="a free-text note kept with the vote")
     p.add_argument("--settings", default=None, help="JSON object: the settings the answer was made with")
-    p.add_argument("--similarity-reference", type=float, default=None)
-    p.add_argument("--similarity-base", type=float, default=None)
+    p.add_argument("--similarity-reference", type=float, default=None,
+                   help="the answer's similarity to the reference (as compare printed it), for the leaderboard")
+    p.add_argument("--similarity-base", type=float, default=None,
+                   help="the answer's similarity to the base's answer (as compare printed it)")
     p.add_argument("--voter", default=None, help="a voter's later vote on the same answer replaces the earlier one")
     p.set_defaults(handler=_vote, render=lambda d, a: f"vote {d['id']}: {d['variant']} {d['verdict']}")
 
     p = sub.add_parser("leaderboard", help="rank a run's columns by their votes")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder (loraeq train --out)")
     p.add_argument("--csv", default=None, help="also write the leaderboard as CSV")
     p.add_argument("--votes-csv", default=None, help="also write every vote as CSV")
     p.set_defaults(handler=_leaderboard, render=_render_leaderboard)

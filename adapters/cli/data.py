@@ -18,8 +18,14 @@ from pathlib import Path
 from ..errors import LoraEqError
 from .common import add_json_flag, format_table, parse_pairs
 
-DEFAULT_MAX_LENGTH = 2048
 _SHOWN = 20  # errors and warnings listed in the table (all are in --json)
+
+
+def default_max_length() -> int:
+    """Tokens per example that training keeps unless told otherwise: declared once, in `Hyper`."""
+    from ..variants import Hyper
+
+    return Hyper().max_length
 
 
 def _load(args: argparse.Namespace, tokens: bool = False):
@@ -34,7 +40,7 @@ def _load(args: argparse.Namespace, tokens: bool = False):
         from ..loading import load_tokenizer
 
         tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-        max_length = args.max_length or DEFAULT_MAX_LENGTH
+        max_length = args.max_length or default_max_length()
     elif tokens and args.max_length:
         raise LoraEqError("--max-length needs token counts: drop --no-tokens")
     return load_dataset(
@@ -113,7 +119,7 @@ def _register_inspect(dsub) -> None:
     p = dsub.add_parser("inspect", help="read and validate a data file; counts, categories, token lengths, errors")
     _add_file_flags(p)
     p.add_argument(
-        "--max-length", type=int, default=None, help=f"warn about rows longer than N tokens (default {DEFAULT_MAX_LENGTH})"
+        "--max-length", type=int, default=None, help=f"warn about rows longer than N tokens (default {default_max_length()}, as training cuts them)"
     )
     p.add_argument("--rejects", default=None, metavar="PATH", help="write the rejected rows, with reasons, to this JSONL")
     p.add_argument("--model", default=None, help="whose tokenizer and chat template count tokens (default: embedded)")
@@ -161,7 +167,7 @@ def _register_split(dsub) -> None:
     p = dsub.add_parser("split", help="hold out a stratified, seeded share of the rows for the proof")
     _add_file_flags(p)
     p.add_argument("--fraction", type=float, default=0.1, help="share held out (default 0.1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     p.add_argument("--group", default=None, help="metadata field whose rows belong together, e.g. fact_id")
     p.add_argument("--mode", choices=MODES, default="paraphrase", help="with --group: paraphrase (default) or disjoint")
     p.add_argument("--out", default=None, metavar="DIR", help="write train.jsonl and heldout.jsonl here")
@@ -209,7 +215,7 @@ def _register_mix(dsub) -> None:
     p.add_argument("--weight", action="append", metavar="CAT=W", help="category weight / proportion (repeatable)")
     p.add_argument("--quota", action="append", metavar="CAT=N", help="at least N of CAT in every window (repeatable)")
     p.add_argument("--size", type=int, default=None, help="examples in the stream (default: the number of rows)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     p.add_argument("--window", type=int, default=1000, help="the window quotas count in (default 1000)")
     p.add_argument("--out", default=None, metavar="FILE", help="write the stream as chat JSONL")
     p.set_defaults(handler=_mix, render=_render_mix)
@@ -239,6 +245,7 @@ def _register_samples(dsub) -> None:
 def register(sub) -> None:
     """Add `loraeq data` and its subcommands to the top-level subparsers."""
     p = sub.add_parser("data", help="read, validate, mix and split training data")
-    dsub = p.add_subparsers(dest="data_command", required=True, parser_class=type(p), metavar="COMMAND")
+    dsub = p.add_subparsers(dest="data_command", required=True, parser_class=type(p), metavar="COMMAND",
+                            help="inspect, split, mix or samples")
     for register_one in (_register_inspect, _register_split, _register_mix, _register_samples):
         register_one(dsub)

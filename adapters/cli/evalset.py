@@ -17,7 +17,7 @@ import contextlib
 from pathlib import Path
 
 from ..errors import LoraEqError
-from .common import format_table, refuse_classification_run
+from .common import add_sampling_flags, format_table, refuse_classification_run
 from .compare import fetch_adapters
 
 
@@ -136,10 +136,7 @@ def register(sub) -> None:
     p.add_argument("--name", default=None, help="the results' name under RUN/evalsets (default: the set's)")
     p.add_argument("--skip-bad-rows", action="store_true", help="run the valid rows and list the bad ones")
     p.add_argument("--batch-prompts", type=int, default=8, help="prompts per batch (each with all its columns)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    add_sampling_flags(p, "sampling seed, also of the style check's samples (default 0)")
     p.add_argument("--precision", default=None, choices=PRECISIONS, help="default: the run's precision")
     p.add_argument("--cancel", action="store_true", help="ask a running job of this set to stop")
     p.set_defaults(handler=_evalset, render=_render, reexec=True)

@@ -21,7 +21,8 @@ STAGES = (analyze, data, suggest, train, export, proof, compare, chat, arena, ev
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="loraeq", description="LoRA EQ: analyze, shape, train, compare and prove LoRA variants.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND",
+                                help="one stage of the pipeline (loraeq COMMAND --help for its flags)")
     for stage in STAGES:
         stage.register(sub)
     for p in sub.choices.values():

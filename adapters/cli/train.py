@@ -43,9 +43,15 @@ def _variants_from_args(args: argparse.Namespace):
         for v in variants:
             v.hyper = Hyper(**{**v.hyper.__dict__, **overrides})
         return variants
-    if not args.preset:
-        raise LoraEqError("give --sweep FILE or at least one --preset NAME")
-    return [Variant(name=p, equalizer=p, hyper=Hyper(**overrides)) for p in args.preset]
+    presets = args.preset or [default_preset()]
+    return [Variant(name=p, equalizer=p, hyper=Hyper(**overrides)) for p in presets]
+
+
+def default_preset() -> str:
+    """The equalizer a variant gets when none is named (`Variant`'s own default: uniform)."""
+    from ..variants import Variant
+
+    return Variant(name="default").equalizer
 
 
 def heldout_arg(text: str) -> float | str:
@@ -68,8 +74,8 @@ def _train(args: argparse.Namespace) -> tuple[dict, int]:
 
             add_variants(out, _variants_from_args(args))
     else:
-        if not args.out:
-            raise LoraEqError("give --out RUN_DIR (or --resume RUN_DIR)")
+        if not args.data:
+            raise LoraEqError("give --data FILE to start a run (or --resume RUN_DIR to continue one)")
         from ..dataspec import DataSpec, start_run
 
         variants = _variants_from_args(args)
@@ -149,34 +155,41 @@ def _cancel(args: argparse.Namespace) -> dict:
 
 
 def register(sub) -> None:
+    from ..variants import Hyper
+
+    d = Hyper()
     p = sub.add_parser("train", help="train one LoRA adapter per variant into a run folder")
     add_model_flags(p)
     add_data_flags(p, required=False)
     p.add_argument("--sweep", help="YAML/JSON file listing variants")
-    p.add_argument("--preset", action="append", default=[], help="an equalizer preset; one variant each")
-    p.add_argument("--out", help="run folder to create")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an existing run folder (with --sweep/--preset: add those variants to it first)")
-    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--preset", action="append", default=[],
+                   help=f"an equalizer preset; one variant each, named after it (default: one {default_preset()!r})")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="run folder to create (with --data)")
+    target.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an existing run folder (with --sweep/--preset: add those variants to it first)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="optimizer steps per variant; overrides --epochs (default: the auto schedule's choice)")
     p.add_argument("--epochs", type=float, default=None, help="default: the auto schedule's choice for the data")
     p.add_argument("--rank", type=int, default=None, help="default: the auto schedule's choice (16)")
     p.add_argument("--lr", type=float, default=None, help="default: the auto schedule's choice for the data")
     p.add_argument("--early-stopping", action="store_true",
                    help="stop when the held-out loss (measured during training) stops improving; keep the best weights")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--save-steps", type=int, default=None, help="checkpoint interval (default 25)")
-    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha at strength 1 (default 16; scaling alpha / rank)")
-    p.add_argument("--dropout", type=float, default=None, help="LoRA dropout (default 0.05)")
-    p.add_argument("--warmup-ratio", type=float, default=None, help="share of the steps spent warming up (default 0.03)")
-    p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
-    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0)")
+    p.add_argument("--batch-size", type=int, default=None, help=f"examples per optimizer step (default {d.batch_size})")
+    p.add_argument("--max-length", type=int, default=None,
+                   help=f"tokens per example; longer ones are cut and reported (default {d.max_length})")
+    p.add_argument("--save-steps", type=int, default=None, help=f"checkpoint interval in steps (default {d.save_steps})")
+    p.add_argument("--alpha", type=float, default=None, help=f"LoRA alpha at strength 1 (default {d.alpha:g}; scaling alpha / rank)")
+    p.add_argument("--dropout", type=float, default=None, help=f"LoRA dropout (default {d.dropout:g})")
+    p.add_argument("--warmup-ratio", type=float, default=None, help=f"share of the steps spent warming up (default {d.warmup_ratio:g})")
+    p.add_argument("--grad-accum", type=int, default=None, help=f"gradient accumulation steps (default {d.grad_accum})")
+    p.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d.weight_decay:g})")
     p.add_argument("--heldout", default="auto",
                    help="held-out fraction for the proof (default auto: 10%% of the rows, at least 50, at most 25%%)")
     p.add_argument("--group", default="auto", metavar="FIELD",
                    help="keep rows sharing this field together in the split (e.g. fact_id: held-out rows are "
                         "paraphrases of trained facts); default auto: fact_id when every row has one; none: off")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split (default 0)")
     p.add_argument("--task", default="causal", choices=("causal", "classification"),
                    help="classification: rows of text (+ text_pair) and label on an encoder (default model: minilm); "
                         "a linear probe is trained first as the base")
@@ -184,9 +197,9 @@ def register(sub) -> None:
     p.set_defaults(handler=_train, render=_render_train, reexec=True)
 
     p = sub.add_parser("status", help="where each variant of a run stands")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder (loraeq train --out)")
     p.set_defaults(handler=_status, render=_render_status)
 
     p = sub.add_parser("cancel", help="stop a running training queue after its current step")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder (loraeq train --out)")
     p.set_defaults(handler=_cancel, render=lambda d, a: f"cancel requested for {d['run_dir']}")
