@@ -1,8 +1,10 @@
 """Limits on every size a user controls, checked before any work starts.
 
 A server shared by several people must refuse a request that would take all of its memory or
-time (a mixture stream of 10^9 examples, LoRA rank 100,000, 10^9 steps, 10^7 new tokens) at
-once, with a message that names the limit, instead of starting it and dying. `Limits` holds the
+time (a mixture stream of 10^9 examples, LoRA rank 100,000, 10^9 steps, 10^7 new tokens, a file
+of 10^6 rows, a YAML alias bomb) at once, with a message that names the limit, instead of
+starting it and dying. The time a job, a check or the reading of an upload may take is declared
+here too; the job line, the eval-set run and the app apply those. `Limits` holds the
 numbers (defaults fit a 16 GB machine; each can be changed through the environment); the
 `check_*` functions raise `LoraEqError` naming the value and the limit. Training memory is an
 estimate (weights, LoRA parameters with their optimizer state, activations per token) compared
@@ -61,7 +63,20 @@ class Limits:
     upload_bytes: int = 200 * MB  # one uploaded file
     session_bytes: int = 1 * GB  # everything one session has uploaded
     adapter_bytes: int = 512 * MB  # one outside adapter (a zip, and what it unpacks to)
+    adapter_members: int = 64  # files in one adapter zip (an adapter has a handful)
     worker_bytes: int = 0  # memory a worker process may use; 0: 80% of this machine's memory
+    rows: int = 100_000  # rows in one user file: data, eval sets, sweeps, users files
+    yaml_bytes: int = 2 * MB  # one YAML file (an eval set's promptfoo config, a sweep)
+    yaml_nodes: int = 100_000  # YAML nodes once aliases are expanded (an alias bomb has billions)
+    parse_seconds: float = 120.0  # reading and validating one upload, off the request thread
+    parse_bytes: int = 4 * GB  # memory that reading one upload may use
+    check_seconds: float = 2.0  # one eval-set check on one answer (a runaway regex fails its cell)
+    train_seconds: float = 12 * 3600.0  # wall clock of one training job
+    proof_seconds: float = 6 * 3600.0  # wall clock of one proof job
+    evalset_seconds: float = 3 * 3600.0  # wall clock of one eval-set job
+    jobs_waiting: int = 2  # jobs one user (a session or a login) may have waiting in the job line
+    login_failures: int = 5  # wrong passwords (per user name, and per client address) before a lockout
+    login_lockout_s: float = 60.0  # the first lockout; each further one in a row doubles it (at most an hour)
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> Limits:
@@ -81,6 +96,22 @@ class Limits:
     @property
     def worker_memory(self) -> int:
         return self.worker_bytes or int(0.8 * total_memory())
+
+    def job_seconds(self, kind: str) -> float:
+        """The wall-clock limit of a job of `kind` (train, proof, evalset)."""
+        return float(getattr(self, f"{kind}_seconds", self.train_seconds))
+
+
+def env_name(limit: str) -> str:
+    """The variable that sets a limit, named in refusals (`rows` -> LORAEQ_LIMIT_ROWS)."""
+    return ENV_PREFIX + limit.upper()
+
+
+def check_rows(count: int, limit: int, where: str) -> None:
+    """Refuse a file of more than `limit` rows (`count` may stop at limit + 1: the reader stops there)."""
+    if count > limit:
+        raise LoraEqError(f"{where}: more than {limit:,} rows, over the limit of {limit:,} rows "
+                          f"({env_name('rows')})")
 
 
 def check_number(name: str, value, limit: float, *, minimum: float = 0, whole: bool = True):

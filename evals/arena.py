@@ -22,10 +22,8 @@ Nothing here generates answers or draws the UI.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 import random
 import sqlite3
 import time
@@ -35,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters.conversation import Conversation
+from adapters.csvfile import write_csv
 from adapters.errors import LoraEqError
 
 from .votes import DB_NAME, VoteStore, _write, connect
@@ -144,15 +143,7 @@ class BattleStore:
 
     def export_csv(self, path: str | Path) -> Path:
         """Write the ranking as CSV; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=[f.name for f in fields(Rating)])
-            writer.writeheader()
-            writer.writerows(r.to_json() for r in self.ranking())
-        os.replace(tmp, path)
-        return path
+        return write_csv(path, [f.name for f in fields(Rating)], (r.to_json() for r in self.ranking()))
 
 
 @dataclass

@@ -14,7 +14,6 @@ permutation test on the similarity; the same pass statistics per check type (`by
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters.cache import read_json
+from adapters.csvfile import write_csv
 from adapters.errors import LoraEqError
 from adapters.runfolder import BASE, read_log
 
@@ -168,12 +168,7 @@ def _cell_row(cell: dict) -> dict:
 
 
 def cells_csv(cells: list[dict], path: Path) -> Path:
-    def write(handle):
-        writer = csv.DictWriter(handle, fieldnames=CELL_CSV_KEYS)
-        writer.writeheader()
-        writer.writerows(_cell_row(c) for c in cells)
-
-    return _replace_text(Path(path), write)
+    return write_csv(path, CELL_CSV_KEYS, (_cell_row(c) for c in cells))
 
 
 def summary_rows(columns: list[dict]) -> list[dict]:
@@ -186,12 +181,7 @@ def summary_rows(columns: list[dict]) -> list[dict]:
 
 
 def summary_csv(columns: list[dict], path: Path) -> Path:
-    def write(handle):
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_CSV_KEYS)
-        writer.writeheader()
-        writer.writerows(summary_rows(columns))
-
-    return _replace_text(Path(path), write)
+    return write_csv(path, SUMMARY_CSV_KEYS, summary_rows(columns))
 
 
 class EvalFolder:

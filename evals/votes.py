@@ -21,10 +21,8 @@ Nothing here generates or scores answers.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -32,6 +30,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
+from adapters.csvfile import write_csv
 from adapters.errors import LoraEqError
 from adapters.runfolder import BASE, RunFolder, config_fingerprint, derived_seed
 
@@ -297,15 +296,7 @@ class VoteStore:
             rows = [{**asdict(v), "settings": canonical_settings(v.settings)} for v in self.votes()]
         else:
             raise LoraEqError(f"table {table!r}: choose leaderboard or votes")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-        return path
+        return write_csv(path, columns, rows)
 
 
 @contextmanager
