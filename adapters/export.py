@@ -63,8 +63,45 @@ def _outside_card(folder: Path) -> str:
     return "\n".join(lines + [""])
 
 
-def model_card(folder: Path) -> str:
-    """A README.md for the adapter: base model, data, equalizer table, hyperparameters, metrics."""
+def public_base(base: dict) -> str | None:
+    """How anyone else names the base a variant was trained on (its `variant.json` "base"): the Hub
+    id (the embedded SmolLM2 GGUF is HuggingFaceTB/SmolLM2-135M-Instruct), else the folder or file
+    the user gave. Never the converted copy in LoRA EQ's cache, which exists only on this machine."""
+    if base.get("hub_id"):
+        return base["hub_id"]
+    return base.get("id") or base.get("spec")
+
+
+def _revision(base: dict) -> str | None:
+    """The Hub revision the user pinned (`owner/name@revision`), if any."""
+    if base.get("kind") != "hub":
+        return None
+    return str(base.get("spec") or "").partition("@")[2] or None
+
+
+def public_config(folder: Path) -> dict:
+    """The adapter's adapter_config.json as exported: PEFT saved the local folder the base was
+    loaded from (for a converted GGUF, a cache folder); an export names the base as `public_base`
+    does, so `PeftModel.from_pretrained` finds it anywhere. An outside adapter keeps its own."""
+    config = json.loads((Path(folder) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    if is_outside(folder):
+        return config
+    base = VariantInfo.at(folder).record().get("base", {})
+    name = public_base(base)
+    if name:
+        config["base_model_name_or_path"] = name
+        config["revision"] = _revision(base) or config.get("revision")
+    return config
+
+
+def _config_text(config: dict) -> str:
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def model_card(folder: Path, results: list[str] | None = None) -> str:
+    """A README.md for the adapter: base model, data, equalizer table, hyperparameters, metrics, and
+    `results` (the proof's headline and verdict, eval-set pass rates: lines the caller read from
+    the run, as `evals/card.py` does) when there are any."""
     from .equalizer import Equalizer, equalizer_table
 
     if is_outside(folder):
@@ -108,6 +145,8 @@ def model_card(folder: Path) -> str:
     for key in ("steps", "final_loss", "seconds", "trained_tokens", "tokens_per_s"):
         if key in metrics:
             lines.append(f"- {key}: {metrics[key]}")
+    if results:
+        lines += ["", "## Results", "", *(f"- {line}" for line in results)]
     lines += ["", "## Use", "", "```python", *_use_lines(variant, base), "```", ""]
     return "\n".join(lines)
 
@@ -136,7 +175,7 @@ def _base_arguments(base: dict) -> str:
     """How plain transformers loads this base: its Hub id, its folder, or a GGUF file in its folder."""
     if base.get("hub_id"):
         return repr(base["hub_id"])
-    where = base.get("id") or "path/to/the/base"
+    where = public_base(base) or "path/to/the/base"
     if base.get("kind") == "gguf" or where.lower().endswith(".gguf"):
         path = Path(where)
         return f"{str(path.parent)!r}, gguf_file={path.name!r}"
@@ -152,8 +191,9 @@ def split_front_matter(card: str) -> tuple[str, str]:
     return "", card
 
 
-def export_adapter_zip(folder: Path, out: Path) -> Path:
-    """A zip of the adapter in PEFT format plus its variant.json, metrics.json and model card."""
+def export_adapter_zip(folder: Path, out: Path, results: list[str] | None = None) -> Path:
+    """A zip of the adapter in PEFT format (its config naming the base as `public_config` does) plus
+    its variant.json, metrics.json and model card (with `results`, see `model_card`)."""
     folder = check_variant_dir(folder)
     out = Path(out)
     if out.suffix != ".zip":
@@ -161,15 +201,16 @@ def export_adapter_zip(folder: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for name in ("adapter_config.json", "adapter_model.safetensors", "variant.json", "metrics.json"):
+        z.writestr(ADAPTER_CONFIG, _config_text(public_config(folder)))
+        for name in (ADAPTER_WEIGHTS, "variant.json", "metrics.json"):
             if (folder / name).is_file():
                 z.write(folder / name, name)
-        z.writestr(CARD_NAME, model_card(folder))
+        z.writestr(CARD_NAME, model_card(folder, results))
     tmp.replace(out)
     return out
 
 
-def export_merged(folder: Path, out: Path, base_spec: str | None = None) -> Path:
+def export_merged(folder: Path, out: Path, base_spec: str | None = None, results: list[str] | None = None) -> Path:
     """The base in fp32 with the adapter merged in, saved as safetensors + tokenizer + card. The
     base is the one the variant was trained on; an outside adapter needs `base_spec`."""
     from peft import PeftModel
@@ -202,7 +243,7 @@ def export_merged(folder: Path, out: Path, base_spec: str | None = None) -> Path
     try:
         merged.save_pretrained(tmp, safe_serialization=True)
         base.tokenizer.save_pretrained(tmp)
-        (tmp / CARD_NAME).write_text(model_card(folder), encoding="utf-8")
+        (tmp / CARD_NAME).write_text(model_card(folder, results), encoding="utf-8")
         if out.exists():
             out.rmdir()
         publish_dir(tmp, out)
@@ -305,9 +346,10 @@ def _pad(tensor, dim: int, size: int):
     return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim).contiguous()
 
 
-def export_vllm_safe(folder: Path, out: Path) -> Path:
+def export_vllm_safe(folder: Path, out: Path, results: list[str] | None = None) -> Path:
     """A finished variant's adapter with its scales folded in (`fold_scales`), written to the
-    folder `out` with its variant.json, metrics.json and model card."""
+    folder `out` with its variant.json, metrics.json and model card (with `results`); its config
+    names the base as `public_config` does."""
     folder = check_variant_dir(folder)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -316,10 +358,13 @@ def export_vllm_safe(folder: Path, out: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         fold_scales(folder, tmp)
+        folded = json.loads((tmp / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        named = {k: public_config(folder).get(k) for k in ("base_model_name_or_path", "revision")}
+        (tmp / ADAPTER_CONFIG).write_text(_config_text({**folded, **named}), encoding="utf-8")
         for name in ("variant.json", "metrics.json"):
             if (folder / name).is_file():
                 shutil.copyfile(folder / name, tmp / name)
-        (tmp / CARD_NAME).write_text(model_card(folder) + VLLM_NOTE, encoding="utf-8")
+        (tmp / CARD_NAME).write_text(model_card(folder, results) + VLLM_NOTE, encoding="utf-8")
         if out.exists():
             out.rmdir()
         publish_dir(tmp, out)

@@ -12,6 +12,7 @@ from adapters.errors import LoraEqError
 from adapters.export import (export_adapter_zip, export_merged, export_vllm_safe, is_outside, model_card,
                              split_front_matter)
 from adapters.runs import run_status
+from evals.card import card_results
 from playground.guard import handler
 from playground.sessions import Session
 from playground.shared import Shared
@@ -44,9 +45,9 @@ def merge_base(shared: Shared, state: Session) -> str | None:
     return RunFolder.open(run).model if run else (state.model or shared.default_model)
 
 
-def card_view(folder: Path) -> str:
+def card_view(folder: Path, results: list[str]) -> str:
     """The model card as the page shows it: its metadata as YAML, then the card itself."""
-    head, body = split_front_matter(model_card(folder))
+    head, body = split_front_matter(model_card(folder, results))
     return (f"```yaml\n{head}\n```\n\n" if head else "") + body
 
 
@@ -59,14 +60,16 @@ def export_zip(shared: Shared, name, vllm_safe, state: Session):
     """The adapter as a zip; with `vllm_safe`, its copy with the scales folded in (`fold_scales`)."""
     folder = variant_folder(shared, state, name)
     exports = shared.area.folder(state) / "exports"
+    results = card_results(folder)
     if not vllm_safe:
-        return shared.downloads.hand_out(export_adapter_zip(folder, exports / f"{folder.name}.zip")), card_view(folder)
+        zipped = export_adapter_zip(folder, exports / f"{folder.name}.zip", results)
+        return shared.downloads.hand_out(zipped), card_view(folder, results)
     out = exports / f"{folder.name}-vllm-safe"
     if out.exists():
         shutil.rmtree(out)
-    export_vllm_safe(folder, out)
+    export_vllm_safe(folder, out, results)
     archive = shutil.make_archive(str(out), "zip", out)
-    return shared.downloads.hand_out(Path(archive)), card_view(folder)
+    return shared.downloads.hand_out(Path(archive)), card_view(folder, results)
 
 
 def export_merged_zip(shared: Shared, name, state: Session, progress=gr.Progress()):
@@ -75,10 +78,11 @@ def export_merged_zip(shared: Shared, name, state: Session, progress=gr.Progress
     progress(0.1, desc="merging into a full-precision copy of the base")
     if out.exists():
         shutil.rmtree(out)
-    export_merged(folder, out, merge_base(shared, state) if is_outside(folder) else None)
+    results = card_results(folder)
+    export_merged(folder, out, merge_base(shared, state) if is_outside(folder) else None, results)
     progress(0.8, desc="zipping")
     archive = shutil.make_archive(str(out), "zip", out)
-    return shared.downloads.hand_out(Path(archive)), card_view(folder)
+    return shared.downloads.hand_out(Path(archive)), card_view(folder, results)
 
 
 def build(shared: Shared, session: gr.State) -> None:

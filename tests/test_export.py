@@ -7,6 +7,7 @@ patterns, gives the original adapter's logits (fp32, max abs difference under 1e
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,3 +171,95 @@ def test_cli_and_export_tab_export_a_trained_variant_vllm_safe(tmp_path, tiny_mo
     plain, _ = tab_export.export_zip(shared, "v", False, session)
     with zipfile.ZipFile(plain) as z:
         assert json.loads(z.read("adapter_config.json"))["rank_pattern"]
+
+
+# ---- what an export names and says -----------------------------------------------------------
+
+
+def _fact_rows(path, n: int = 24):
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"w{i} w{i + 3} ?"},
+                                                     {"role": "assistant", "content": f"paris w{i * 2}"}]}) + "\n"
+                            for i in range(n)))
+    return path
+
+
+def _trained_run(tmp_path, model: str | None, base=None, precision: str = "fp32"):
+    from adapters.data import load_dataset, split_heldout
+    from adapters.runs import create_run, data_info, run_queue
+    from adapters.variants import Hyper, Variant
+
+    data = _fact_rows(tmp_path / "data.jsonl")
+    dataset = load_dataset(data)
+    split = split_heldout(dataset, fraction=0.25, seed=0)
+    run = tmp_path / "run"
+    create_run(run, variants=[Variant("v", "uniform", Hyper(max_steps=1, rank=2, batch_size=4))], split=split,
+               data_info=data_info(dataset, split, str(data)), model=model, precision=precision, bands=2)
+    run_queue(run, base=base)
+    return run
+
+
+def _load_in_a_fresh_process(adapter: Path, env: dict) -> str:
+    """PeftModel.from_pretrained in a new interpreter, the base named only by the adapter's config."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from peft import PeftModel; from transformers import AutoModelForCausalLM; "
+            "name = json.load(open(sys.argv[1] + '/adapter_config.json'))['base_model_name_or_path']; "
+            "m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(name), sys.argv[1]); "
+            "print(type(m).__name__, name)")
+    proc = subprocess.run([sys.executable, "-c", code, str(adapter)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
+def test_an_export_of_the_embedded_model_names_its_hub_id(tmp_path, real_model, capsys):
+    """Trained on the embedded GGUF (converted into LoRA EQ's cache): the exported config names the
+    Hub id, never the cache folder PEFT saved, in the zip and in the vLLM-safe copy."""
+    import zipfile
+
+    from adapters.cache import cache_dir
+    from adapters.cli.main import main
+    from adapters.models import EMBEDDED_HUB_ID
+
+    run = _trained_run(tmp_path, None, base=real_model)
+    saved = json.loads((run / "v" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert saved != EMBEDDED_HUB_ID  # what PEFT wrote: the local folder the base was loaded from
+    assert main(["export", str(run / "v"), "--adapter", "--out", str(tmp_path / "v.zip")]) == 0
+    assert main(["export", str(run / "v"), "--vllm-safe", "--out", str(tmp_path / "safe")]) == 0
+    with zipfile.ZipFile(tmp_path / "v.zip") as z:
+        zipped = json.loads(z.read("adapter_config.json"))
+        card = z.read("README.md").decode()
+    safe = json.loads((tmp_path / "safe" / "adapter_config.json").read_text())
+    for config in (zipped, safe):
+        assert config["base_model_name_or_path"] == EMBEDDED_HUB_ID
+        assert str(cache_dir()) not in json.dumps(config)
+    assert f"base_model: {EMBEDDED_HUB_ID}" in card and "## Results" not in card  # no proof, no eval set yet
+
+
+def test_an_export_loads_anywhere_by_the_users_path_and_its_card_carries_the_results(tmp_path, tiny_model_dir,
+                                                                                        cache_home, capsys):
+    """Trained on a folder the user named: in a fresh process with an empty cache, plain PEFT loads
+    the exported adapter from its config alone; the card lists the proof's verdict and the eval set."""
+    import os
+    import zipfile
+
+    from adapters.cli.main import main
+
+    run = _trained_run(tmp_path, str(tiny_model_dir))
+    assert main(["eval", str(run), "--json"]) == 0
+    assert main(["evalset", str(run), "--set", "heldout", "--max-new-tokens", "4", "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out.splitlines()[0])["variants"][0]["verdict"]
+    assert main(["export", str(run / "v"), "--adapter", "--out", str(tmp_path / "v.zip")]) == 0
+    out = tmp_path / "unzipped"
+    with zipfile.ZipFile(tmp_path / "v.zip") as z:
+        z.extractall(out)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_model_dir.resolve())
+    card = (out / "README.md").read_text()
+    results = card[card.index("## Results"):card.index("## Use")]
+    assert "proof: v: " in results and verdict in results, results
+    assert "eval set heldout: v passes" in results, results
+    env = {**os.environ, "LORAEQ_CACHE": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "1"}
+    loaded, name = _load_in_a_fresh_process(out, env).split()
+    assert loaded.startswith("PeftModel") and name == str(tiny_model_dir.resolve())

@@ -2,7 +2,8 @@
 merged into the base, or as a vLLM-safe adapter folder (per-module scales folded in, for servers with one
 scale per adapter).
 
-The handler calls `adapters.export`; nothing here loads a model itself.
+The handler calls `adapters.export`, with the card's result lines from `evals.card`; nothing here loads
+a model itself.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from pathlib import Path
 
 
 def _export(args: argparse.Namespace) -> dict:
+    from evals.card import card_results
+
     from ..export import export_adapter_zip, export_merged, export_vllm_safe
 
     folder, out = Path(args.variant_dir), Path(args.out)
+    results = card_results(folder)
     if args.merged:
-        kind, path = "merged", export_merged(folder, out, args.base)
+        kind, path = "merged", export_merged(folder, out, args.base, results)
     elif args.vllm_safe:
-        kind, path = "vllm-safe adapter", export_vllm_safe(folder, out)
+        kind, path = "vllm-safe adapter", export_vllm_safe(folder, out, results)
     else:
-        kind, path = "adapter", export_adapter_zip(folder, out)
+        kind, path = "adapter", export_adapter_zip(folder, out, results)
     return {"variant": str(folder), "kind": kind, "path": str(path)}
 
 
