@@ -9,8 +9,10 @@ outcome ("a", "b", "tie", "bad": both bad), each side's conversation, the settin
 column's config fingerprint.
 
 `rank` fits a Bradley-Terry model (P(i beats j) = 1 / (1 + 10^((R_j - R_i) / 400)), the Elo scale
-LMArena's leaderboard uses) by Newton's method on the battle counts; a tie or "both bad" counts
-half a win to each side, as LMArena counts ties. Ratings are centered on 1000. The 95% interval
+LMArena's leaderboard uses) by Newton's method on the battle counts; a tie counts half a win to
+each side, as LMArena counts ties. "Both bad" is its own outcome: it says that neither answer was
+acceptable, not that the two were equally good, so it is counted apart (`Rating.both_bad`) and left
+out of the fit (two both-bad votes must not read as two ties). Ratings are centered on 1000. The 95% interval
 of a rating is the 2.5th-97.5th percentile over bootstrap refits (battles resampled with
 replacement). A weak normal prior on the ratings keeps a column that never lost finite.
 
@@ -92,7 +94,8 @@ class Rating:
     high: float
     battles: int
     wins: int
-    ties: int  # "tie" and "both bad"
+    ties: int  # "tie" only
+    both_bad: int  # "both bad": counted apart, not in the fit
     losses: int
 
     def to_json(self) -> dict:
@@ -210,9 +213,12 @@ def rank(battles: list[tuple[str, str, str]], *, rounds: int = 500, seed: int = 
     if not battles:
         return []
     names = sorted({m for a, b, _ in battles for m in (a, b)})
+    decided = [(a, b, o) for a, b, o in battles if o != "bad"]
+    if not decided:  # only "both bad" so far: nothing says which column is better
+        return [_rating(k + 1, m, 0.0, 0.0, 0.0, battles) for k, m in enumerate(names)]
     index = {m: k for k, m in enumerate(names)}
     # Identical battles become one row with a count: a bootstrap resamples the counts.
-    keys, counts = np.unique(np.array([(index[a], index[b], _score(o) * 2) for a, b, o in battles]),
+    keys, counts = np.unique(np.array([(index[a], index[b], _score(o) * 2) for a, b, o in decided]),
                              axis=0, return_counts=True)
     i, j, score = keys[:, 0].astype(int), keys[:, 1].astype(int), keys[:, 2] / 2
     point = fit_bradley_terry(i, j, score, counts.astype(float), len(names))
@@ -228,6 +234,8 @@ def rank(battles: list[tuple[str, str, str]], *, rounds: int = 500, seed: int = 
 def _rating(rank_: int, name: str, r: float, low: float, high: float, battles: list[tuple[str, str, str]]) -> Rating:
     mine = [(a, o) for a, b, o in battles if name in (a, b)]
     wins = sum(1 for a, o in mine if (o == "a") == (a == name) and o in ("a", "b"))
-    ties = sum(1 for _, o in mine if o in ("tie", "bad"))
+    ties = sum(1 for _, o in mine if o == "tie")
+    bad = sum(1 for _, o in mine if o == "bad")
     elo = [round(float(CENTER + SCALE * x), 1) for x in (r, low, high)]
-    return Rating(rank_, name, *elo, battles=len(mine), wins=wins, ties=ties, losses=len(mine) - wins - ties)
+    return Rating(rank_, name, *elo, battles=len(mine), wins=wins, ties=ties, both_bad=bad,
+                  losses=len(mine) - wins - ties - bad)

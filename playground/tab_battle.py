@@ -41,13 +41,24 @@ def _new_round(state: Session, variants, system: str) -> BattleRound:
     return state.battle
 
 
-def battle_frame(battle: BattleRound | None) -> list:
-    """Model A's and Model B's chats, the reveal line and whether the vote buttons show."""
+def pair_note(columns: list[str]) -> str:
+    """Said while a battle is open when the draw has no choice: with only the base and one variant,
+    every battle is those two (only their order is random)."""
+    names = list(dict.fromkeys(columns))
+    if len(names) != 2:
+        return ""
+    return (f"Only two columns are chosen (**{names[0]}** and **{names[1]}**): every battle is between these two, "
+            "only which one is Model A is random. Choose more variants above for a random pair.")
+
+
+def battle_frame(battle: BattleRound | None, note: str = "") -> list:
+    """Model A's and Model B's chats, the reveal line (or `note` before the vote) and whether the
+    vote buttons show."""
     if battle is None:
         return [[], [], "", gr.Row(visible=False)]
     conv = battle.conversation
     done = bool(conv.turns) and all(r.done for r in conv.last.replies.values()) and battle.outcome is None
-    reveal = ""
+    reveal = note
     if battle.outcome is not None:
         reveal = (f"You voted **{VOTES[battle.outcome]}**. Model A was **{battle.model_a}**, "
                   f"Model B was **{battle.model_b}**. Send a message to start the next battle.")
@@ -66,12 +77,13 @@ def battle_send(shared: Shared, text, variants, t, p, n, s, system, state: Sessi
         battle = _new_round(state, variants or [], system)
     battle.conversation.ask(text)
     columns = [Column(battle.model_a), Column(battle.model_b)]
+    note = pair_note([BASE, *(variants or [])])
     cleared = ""  # the message box is emptied once (see tab_compare.ask)
     for _ in respond(engine, battle.conversation, columns, sampling):
-        yield battle_frame(battle) + [cleared, state]
+        yield battle_frame(battle, note) + [cleared, state]
         cleared = gr.Textbox()
     battle.settings = {**sampling.to_json(), "system": battle.conversation.system}
-    yield battle_frame(battle) + [cleared, state]
+    yield battle_frame(battle, note) + [cleared, state]
 
 
 def battle_vote(shared: Shared, outcome: str, state: Session):

@@ -59,7 +59,7 @@ def test_simulated_battles_recover_known_strengths_with_intervals_covering_them(
     for r in ranking:
         assert r.low < expected[r.model] < r.high, (r, expected[r.model])
         assert r.high - r.low < 120, r  # 3000 battles pin a rating to within tens of points
-        assert r.wins + r.ties + r.losses == r.battles
+        assert r.wins + r.ties + r.both_bad + r.losses == r.battles
     assert sum(r.battles for r in ranking) == 2 * 3000
     assert np.mean([r.rating for r in ranking]) == pytest.approx(CENTER, abs=0.2)
 
@@ -69,9 +69,20 @@ def test_few_battles_give_wide_intervals_and_an_unbeaten_column_stays_finite():
     assert [r.model for r in ranking] == ["a", "b"]
     assert all(math.isfinite(x) for r in ranking for x in (r.rating, r.low, r.high))
     assert ranking[0].high - ranking[0].low >= 0 and ranking[0].rating > ranking[1].rating
-    tied = rank([("a", "b", "tie"), ("b", "a", "bad")], rounds=50)
+    tied = rank([("a", "b", "tie"), ("b", "a", "tie")], rounds=50)
     assert tied[0].rating == pytest.approx(tied[1].rating) and tied[0].ties == 2
     assert rank([]) == []
+
+
+def test_both_bad_is_its_own_outcome_kept_out_of_ties_and_the_fit():
+    only_bad = rank([("a", "b", "bad"), ("b", "a", "bad")], rounds=20)
+    assert [(r.ties, r.both_bad, r.wins, r.losses, r.battles) for r in only_bad] == [(0, 2, 0, 0, 2)] * 2
+    decided = [("a", "b", "a")] * 3 + [("b", "a", "b")]
+    with_bad = rank(decided + [("a", "b", "bad")] * 6, rounds=20)
+    without = rank(decided, rounds=20)
+    assert [r.rating for r in with_bad] == [r.rating for r in without]  # six both-bad votes do not pull them together
+    assert with_bad[0].model == "a" and (with_bad[0].wins, with_bad[0].ties, with_bad[0].both_bad) == (4, 0, 6)
+    assert all(r.wins + r.ties + r.both_bad + r.losses == r.battles for r in with_bad)
 
 
 def test_battles_are_stored_beside_the_votes_and_an_old_database_keeps_its_votes(tmp_path):
@@ -133,3 +144,17 @@ def csv_rows(path):
 
     with open(path, newline="") as f:
         yield from csv.DictReader(f)
+
+
+def test_the_compare_tabs_ranking_shows_both_bad(tmp_path):
+    from test_votes import run_dir as make_run
+
+    from playground.tab_battle import pair_note, ranking_frame
+
+    run = make_run.__wrapped__(tmp_path)
+    store = BattleStore(run)
+    for outcome in ["a", "bad", "bad", "tie"]:
+        store.record("uniform", "attention", outcome, conversation={"a": [], "b": []}, settings={})
+    frame = ranking_frame(run).set_index("model")
+    assert frame.loc["uniform", "both_bad"] == 2 and frame.loc["uniform", "ties"] == 1
+    assert "every battle is between these two" in pair_note(["base", "uniform"]) and pair_note(["base", "a", "b"]) == ""
