@@ -72,3 +72,26 @@ def process_rank() -> int:
 def is_main_process() -> bool:
     """Only the main process writes run files; every process trains its share of the batches."""
     return process_rank() == 0
+
+
+PARENT_ENV = "LORAEQ_PARENT_PID"  # set by the web app's job line for the workers it starts
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a worker the web app started (its pid in LORAEQ_PARENT_PID): ask the kernel to kill this
+    process when the app's process ends (Linux PR_SET_PDEATHSIG, kept across the allocator's
+    re-exec), and exit at once if the app is already gone. The variable is removed, so that
+    processes this worker starts are not tied to the app's pid."""
+    raw = os.environ.pop(PARENT_ENV, None)
+    if not raw or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != raw:  # the app ended before the signal was asked for
+        os._exit(1)

@@ -32,6 +32,7 @@ from playground.storage import RUNS_ENV, Janitor, Keep, runs_location
 from playground.users import Users, oauth_enabled, parse_auth
 
 AUTH_ENV = "LORAEQ_AUTH"
+WORKERS = ".workers"  # under the runs folder: the running workers, for the next server to find
 SPACE_ENV = "SPACE_ID"
 
 
@@ -120,8 +121,9 @@ def make_shared(model: str | None, precision: str, runs_dir: str, limits: Limits
     limits = limits or Limits.from_env()
     registry = ModelRegistry()
     registry.get(model, precision)  # load (and analyze) the default base before serving
-    jobs = JobQueue(memory_limit=limits.worker_memory)
-    return Shared(registry, jobs, SessionArea(runs_dir), model, precision, limits)
+    area = SessionArea(runs_dir)
+    jobs = JobQueue(memory_limit=limits.worker_memory, limits=limits, workers_dir=area.root / WORKERS)
+    return Shared(registry, jobs, area, model, precision, limits)
 
 
 def launch_settings(shared: Shared) -> dict:

@@ -11,6 +11,7 @@ import pandas as pd
 from adapters.limits import check_number
 from adapters.runfolder import RunFolder
 from playground.guard import handler, public_message
+from playground.jobs import limit_line
 from playground.sessions import Session
 from playground.shared import Shared
 
@@ -32,7 +33,7 @@ def report_view(shared: Shared, state: Session):
     job = shared.jobs.get(job_key(run))
     position = shared.jobs.position(job_key(run))
     if position:
-        return f"Waiting in line: position {position}.", pd.DataFrame(), ""
+        return f"Waiting in line: position {position} ({limit_line(shared.limits, 'proof')}).", pd.DataFrame(), ""
     if job and job.state == "running":
         return "Measuring: losses, answers to the held-out prompts, statistics...", pd.DataFrame(), ""
     if job and job.state == "failed":

@@ -22,6 +22,7 @@ from adapters.training import resolve_equalizer
 from adapters.variants import DEFAULT_BANDS, Hyper, Variant, auto_schedule, load_sweep, safe_name
 from playground import gpu
 from playground.guard import handler, public_message
+from playground.jobs import limit_line
 from playground.plots import cell_at, equalizer_image, loss_curves
 from playground.sessions import Session
 from playground.shared import Shared
@@ -84,9 +85,12 @@ def progress_markdown(shared: Shared, state: Session) -> str:
     lines = [f"Run **{state.run}**"]
     position = shared.jobs.position(str(run))
     if position:
-        lines.append(f"waiting in line: position **{position}** (one training job runs at a time)")
+        lines.append(f"waiting in line: position **{position}** (one job runs at a time; "
+                     f"{limit_line(shared.limits, 'train')})")
     elif job and job.state == "failed":
         lines.append(f"**{public_message(job.failure(shared.jobs.memory_limit))}**")
+    elif job and job.state == "cancelled":
+        lines.append("**cancelled**: finished variants are kept")
     for v in run_status(run)["variants"]:
         lines.append(variant_line(v))
     return "  \n".join(lines)
@@ -320,6 +324,7 @@ def cancel_training(shared: Shared, state: Session):
     run = shared.run_path(state)
     if run is not None:
         request_cancel(run)
+        shared.jobs.cancel(str(run))  # a worker that does not stop by itself is stopped
     return progress_markdown(shared, state)
 
 

@@ -1,11 +1,14 @@
 """The queue's numbers: read from the environment, checked, and given to the right events; the job
-line's refusals say what is full."""
+line's refusals say what is full, and it serves users in turn."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from adapters.errors import LoraEqError
+from adapters.limits import Limits
 from playground import queueing
 from playground.app import build_app, make_shared
 from playground.jobs import JobQueue
@@ -34,7 +37,29 @@ def test_events_get_their_group_limits(tiny_model_dir, cache_home, tmp_path, mon
     assert demo._queue.max_size == 7 and demo._queue.default_concurrency_limit == 4
 
 
-def test_a_full_job_line_says_so():
-    jobs = JobQueue(max_waiting=0)
-    with pytest.raises(LoraEqError, match="the job line is full: 0 jobs are waiting"):
-        jobs.submit("a", ["status", "/nowhere"])
+SLOW = ["status", "/nowhere"]  # a real worker: seconds to start, then a refusal
+
+
+def test_the_line_serves_users_in_turn_and_caps_each_users_waiting_jobs():
+    jobs = JobQueue(max_waiting=3, limits=Limits(jobs_waiting=2))
+    jobs.submit("first", SLOW, owner="a")
+    deadline = time.monotonic() + 30
+    while jobs.get("first").state == "queued" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert jobs.get("first").state == "running"
+    jobs.submit("a1", SLOW, owner="a")
+    jobs.submit("a2", SLOW, owner="a")
+    with pytest.raises(LoraEqError, match="you have 2 jobs waiting, the limit per user"):
+        jobs.submit("a3", SLOW, owner="a")
+    jobs.submit("b1", SLOW, owner="b")
+    jobs.submit("c1", SLOW, owner="c")  # the line is full, but c's first job is always taken
+    with pytest.raises(LoraEqError, match="the job line is full: 4 jobs are waiting"):
+        jobs.submit("b2", SLOW, owner="b")
+    assert [jobs.position(k) for k in ("a1", "b1", "c1", "a2")] == [1, 2, 3, 4]  # in turn, not by arrival
+    assert jobs.cancel("b1") and jobs.get("b1").state == "cancelled" and jobs.position("c1") == 2
+    for key in ("a1", "a2", "c1", "first"):
+        jobs.cancel(key)
+    deadline = time.monotonic() + 10
+    while (jobs.busy("a") or jobs.busy("c")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not jobs.busy("a") and not jobs.busy("c")
