@@ -15,6 +15,12 @@ Supported types (each also as `not-TYPE`, which passes exactly when TYPE fails):
                    probability >= `threshold` (default 0.5); `contrast` optionally names what the
                    style is told apart from (default: the base model's own answers)
 
+No check runs away: each has a time limit (`judge`'s `seconds`, default `Limits.check_seconds`,
+2 s). A regular expression runs on the `regex` engine, which stops a match at that limit (it
+counts the process's CPU time); the edit distance looks at the clock between rows; the other
+checks are linear in the answer. A check over its limit fails its cell (negated or not) with
+"check timed out after 2 s", and the run goes on.
+
 A promptfoo type we do not run (llm-rubric, javascript, is-json, ...) parses into `Unsupported`,
 which the eval set reports with its test; a type no one knows (a typo) is a `LoraEqError`.
 `{{var}}` substitution happens before (evalset.py). Similarities and style probabilities are
@@ -23,10 +29,13 @@ computed elsewhere and handed in (`Evidence`): nothing here embeds, generates or
 
 from __future__ import annotations
 
-import re
+import time
 from dataclasses import dataclass, field
 
+import regex
+
 from adapters.errors import LoraEqError
+from adapters.limits import Limits
 
 SUPPORTED = ("equals", "contains", "icontains", "contains-any", "icontains-any", "contains-all", "icontains-all",
              "starts-with", "regex", "levenshtein", "similar", "style")
@@ -109,6 +118,7 @@ class CheckResult:
     passed: bool
     score: float | None = None
     detail: str = ""
+    timed_out: bool = False
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -131,8 +141,8 @@ def parse_check(raw: object, where: str = "assert") -> Check | Unsupported:
     threshold = _threshold(raw.get("threshold"), where, kind)
     if base == "regex":
         try:
-            re.compile(value)
-        except re.error as e:
+            regex.compile(value)
+        except (regex.error, OverflowError, RecursionError) as e:
             raise LoraEqError(f"{where}: {kind} value {value!r} is not a valid regular expression ({e})") from None
     contrast = raw.get("contrast") if base == "style" else None
     if contrast is not None and not (isinstance(contrast, str) or isinstance(contrast, list)):
@@ -188,12 +198,19 @@ def _threshold(value: object, where: str, kind: str) -> float | None:
     return float(value)
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions) between two texts."""
+class CheckTimeout(Exception):
+    """A check passed its time limit."""
+
+
+def levenshtein(a: str, b: str, deadline: float | None = None) -> int:
+    """Edit distance (insertions, deletions, substitutions) between two texts; CheckTimeout once
+    `time.process_time()` passes `deadline`."""
     if len(a) < len(b):
         a, b = b, a
     previous = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):
+        if deadline is not None and time.process_time() > deadline:
+            raise CheckTimeout()
         current = [i]
         for j, y in enumerate(b, 1):
             current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
@@ -201,15 +218,21 @@ def levenshtein(a: str, b: str) -> int:
     return previous[-1]
 
 
-def judge(check: Check, answer: str, evidence: Evidence = Evidence()) -> CheckResult:
-    """Whether `answer` passes `check` (see the module doc), with the score it was decided on."""
-    passed, score, detail = _JUDGES[check.type](check, answer, evidence)
+def judge(check: Check, answer: str, evidence: Evidence = Evidence(), seconds: float | None = None) -> CheckResult:
+    """Whether `answer` passes `check` (see the module doc), with the score it was decided on;
+    a check that runs past `seconds` (default `Limits.check_seconds`) fails as timed out."""
+    seconds = Limits.from_env().check_seconds if seconds is None else seconds
+    try:
+        passed, score, detail = _JUDGES[check.type](check, answer, evidence, time.process_time() + seconds)
+    except CheckTimeout:
+        return CheckResult(check.name, check.label(), False, None, f"check timed out after {seconds:g} s",
+                           timed_out=True)
     if check.negate:
         passed = not passed
     return CheckResult(check.name, check.label(), bool(passed), score, detail)
 
 
-def _text_judge(check: Check, answer: str, evidence: Evidence):
+def _text_judge(check: Check, answer: str, evidence: Evidence, deadline: float):
     fold = check.type.startswith("i")
     text = answer.lower() if fold else answer
     values = [check.value] if isinstance(check.value, str) else list(check.value)
@@ -226,8 +249,14 @@ def _text_judge(check: Check, answer: str, evidence: Evidence):
     return bool(found), None, f"found: {', '.join(found)}" if found else "none found"
 
 
-def _regex_judge(check: Check, answer: str, evidence: Evidence):
-    match = re.search(check.value, answer)
+def _regex_judge(check: Check, answer: str, evidence: Evidence, deadline: float):
+    left = deadline - time.process_time()
+    try:
+        if left <= 0:
+            raise TimeoutError()
+        match = regex.search(check.value, answer, timeout=left)
+    except TimeoutError:
+        raise CheckTimeout() from None
     return match is not None, None, f"matched {match.group(0)!r}" if match else "no match"
 
 
@@ -239,13 +268,13 @@ def _target(check: Check, evidence: Evidence) -> list[str]:
     return [evidence.reference]
 
 
-def _levenshtein_judge(check: Check, answer: str, evidence: Evidence):
+def _levenshtein_judge(check: Check, answer: str, evidence: Evidence, deadline: float):
     threshold = LEVENSHTEIN_THRESHOLD if check.threshold is None else check.threshold
-    distance = min(levenshtein(answer, t) for t in _target(check, evidence))
+    distance = min(levenshtein(answer, t, deadline) for t in _target(check, evidence))
     return distance <= threshold, float(distance), f"distance {distance} (at most {threshold:g} passes)"
 
 
-def _similar_judge(check: Check, answer: str, evidence: Evidence):
+def _similar_judge(check: Check, answer: str, evidence: Evidence, deadline: float):
     if evidence.cosine is None:
         raise LoraEqError(f"{check.name}: no embedder was given to measure similarity")
     threshold = SIMILAR_THRESHOLD if check.threshold is None else check.threshold
@@ -253,7 +282,7 @@ def _similar_judge(check: Check, answer: str, evidence: Evidence):
     return best >= threshold, round(best, 6), f"similarity {best:.3f} (at least {threshold:g} passes)"
 
 
-def _style_judge(check: Check, answer: str, evidence: Evidence):
+def _style_judge(check: Check, answer: str, evidence: Evidence, deadline: float):
     if check.style_key not in evidence.style:
         raise LoraEqError(f"{check.name}: no style probe was fitted for this check")
     threshold = STYLE_THRESHOLD if check.threshold is None else check.threshold

@@ -8,8 +8,9 @@ one style probe per style check (style.py), embeds every text once, and judges e
 (checks.py). It writes into its folder (matrix.py names the files): progress.jsonl after each
 batch (done, total, eta), status.json (running with the pid, done, cancelled, failed), and at the
 end cells.jsonl and summary.json, each replaced whole, so earlier results stay readable until new
-ones are complete. A `cancel` file in the folder stops it before
-its next batch. Summary statistics are matrix.py's; nothing here decides what a variant learned.
+ones are complete. Each check on each cell has a time limit (`check_seconds`, checks.py): one
+that runs past it fails its cell as timed out and the run goes on. A `cancel` file in the
+folder stops it before its next batch or its next cell. Summary statistics are matrix.py's; nothing here decides what a variant learned.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from adapters.cache import write_json_atomic
 from adapters.errors import LoraEqError
+from adapters.limits import Limits
 from adapters.runfolder import BASE
 
 from .checks import Check, Evidence, judge
@@ -71,8 +73,9 @@ def set_status(folder: Path, status: str, **extra) -> None:
 
 def run_evalset(engine, evalset: EvalSet, folder: str | Path, *, variants: list[str] | None = None,
                 sampling=None, batch_prompts: int = DEFAULT_BATCH_PROMPTS, embed_fn: Embed = embed,
-                seed: int = 0) -> dict:
-    """Answer, judge and save `evalset` (see the module doc); returns the summary."""
+                seed: int = 0, check_seconds: float | None = None) -> dict:
+    """Answer, judge and save `evalset` (see the module doc); returns the summary.
+    `check_seconds`: each check's time limit per cell (default `Limits.check_seconds`)."""
     from adapters.decoding import Sampling
 
     if not evalset.cases:
@@ -93,10 +96,12 @@ def run_evalset(engine, evalset: EvalSet, folder: str | Path, *, variants: list[
         answers = answer_cases(engine, evalset.cases, columns, sampling, batch_prompts, job)
         known = {c.prompt: a[0].text for c, a in zip(evalset.cases, answers) if c.prompt in plain}
         probes = fit_probes(engine, evalset, sampling, batch_prompts, job, embed_fn, known)
+        job.step(0, "checks")
+        cells = judge_cells(evalset.cases, columns, answers, probes, sampling, embed_fn, job=job,
+                            seconds=Limits.from_env().check_seconds if check_seconds is None else check_seconds)
     except Cancelled:
         set_status(folder, "cancelled")
         return {"status": "cancelled", "folder": str(folder)}
-    cells = judge_cells(evalset.cases, columns, answers, probes, sampling, embed_fn)
     summary = summary_of(evalset, cells, [c.label for c in columns], probes, sampling, seed)
     summary["seconds"] = round(time.perf_counter() - job.started, 2)
     write_cells(cells, folder / CELLS)
@@ -169,16 +174,19 @@ def _texts_to_embed(cases: list[EvalCase], answers: list) -> list[str]:
 
 
 def judge_cells(cases: list[EvalCase], columns, answers: list, probes: dict, sampling,
-                embed_fn: Embed = embed) -> list[dict]:
-    """Every cell with its answer, similarities (to the reference, to the base's answer) and checks."""
+                embed_fn: Embed = embed, *, job: Job | None = None, seconds: float | None = None) -> list[dict]:
+    """Every cell with its answer, similarities (to the reference, to the base's answer) and checks;
+    each check within `seconds` (checks.judge); `job`'s cancel is looked at before each cell."""
     vectors = _Vectors(_texts_to_embed(cases, answers), embed_fn)
     styles = _style_scores(cases, answers, probes, embed_fn)
     cells = []
     for i, (case, row) in enumerate(zip(cases, answers)):
         base_text = next((a.text for a in row if a.variant == BASE), None)
         for j, (column, answer) in enumerate(zip(columns, row)):
+            if job is not None:
+                job.check_cancel()
             evidence = Evidence(case.reference, vectors.cosine, styles.get((i, j), {}))
-            cells.append(_cell(case, column, answer, evidence, vectors, base_text, sampling))
+            cells.append(_cell(case, column, answer, evidence, vectors, base_text, sampling, seconds))
     return cells
 
 
@@ -195,8 +203,9 @@ def _style_scores(cases: list[EvalCase], answers: list, probes: dict, embed_fn: 
     return out
 
 
-def _cell(case: EvalCase, column, answer, evidence: Evidence, vectors: _Vectors, base_text, sampling) -> dict:
-    results = [judge(c, answer.text, evidence) for c in case.checks]
+def _cell(case: EvalCase, column, answer, evidence: Evidence, vectors: _Vectors, base_text, sampling,
+          seconds: float | None = None) -> dict:
+    results = [judge(c, answer.text, evidence, seconds) for c in case.checks]
     similarity_base = None if column.variant == BASE or base_text is None else \
         round(vectors.cosine(answer.text, base_text), 6)
     return {

@@ -50,6 +50,15 @@ def verdict(cell: dict) -> bool | None:
     return cell.get("passed")
 
 
+def timed_out(cell: dict) -> bool:
+    """Whether one of the cell's checks ran past its time limit (the cell then fails)."""
+    return any(r.get("timed_out") for r in cell.get("checks", []))
+
+
+def _outcome(result: dict) -> str:
+    return "timed out" if result.get("timed_out") else "pass" if result["passed"] else "fail"
+
+
 def apply_votes(cells: list[dict], store: VoteStore) -> list[dict]:
     """Each cell with `override` set from the latest vote on its prompt, column and settings."""
     fingerprints: dict[str, str | None] = {}
@@ -161,7 +170,7 @@ def write_cells(cells: list[dict], path: Path) -> Path:
 def _cell_row(cell: dict) -> dict:
     row = {k: cell.get(k) for k in CELL_CSV_KEYS}
     row["verdict"] = {True: "pass", False: "fail", None: ""}[verdict(cell)]
-    row["checks"] = "; ".join(f"{r['label']}={'pass' if r['passed'] else 'fail'}" for r in cell.get("checks", []))
+    row["checks"] = "; ".join(f"{r['label']}={_outcome(r)}" for r in cell.get("checks", []))
     row["tags"] = ",".join(cell.get("tags") or [])
     row["answer"] = cell.get("text")
     return row

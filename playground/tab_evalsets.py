@@ -15,9 +15,10 @@ from adapters.errors import LoraEqError
 from adapters.limits import check_new_tokens
 from evals.evalset import HELDOUT, load_evalset
 from evals.matrix import (EvalFolder, apply_votes, cells_csv, evalset_dir, list_evalsets, summarize, summary_csv,
-                          summary_rows, verdict)
+                          summary_rows, timed_out, verdict)
 from evals.votes import VoteStore
 from playground.guard import handler, public_message
+from playground.jobs import limit_line
 from playground.plots import evalset_heatmap
 from playground.sessions import Session
 from playground.shared import Shared
@@ -90,7 +91,8 @@ def cancel(shared: Shared, name, state: Session) -> str:
     if not name:
         raise LoraEqError("choose the eval set to stop")
     EvalFolder(evalset_dir(run, name)).request_cancel()
-    return "Stopping after the current batch…"
+    shared.jobs.cancel(job_key(run, name))  # a worker that does not stop by itself is stopped
+    return "Stopping (within 5 s)…"
 
 
 def status_line(shared: Shared, state: Session, name) -> str:
@@ -100,16 +102,20 @@ def status_line(shared: Shared, state: Session, name) -> str:
     job, folder = shared.jobs.get(job_key(run, name)), EvalFolder(evalset_dir(run, name))
     position = shared.jobs.position(job_key(run, name))
     if position:
-        return f"Waiting in line: position {position}."
+        return f"Waiting in line: position {position} ({limit_line(shared.limits, 'evalset')})."
     if job and job.state == "failed":
         return f"The eval set failed: {public_message(job.failure(shared.jobs.memory_limit))}"
+    if job and job.state == "cancelled":
+        return "Cancelled: the last finished results (if any) are shown."
     status = folder.status().get("status")
     if status == "running" or (job and job.state == "running"):
         p = folder.progress()
         done, total = p.get("done", 0), p.get("total") or 0
         bar = "█" * int(20 * done / total) + "░" * (20 - int(20 * done / total)) if total else "░" * 20
         eta = f" · about {p['eta_s']:.0f} s left" if p.get("eta_s") is not None else ""
-        return f"Running `{bar}` {done}/{total or '?'} prompts{eta}"
+        stage = " · checking the answers" if p.get("stage") == "checks" else ""
+        return (f"Running `{bar}` {done}/{total or '?'} prompts{eta}{stage} ({limit_line(shared.limits, 'evalset')}; "
+                f"each check at most {shared.limits.check_seconds:g} s on one answer)")
     if status == "cancelled":
         return "Cancelled: the last finished results (if any) are shown."
     return "Done." if folder.summary() else "No results yet."
@@ -126,9 +132,15 @@ def matrix_frames(cells: list[dict]) -> tuple[pd.DataFrame, list[str], list[str]
         row = {"prompt": f"{case}: {first['prompt'][:60]}"}
         for col in columns:
             cell = by_key.get((case, col))
-            row[col] = MARKS[verdict(cell)] + (" (you)" if cell and cell.get("override") else "") if cell else ""
+            row[col] = mark(cell) if cell else ""
         rows.append(row)
     return pd.DataFrame(rows), cases, columns
+
+
+def mark(cell: dict) -> str:
+    """A cell in the matrix: pass, fail (or a check that timed out), and whether the user overrode it."""
+    text = "✗ timed out" if verdict(cell) is False and timed_out(cell) else MARKS[verdict(cell)]
+    return text + (" (you)" if cell.get("override") else "")
 
 
 def styled(frame: pd.DataFrame):
