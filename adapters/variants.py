@@ -207,9 +207,9 @@ def load_sweep(path: str | Path) -> list[Variant]:
         raise LoraEqError(f"{path}: cannot read the sweep file ({e})") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+            from .yamlfile import load_yaml
 
-            data = yaml.safe_load(text)
+            data = load_yaml(text, str(path))
         else:
             data = json.loads(text)
     except Exception as e:  # yaml and json raise different error types

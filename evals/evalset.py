@@ -30,6 +30,7 @@ from pathlib import Path
 from adapters.data.readers import read_file
 from adapters.errors import LoraEqError
 from adapters.runfolder import split_path
+from adapters.yamlfile import load_yaml
 
 from .checks import Check, Unsupported, parse_check, style_examples
 
@@ -279,16 +280,13 @@ def _promptfoo_set(path: Path, run_dir) -> EvalSet:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
-
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise LoraEqError(f"{path}: cannot read ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise LoraEqError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError:
+        raise LoraEqError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    config = load_yaml(text, str(path))
     if not isinstance(config, dict):
         raise LoraEqError(f"{path}: a promptfoo config is a mapping with prompts and tests")
     return config

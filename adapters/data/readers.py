@@ -4,7 +4,9 @@ Each row keeps the number a user would look for: the line for JSONL and text, th
 JSON, CSV (1 = the first record after the header) and Parquet. A row that cannot be parsed (a line
 that is not JSON, a CSV record with the wrong number of fields) is kept with the reason, so the
 caller can reject it; a file that cannot be read at all raises `LoraEqError` with one line saying
-where it broke. Text is UTF-8 with or without a BOM, with LF or CRLF line ends.
+where it broke. Text is UTF-8 with or without a BOM, with LF or CRLF line ends. A file of more
+rows than `Limits.rows` (LORAEQ_LIMIT_ROWS) is refused, naming the limit, as soon as the reader
+passes it.
 
 This file knows nothing about row shapes (chat, Alpaca, ...) or validation.
 """
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LoraEqError
+from ..limits import Limits, check_rows
 
 try:  # orjson (a gradio dependency) parses faster; plain json is the reference and the fallback
     from orjson import loads as _fast_loads
@@ -73,12 +76,15 @@ def file_type_of(path: Path, data: bytes | None = None) -> str | None:
     return {b"[": "json", b"{": "json"}.get(head)  # "{": the JSON reader falls back to JSONL
 
 
-def read_file(path: str | Path, file_type: str | None = None, row_keys: frozenset[str] = frozenset()) -> RawFile:
+def read_file(path: str | Path, file_type: str | None = None, row_keys: frozenset[str] = frozenset(),
+              max_rows: int | None = None) -> RawFile:
     """All rows of `path` (type from `file_type`, the name, or the first bytes).
 
     `row_keys`: keys that mark a top-level JSON object as one row rather than a holder of rows.
+    `max_rows`: more rows than this are refused (None: `Limits.rows` from the environment).
     """
     path = Path(path)
+    limit = Limits.from_env().rows if max_rows is None else max_rows
     if file_type is not None and file_type not in FILE_TYPES:
         raise LoraEqError(f"file type {file_type!r}: choose one of {', '.join(FILE_TYPES)}")
     data = _read_bytes(path)
@@ -88,15 +94,18 @@ def read_file(path: str | Path, file_type: str | None = None, row_keys: frozense
             f"{path}: cannot tell the file type from its name or content; pass --file-type ({', '.join(FILE_TYPES)})"
         )
     if kind == "parquet":
-        return RawFile(path, kind, _parquet_rows(path, data))
+        return RawFile(path, kind, _parquet_rows(path, data, limit))
     text = decode(path, data)
     if kind == "jsonl":
-        return RawFile(path, kind, _jsonl_rows(text))
+        return RawFile(path, kind, _jsonl_rows(text, limit, path))
     if kind == "json":
-        return _json_file(path, text, row_keys)
-    if kind in ("csv", "tsv"):
-        return RawFile(path, kind, _csv_rows(path, text, "," if kind == "csv" else "\t"))
-    return RawFile(path, kind, _text_rows(text))
+        raw = _json_file(path, text, row_keys, limit)
+    elif kind in ("csv", "tsv"):
+        raw = RawFile(path, kind, _csv_rows(path, text, "," if kind == "csv" else "\t", limit))
+    else:
+        raw = RawFile(path, kind, _text_rows(text))
+    check_rows(len(raw.rows), limit, str(path))
+    return raw
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -156,30 +165,33 @@ def _has_lone_surrogate(value: object) -> bool:
     return False
 
 
-def _jsonl_rows(text: str) -> list[RawRow]:
+def _jsonl_rows(text: str, limit: int, path: Path) -> list[RawRow]:
     rows = []
     for number, line in enumerate(text.split("\n"), 1):
         if not line or line.isspace():
             continue  # blank lines are not rows
+        if len(rows) == limit:
+            check_rows(limit + 1, limit, str(path))
         value, problem = parse_json(line)
         rows.append(RawRow(number, line.rstrip("\r") if problem else value, problem))
     return rows
 
 
-def _json_file(path: Path, text: str, row_keys: frozenset[str]) -> RawFile:
+def _json_file(path: Path, text: str, row_keys: frozenset[str], limit: int) -> RawFile:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         first = text[: e.pos].strip()
         if e.msg == "Extra data" and first.startswith("{") and "\n" not in first:
             # One object per line in a file named .json: that is JSONL.
-            return RawFile(path, "jsonl", _jsonl_rows(text), ["one JSON object per line: read as JSONL"])
+            return RawFile(path, "jsonl", _jsonl_rows(text, limit, path), ["one JSON object per line: read as JSONL"])
         raise LoraEqError(f"{path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
     except ValueError as e:
         raise LoraEqError(f"{path}: not valid JSON: {str(e).split(':')[0]}") from None
     except RecursionError:
         raise LoraEqError(f"{path}: not valid JSON: nested too deeply") from None
     records, notes = _json_records(path, doc, row_keys)
+    check_rows(len(records), limit, str(path))
     check = _SURROGATE_ESCAPE.search(text) is not None
     rows = [
         RawRow(i, r, _HALF_CHARACTER if check and _has_lone_surrogate(r) else None) for i, r in enumerate(records, 1)
@@ -203,7 +215,7 @@ def _json_records(path: Path, doc: object, row_keys: frozenset[str]) -> tuple[li
     raise LoraEqError(f"{path}: the JSON object holds several lists ({_keys(lists)}); keep one list of rows")
 
 
-def _csv_rows(path: Path, text: str, delimiter: str) -> list[RawRow]:
+def _csv_rows(path: Path, text: str, delimiter: str, limit: int) -> list[RawRow]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header: list[str] = []
     rows: list[RawRow] = []
@@ -224,6 +236,8 @@ def _csv_rows(path: Path, text: str, delimiter: str) -> list[RawRow]:
         number += 1  # blank lines keep their number, as a spreadsheet shows them, but are not rows
         if blank:
             continue
+        if len(rows) == limit:
+            check_rows(limit + 1, limit, str(path))
         value = {name: cell for name, cell in zip(header, record) if name}
         problem = None
         if len(record) != len(header):
@@ -242,11 +256,17 @@ def _check_header(path: Path, header: list[str], line: int) -> list[str]:
     return header
 
 
-def _parquet_rows(path: Path, data: bytes) -> list[RawRow]:
+def _parquet_rows(path: Path, data: bytes, limit: int) -> list[RawRow]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        count = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows  # the footer says, before any row is read
+    except Exception:  # a damaged file: read_table below says how
+        count = None
+    if count is not None:
+        check_rows(count, limit, str(path))
+    try:
         records = pq.read_table(pa.BufferReader(data)).to_pylist()
     except Exception as e:  # pyarrow raises many kinds of error for a damaged file
         first = (str(e).strip().splitlines() or [""])[0][:200]
