@@ -4,7 +4,8 @@ A user may put next to the base any PEFT LoRA adapter: a finished variant of a r
 (`RUN/VARIANT` in a runs area), a folder (only under the roots the caller allows: the CLI allows
 any folder the user names, the web app only the roots its operator configured), a `.zip` of an
 adapter (extracted safely: no `..`, no absolute names, no links, sizes within
-`Limits.adapter_bytes`) or a Hugging Face Hub adapter id (downloaded with `huggingface_hub`,
+`Limits.adapter_bytes`, at most `Limits.adapter_members` files, counted from the zip's end
+record before its directory is read) or a Hugging Face Hub adapter id (downloaded with `huggingface_hub`,
 adapter files only). `check_adapter` then reads the adapter's config and tensor shapes (never
 unpickling anything unless the caller allows it) and refuses one that does not fit the loaded
 base; a different `base_model_name_or_path` with fitting shapes is only a warning.
@@ -26,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from .errors import LoraEqError
-from .limits import Limits
+from .limits import Limits, env_name
 
 CONFIG = "adapter_config.json"
 SAFETENSORS = "adapter_model.safetensors"
@@ -154,15 +155,19 @@ def run_variant(source: str, runs: Path | None) -> Path:
     return Path(finished[parts[1]])
 
 
-def extract_zip(path: Path, work: Path, limit: int) -> Path:
-    """Extract an adapter zip into `work`, refusing anything that could land outside it or be too big."""
+def extract_zip(path: Path, work: Path, limit: int, max_members: int | None = None) -> Path:
+    """Extract an adapter zip into `work`, refusing anything that could land outside it, be too big
+    or hold more than `max_members` entries (default `Limits.adapter_members`)."""
+    max_members = Limits.from_env().adapter_members if max_members is None else max_members
     if path.stat().st_size > limit:
         raise LoraEqError(f"{path.name}: {path.stat().st_size:,} bytes, over the adapter limit of {limit:,}")
+    _check_count(path, zip_entries(path), max_members)
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
         raise LoraEqError(f"{path.name}: not a readable zip ({e})") from None
     with archive:
+        _check_count(path, len(archive.infolist()), max_members)  # the end record may lie
         members = [m for m in archive.infolist() if not m.is_dir()]
         for m in archive.infolist():
             _check_member(path.name, m)
@@ -174,6 +179,32 @@ def extract_zip(path: Path, work: Path, limit: int) -> Path:
         for m in members:
             budget -= _extract_member(archive, m, work, budget, path.name)
     return adapter_folder(work)
+
+
+def zip_entries(path: Path) -> int | None:
+    """How many entries a zip's end-of-central-directory record says it holds (zip64 too); None
+    when no such record is found (the zip reader then says what is wrong)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - (22 + 0xFFFF)))  # the record, and a comment of at most 64 KB
+            tail = f.read()
+    except OSError:
+        return None
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    entries = int.from_bytes(tail[at + 10:at + 12], "little")
+    zip64 = tail.rfind(b"PK\x06\x06", 0, at)
+    if entries == 0xFFFF and zip64 >= 0 and at - zip64 >= 56:
+        entries = int.from_bytes(tail[zip64 + 32:zip64 + 40], "little")
+    return entries
+
+
+def _check_count(path: Path, entries: int | None, limit: int) -> None:
+    if entries is not None and entries > limit:
+        raise LoraEqError(f"{path.name}: {entries:,} files in the zip, over the limit of {limit:,} "
+                          f"({env_name('adapter_members')}): an adapter has a handful")
 
 
 def _check_member(zip_name: str, member: zipfile.ZipInfo) -> None:

@@ -60,7 +60,7 @@ def fetcher(shared: Shared, state: Session, variant, upload, folder, hub) -> Cal
         path = Path(upload if isinstance(upload, str) else upload.name)
         if path.suffix.lower() != ".zip" or not path.is_file():
             raise LoraEqError("upload the adapter as a .zip (adapter_config.json + adapter_model.safetensors)")
-        return lambda work: extract_zip(path, work, shared.limits.adapter_bytes)
+        return lambda work: extract_zip(path, work, shared.limits.adapter_bytes, shared.limits.adapter_members)
     if kind == "folder":
         roots = configured_roots()
         if not roots:
