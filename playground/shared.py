@@ -106,10 +106,9 @@ class Shared:
     def engine_for(self, session: Session):
         """The side-by-side engine for this session: its run's finished variants (when it has a
         run) plus the outside adapters it added (`session.adapters`, folders the server accepted);
-        on ZeroGPU its generation runs inside the GPU function (`gpu.py`)."""
+        before either, the session's base alone (it is measured before training too). On ZeroGPU
+        its generation runs inside the GPU function (`gpu.py`)."""
         run = self.run_path(session)
-        if run is None and not session.adapters:
-            raise LoraEqError("train a variant (Equalizer & Train) or add an adapter first")
         engine = self.engines.get(run, session.adapters, model=session.model or self.default_model,
                                   precision=session.precision or self.default_precision, decoding=session.decoding)
         return gpu.on_gpu(engine)

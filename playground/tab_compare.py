@@ -48,6 +48,15 @@ def reply_line(reply) -> str:
     return " · ".join(parts)
 
 
+NO_VARIANTS = ("No variant yet: the base answers alone. Variants join here once trained (Equalizer & Train) "
+               "or added (Add an adapter, above); votes are kept with a run.")
+
+
+def chosen_update(names: list[str]) -> gr.CheckboxGroup:
+    """The variant choice, with the line saying how variants join while there are none."""
+    return gr.CheckboxGroup(names, value=names, info=None if names else NO_VARIANTS)
+
+
 def leaderboard_frame(run: Path | None) -> pd.DataFrame:
     if run is None:
         return pd.DataFrame()
@@ -61,7 +70,7 @@ def load_variants(shared: Shared, state: Session):
     engine = shared.engine_for(state)
     names = engine.variants
     grid = pd.DataFrame(equalizer_table(engine.unit_grid(names[0]))) if names else pd.DataFrame()
-    return (gr.CheckboxGroup(names, value=names), gr.Dropdown(names, value=None), grid, leaderboard_frame(run),
+    return (chosen_update(names), gr.Dropdown(names, value=None), grid, leaderboard_frame(run),
             tab_battle.ranking_frame(run))
 
 
@@ -78,9 +87,7 @@ def set_decoding(shared: Shared, choice, state: Session):
 
 
 def decoding_line(shared: Shared, state: Session) -> str:
-    """What the columns decode with, and why; empty before there is anything to compare."""
-    if shared.run_path(state) is None and not state.adapters:
-        return ""
+    """What the columns decode with, and why."""
     return "*" + shared.engine_for(state).decoding.describe() + "*"
 
 
@@ -112,8 +119,10 @@ def conversation_for(state: Session, labels: list[str], system: str) -> Conversa
     return conv
 
 
-def chat_frame(conv: Conversation | None) -> list:
-    """Updates for every column's chatbot, reply line and vote buttons (unused columns hidden)."""
+def chat_frame(conv: Conversation | None, votes: bool = True) -> list:
+    """Updates for every column's chatbot, reply line, vote buttons (shown when `votes`: a run
+    keeps them) and the column itself: unused columns are hidden whole, so the shown ones share
+    the page's width."""
     labels = conv.labels if conv else []
     done = bool(conv and conv.turns and all(r.done for r in conv.last.replies.values()))
     bots, lines = [], []
@@ -123,23 +132,24 @@ def chat_frame(conv: Conversation | None) -> list:
                                visible=shown))
         line = reply_line(conv.last.replies[labels[i]]) if shown and conv.turns else ""
         lines.append(gr.Markdown(line, visible=shown))
-    buttons = [gr.Button(visible=done and i < len(labels)) for i in range(MAX_COLUMNS)]
-    return bots + lines + buttons + buttons
+    buttons = [gr.Button(visible=votes and done and i < len(labels)) for i in range(MAX_COLUMNS)]
+    columns = [gr.Column(visible=i < max(1, len(labels))) for i in range(MAX_COLUMNS)]
+    return bots + lines + buttons + buttons + columns
 
 
-def _turn(conv: Conversation, engine, cols, sampling, ref: str):
+def _turn(conv: Conversation, engine, cols, sampling, ref: str, votes: bool):
     """Stream the conversation's last turn into every column, then score it. The page is redrawn
     at most every STREAM_EVERY seconds: every column's whole chat goes out with each redraw."""
     shown = 0.0
     for _ in respond(engine, conv, cols, sampling):
         if time.monotonic() - shown >= STREAM_EVERY:
             shown = time.monotonic()
-            yield chat_frame(conv)
+            yield chat_frame(conv, votes)
     score_turn(conv.last, sampling, reference=ref.strip() or None, system=conv.system)
     dropped = max(r.dropped_turns for r in conv.last.replies.values())
     if dropped:
         gr.Warning(f"The conversation outgrew the model's context: its {dropped} oldest turn(s) were left out")
-    yield chat_frame(conv)
+    yield chat_frame(conv, votes)
 
 
 def ask(shared: Shared, text, ref, variants, t, p, n, s, eq_name, grid, system, state: Session):
@@ -152,7 +162,7 @@ def ask(shared: Shared, text, ref, variants, t, p, n, s, eq_name, grid, system, 
     conv = conversation_for(state, [c.label for c in cols], system)
     conv.ask(text)
     cleared = ""  # the message box is emptied once: a later update would wipe what the user types next
-    for frame in _turn(conv, engine, cols, sampling, ref):
+    for frame in _turn(conv, engine, cols, sampling, ref, shared.run_path(state) is not None):
         yield frame + [cleared, sampling.seed, state]
         cleared = gr.Textbox()
 
@@ -170,14 +180,14 @@ def regenerate(shared: Shared, ref, variants, t, p, n, s, eq_name, grid, system,
     seed = check_number("seed", s, 2**31 - 1) + 1
     sampling = sampling_for(shared.limits, engine, t, p, n, seed if seed < 2**31 else 0)
     conv.regenerate()
-    for frame in _turn(conv, engine, cols, sampling, ref):
+    for frame in _turn(conv, engine, cols, sampling, ref, shared.run_path(state) is not None):
         yield frame + [gr.Textbox(), sampling.seed, state]
 
 
-def undo(state: Session):
+def undo(shared: Shared, state: Session):
     """Take back the last turn; its message returns to the message box."""
     text = state.chat.undo() if state.chat else ""
-    return chat_frame(state.chat) + [text, state]
+    return chat_frame(state.chat, shared.run_path(state) is not None) + [text, state]
 
 
 def clear(state: Session):
@@ -215,7 +225,8 @@ def leaderboard_csv(shared: Shared, state: Session):
 def _settings_form() -> SimpleNamespace:
     with gr.Row():
         load = gr.Button("Load my run's variants")
-        chosen = gr.CheckboxGroup([], label=f"Variants to show next to the base (up to {MAX_COLUMNS - 1})")
+        chosen = gr.CheckboxGroup([], label=f"Variants to show next to the base (up to {MAX_COLUMNS - 1})",
+                                  info=NO_VARIANTS)
         decoding = gr.Dropdown(list(DECODINGS), value="auto", label="Decoding (a 4-bit base: NF4 or a copy)",
                                elem_id="compare-decoding-choice")
     decoding_note = gr.Markdown(elem_id="compare-decoding")
@@ -236,12 +247,13 @@ def _settings_form() -> SimpleNamespace:
 
 
 def _chat_columns() -> SimpleNamespace:
-    bots, lines, passes, fails = [], [], [], []
-    with gr.Row():
+    bots, lines, passes, fails, columns = [], [], [], [], []
+    with gr.Row(equal_height=True):
         for i in range(MAX_COLUMNS):
-            with gr.Column(min_width=220):
-                bots.append(gr.Chatbot(visible=False, elem_id=f"chat-col-{i}", height=360, render_markdown=False,
-                                       feedback_options=None))
+            with gr.Column(min_width=220, visible=i == 0) as column:  # the base's column shows from the start
+                columns.append(column)
+                bots.append(gr.Chatbot(label=BASE if i == 0 else None, visible=i == 0, elem_id=f"chat-col-{i}",
+                                       height=420, render_markdown=False, feedback_options=None))
                 lines.append(gr.Markdown(visible=False, elem_id=f"chat-info-{i}"))
                 with gr.Row():
                     passes.append(gr.Button("Pass", size="sm", visible=False, elem_id=f"pass-{i}"))
@@ -255,12 +267,12 @@ def _chat_columns() -> SimpleNamespace:
         clear_button = gr.Button("Clear", size="sm", elem_id="chat-clear")
         stop = gr.Button("Stop", size="sm", variant="stop", elem_id="chat-stop")
     note = gr.Textbox(label="Note with your vote (optional)")
-    return SimpleNamespace(bots=bots, lines=lines, passes=passes, fails=fails, message=message, send=send,
-                           regen=regen, undo=undo_button, clear=clear_button, stop=stop, note=note)
+    return SimpleNamespace(bots=bots, lines=lines, passes=passes, fails=fails, columns=columns, message=message,
+                           send=send, regen=regen, undo=undo_button, clear=clear_button, stop=stop, note=note)
 
 
 def _wire_chat(shared: Shared, session: gr.State, f: SimpleNamespace, c: SimpleNamespace, board) -> None:
-    frame = c.bots + c.lines + c.passes + c.fails
+    frame = c.bots + c.lines + c.passes + c.fails + c.columns
     form = [f.reference, f.chosen, f.temperature, f.top_p, f.max_new, f.seed, f.eq_variant, f.eq_grid, f.system]
     # always_last: a message sent while a turn is still finishing goes next, instead of being dropped.
     sent = gr.on([c.send.click, c.message.submit], handler(ask, shared), [c.message] + form + [session],
@@ -268,7 +280,7 @@ def _wire_chat(shared: Shared, session: gr.State, f: SimpleNamespace, c: SimpleN
     again = c.regen.click(handler(regenerate, shared), form + [session], frame + [c.message, f.seed, session],
                           api_name="regenerate")
     c.stop.click(None, None, None, cancels=[sent, again])
-    c.undo.click(handler(undo), [session], frame + [c.message, session], api_name="undo")
+    c.undo.click(handler(undo, shared), [session], frame + [c.message, session], api_name="undo")
     c.clear.click(handler(clear), [session], frame + [c.message, session], api_name="clear")
     for i in range(MAX_COLUMNS):
         c.passes[i].click(handler(vote, shared, i, "pass"), [c.note, session], [board, c.lines[i]],

@@ -72,8 +72,14 @@ def test_sizes_are_refused_before_any_work(shared):
     assert auto["schedule"] == "auto: 1 epoch = 68 steps, lr 0.001, rank 16, because 270 training rows"
     with pytest.raises(LoraEqError, match="2 variants is the limit"):
         tab_train.add_variant(shared, "c", 4, 1e-3, 2, 4, state)
-    with pytest.raises(LoraEqError, match="train a variant .* or add an adapter first"):
-        list(tab_compare.ask(shared, "hi", "", [], 0, 1, 8, 0, None, None, "", state))
+    # Before any training or added adapter the base is a chat column like any other (no votes: no run).
+    *_, frame = tab_compare.ask(shared, "hi", "", [], 0, 1, 8, 0, None, None, "", state)
+    n = tab_compare.MAX_COLUMNS
+    bots, buttons, columns = frame[:n], frame[2 * n:4 * n], frame[4 * n:5 * n]
+    assert bots[0].label == "base" and [m["role"] for m in bots[0].value] == ["user", "assistant"]
+    assert [c.visible for c in columns] == [True] + [False] * (n - 1)  # the base's column takes the width
+    assert not any(b.visible for b in buttons)
+    assert tab_compare.load_variants(shared, state)[0].info == tab_compare.NO_VARIANTS
 
 
 def test_training_memory_over_the_worker_limit_is_refused(tiny_model_dir, cache_home, tmp_path):
