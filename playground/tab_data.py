@@ -14,6 +14,7 @@ from adapters.dataspec import DataSpec
 from adapters.errors import LoraEqError
 from adapters.limits import check_number, check_text
 from adapters.variants import Hyper
+from playground.bounded import bounded
 from playground.guard import handler
 from playground.sessions import Session
 from playground.shared import Shared
@@ -70,8 +71,11 @@ def session_spec(shared: Shared, state: Session) -> DataSpec:
 
 
 def session_dataset(shared: Shared, state: Session, with_tokens: bool = False):
-    """The session's validated data, read again through its spec (token counts on request)."""
-    return session_spec(shared, state).load(current(shared, state).model.tokenizer if with_tokens else None)
+    """The session's validated data, read again through its spec (token counts on request), in a
+    child process within the parse limits (`bounded.py`): a big file never holds the server."""
+    spec = session_spec(shared, state)
+    tokenizer = current(shared, state).model.tokenizer if with_tokens else None
+    return bounded(spec.load, tokenizer, limits=shared.limits, what=f"reading {Path(spec.path).name}")
 
 
 def upload_source(file, sample_name) -> Path:

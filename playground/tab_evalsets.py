@@ -17,6 +17,7 @@ from evals.evalset import HELDOUT, load_evalset
 from evals.matrix import (EvalFolder, apply_votes, cells_csv, evalset_dir, list_evalsets, summarize, summary_csv,
                           summary_rows, timed_out, verdict)
 from evals.votes import VoteStore
+from playground.bounded import bounded
 from playground.guard import handler, public_message
 from playground.jobs import limit_line
 from playground.plots import evalset_heatmap
@@ -72,7 +73,7 @@ def start(shared: Shared, file, use_heldout, style_file, style_heldout, variants
     """Check the set here (bad rows named at once), then run it in a worker."""
     run = shared.require_run(state)
     path = set_path(shared, state, file, bool(use_heldout))
-    evalset = load_evalset(path, run_dir=run)
+    evalset = bounded(load_evalset, path, run, limits=shared.limits, what=f"reading {Path(path).name}")
     if evalset.rejected and not skip_bad:
         shown = "; ".join(f"{r['row']}: {r['reason']}" for r in evalset.rejected[:3])
         raise LoraEqError(f"{len(evalset.rejected)} bad rows ({shown}): fix them or tick 'skip bad rows'")

@@ -21,6 +21,7 @@ from adapters.suggest import suggest_equalizer
 from adapters.training import resolve_equalizer
 from adapters.variants import DEFAULT_BANDS, Hyper, Variant, auto_schedule, load_sweep, safe_name
 from playground import gpu
+from playground.bounded import bounded
 from playground.guard import handler, public_message
 from playground.jobs import limit_line
 from playground.plots import cell_at, equalizer_image, loss_curves
@@ -189,7 +190,7 @@ def add_sweep(shared: Shared, file, state: Session):
     source = Path(file if isinstance(file, str) else file.name)
     if source.suffix.lower() not in SWEEP_SUFFIXES:
         raise LoraEqError(f"{source.name}: a sweep file ends in {', '.join(SWEEP_SUFFIXES)}")
-    variants = load_sweep(receive(shared, state, source))
+    variants = bounded(load_sweep, receive(shared, state, source), limits=shared.limits, what=f"reading {source.name}")
     if len(state.variants) + len(variants) > shared.limits.variants:
         raise LoraEqError(f"{len(variants)} variants in {source.name} + {len(state.variants)} listed: "
                           f"{shared.limits.variants} is the limit for one run")
@@ -234,7 +235,7 @@ def start_training(shared: Shared, state: Session):
     refuse_second_training(shared, state)
     spec = session_spec(shared, state)
     loaded = current(shared, state)
-    ds = spec.load(loaded.model.tokenizer)
+    ds = session_dataset(shared, state, with_tokens=True)
     variants = [Variant.from_json(v) for v in state.variants]  # the auto schedule resolves in the run
     longest = max(ds.token_counts(), default=None)
     for v in variants:
