@@ -1,80 +1,37 @@
-"""Who may log in to the web app: `--auth USER:PASS`, or a users file (`--auth @FILE`, `--users FILE`),
-and whether Hugging Face OAuth is on (a Space with `hf_oauth: true`).
+"""Who may log in to the web app, and how often they may try: `--auth USER:PASS`, or a users file
+(`--auth @FILE`, `--users FILE`: adapters/userfile.py reads it), whether Hugging Face OAuth is on
+(a Space with `hf_oauth: true`), and the slowing of password guessing.
 
-A users file holds one user a line, `user:password` or `user:sha256:HEX` (the SHA-256 of the
-password, so the file need not hold it); blank lines and lines starting with `#` are skipped.
-A bad line is refused at start with its line number. Passwords are compared in constant time.
-What a login owns (its folder) is decided in `sessions.py`; this file only says who gets in.
+`LoginThrottle` is the policy: after `Limits.login_failures` wrong passwords in a row for one user
+name, or from one client address, further tries for that name (or from that address) are
+refused without checking the password for `Limits.login_lockout_s` seconds; each further
+lockout in a row doubles the window (at most an hour). A right password after a window clears
+the user's count. Tries refused during a window do not count or extend it. Each failure and
+lockout is logged. The tables keep at most `MAX_TRACKED` names and addresses (the oldest go),
+so random names cannot fill memory. It is handed the clock, so a test needs no sleeping; the
+app applies it at the login route (gate.py). What a login owns (its folder) is decided in
+`sessions.py`; this file only says who gets in.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import logging
 import os
-import re
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from adapters.errors import LoraEqError
+from adapters.limits import Limits
+from adapters.userfile import Users, parse_user_line, read_users_file
 
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_NAME = re.compile(r"^[^\s:]{1,64}$")
+__all__ = ["LoginThrottle", "Users", "oauth_enabled", "parse_auth", "read_users_file"]
 
-
-@dataclass(frozen=True)
-class Users:
-    """Logins and their passwords (plain, or the hex SHA-256 of one)."""
-
-    entries: dict[str, tuple[str, str]]  # user -> ("plain" | "sha256", secret)
-
-    def check(self, user: str, password: str) -> bool:
-        """Gradio's `auth` callable: True when `password` is this user's."""
-        kind, secret = self.entries.get(user, ("plain", None)) if isinstance(user, str) else ("plain", None)
-        if secret is None or not isinstance(password, str):
-            return False
-        given = hashlib.sha256(password.encode()).hexdigest() if kind == "sha256" else password
-        return hmac.compare_digest(given.encode(), secret.encode())
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self.entries)
-
-
-def parse_user_line(line: str, where: str) -> tuple[str, tuple[str, str]]:
-    """One `user:password` or `user:sha256:HEX` line; a LoraEqError naming `where` otherwise."""
-    user, sep, rest = line.partition(":")
-    if not sep or not rest:
-        raise LoraEqError(f"{where}: expected user:password or user:sha256:HEX")
-    if not _NAME.match(user):
-        raise LoraEqError(f"{where}: user name {user[:40]!r} must be 1-64 characters without spaces or ':'")
-    if rest.startswith("sha256:"):
-        digest = rest[len("sha256:"):]
-        if not _HEX64.match(digest):
-            raise LoraEqError(f"{where}: sha256: must be followed by 64 hex digits (the SHA-256 of the password)")
-        return user, ("sha256", digest.lower())
-    return user, ("plain", rest)
-
-
-def read_users_file(path: str | Path) -> Users:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise LoraEqError(f"users file {path}: cannot be read ({e})") from None
-    entries: dict[str, tuple[str, str]] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, secret = parse_user_line(line, f"users file {path.name} line {number}")
-        if user in entries:
-            raise LoraEqError(f"users file {path.name} line {number}: user {user!r} is already listed")
-        entries[user] = secret
-    if not entries:
-        raise LoraEqError(f"users file {path.name}: no users in it")
-    return Users(entries)
+log = logging.getLogger("loraeq.logins")
+MAX_TRACKED = 10_000
+MAX_LOCKOUT_S = 3600.0
 
 
 def parse_auth(auth: str | None, users_file: str | None = None) -> Users | None:
@@ -99,3 +56,60 @@ def oauth_enabled(env: Mapping[str, str] | None = None) -> bool:
     """Hugging Face OAuth is on: a Space (SPACE_ID) whose metadata has `hf_oauth: true` (OAUTH_CLIENT_ID)."""
     env = os.environ if env is None else env
     return bool(env.get("SPACE_ID") and env.get("OAUTH_CLIENT_ID"))
+
+
+@dataclass
+class _Record:
+    failures: int = 0  # wrong passwords since the last success
+    lockouts: int = 0  # windows in a row
+    until: float = 0.0  # locked until this time
+
+
+class LoginThrottle:
+    """Counts wrong passwords per user name and per client address (see the module doc)."""
+
+    def __init__(self, limits: Limits | None = None, clock: Callable[[], float] = time.monotonic):
+        limits = limits or Limits()
+        self.failures, self.lockout_s, self.clock = limits.login_failures, limits.login_lockout_s, clock
+        self._records: OrderedDict[tuple[str, str], _Record] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def wait(self, user: str, address: str) -> float:
+        """Seconds until this user name and this address may try again (0: now)."""
+        now = self.clock()
+        with self._lock:
+            return max(0.0, *(r.until - now for r in self._mine(user, address)))
+
+    def failed(self, user: str, address: str) -> None:
+        now = self.clock()
+        with self._lock:
+            for key, record in zip(self._keys(user, address), self._mine(user, address, create=True)):
+                record.failures += 1
+                if record.failures >= self.failures:
+                    window = min(self.lockout_s * 2 ** record.lockouts, MAX_LOCKOUT_S)
+                    record.until, record.lockouts = now + window, record.lockouts + 1
+                    log.warning("login: %d wrong passwords for %s %r: locked for %g s", record.failures, key[0],
+                                key[1], window)
+                else:
+                    log.warning("login: wrong password for %s %r (%d of %d before a lockout)", key[0], key[1],
+                                record.failures, self.failures)
+
+    def succeeded(self, user: str, address: str) -> None:
+        with self._lock:
+            self._records.pop(("user", user), None)
+
+    def _keys(self, user: str, address: str) -> list[tuple[str, str]]:
+        return [("user", str(user)[:200]), ("address", str(address))]
+
+    def _mine(self, user: str, address: str, create: bool = False) -> list[_Record]:
+        out = []
+        for key in self._keys(user, address):
+            record = self._records.get(key)
+            if record is None and create:
+                record = self._records[key] = _Record()
+                while len(self._records) > MAX_TRACKED:
+                    self._records.popitem(last=False)
+            if record is not None:
+                self._records.move_to_end(key)
+                out.append(record)
+        return out

@@ -13,10 +13,10 @@ import os
 import sys
 
 from ..errors import LoraEqError
-from . import analyze, arena, chat, classify, compare, data, evalset, export, proof, suggest, train
+from . import analyze, arena, chat, classify, compare, data, evalset, export, proof, suggest, train, users
 from .common import Parser, add_json_flag, print_result
 
-STAGES = (analyze, data, suggest, train, export, proof, compare, chat, arena, evalset, classify)  # in `loraeq --help` order
+STAGES = (analyze, data, suggest, train, export, proof, compare, chat, arena, evalset, classify, users)  # in `loraeq --help` order
 
 
 def build_parser() -> argparse.ArgumentParser:
