@@ -61,7 +61,8 @@ class Limits:
     prompt_chars: int = 20_000  # characters of one message
     text_chars: int = 2_000  # a name, a model id, a mapping, a note
     upload_bytes: int = 200 * MB  # one uploaded file
-    session_bytes: int = 1 * GB  # everything one session has uploaded
+    session_bytes: int = 1 * GB  # everything one session has uploaded (and one client's uploads in the file cache)
+    cache_bytes: int = 10 * GB  # all uploads waiting in the web app's file cache together
     adapter_bytes: int = 512 * MB  # one outside adapter (a zip, and what it unpacks to)
     adapter_members: int = 64  # files in one adapter zip (an adapter has a handful)
     worker_bytes: int = 0  # memory a worker process may use; 0: 80% of this machine's memory
@@ -92,6 +93,11 @@ class Limits:
                     raise LoraEqError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: must be a number") from None
                 values[f.name] = number if f.type == "float" else int(number)
         return cls(**{**values, **overrides})
+
+    def to_env(self) -> dict[str, str]:
+        """These limits as LORAEQ_LIMIT_<NAME> variables: a worker process the app starts reads them
+        back with `from_env`, so it runs under the app's limits."""
+        return {env_name(f.name): repr(getattr(self, f.name)) for f in fields(self)}
 
     @property
     def worker_memory(self) -> int:

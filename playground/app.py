@@ -17,19 +17,22 @@ import os
 import sys
 import time
 
+import anyio
 import gradio as gr
+from starlette.middleware import Middleware
 
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
 from adapters.loading import PRECISIONS
 from playground import (queueing, tab_classify, tab_compare, tab_data, tab_evalsets, tab_export, tab_model,
                         tab_proof, tab_runs, tab_train)
-from playground.guard import handler, public_message
+from playground.gate import Gate, UploadLedger
+from playground.guard import handler, public_message, shield
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea, login_name
 from playground.shared import ModelRegistry, Shared
 from playground.storage import RUNS_ENV, Janitor, Keep, runs_location
-from playground.users import Users, oauth_enabled, parse_auth
+from playground.users import LoginThrottle, Users, oauth_enabled, parse_auth
 
 AUTH_ENV = "LORAEQ_AUTH"
 WORKERS = ".workers"  # under the runs folder: the running workers, for the next server to find
@@ -38,7 +41,7 @@ SPACE_ENV = "SPACE_ID"
 
 def build_app(shared: Shared, oauth: bool = False) -> gr.Blocks:
     """The app; with `oauth` (a Space with hf_oauth) a Hugging Face login button as well."""
-    with gr.Blocks(title="LoRA EQ") as demo:
+    with gr.Blocks(title="LoRA EQ", delete_cache=shared.keep.gradio_cache) as demo:
         session = gr.State(Session())
         browser = gr.BrowserState({"token": None}, storage_key="loraeq-session")
         gr.Markdown("# LoRA EQ\nShape where LoRA adapts a model, train variants, compare them with the original, "
@@ -50,9 +53,9 @@ def build_app(shared: Shared, oauth: bool = False) -> gr.Blocks:
             with gr.Tab("Model", id="model"):
                 tab_model.build(shared, session, demo)
             with gr.Tab("Data", id="data"):
-                tab_data.build(shared, session)
+                data_view = tab_data.build(shared, session)
             with gr.Tab("Equalizer & Train", id="train"):
-                tab_train.build(shared, session)
+                train_view = tab_train.restored(tab_train.build(shared, session))
             with gr.Tab("Compare", id="compare", visible=not encoder) as compare_tab:
                 tab_compare.build(shared, session)
             with gr.Tab("Classify", id="classify", visible=encoder) as classify_tab:  # encoders' Compare
@@ -66,11 +69,13 @@ def build_app(shared: Shared, oauth: bool = False) -> gr.Blocks:
             with gr.Tab("My runs", id="runs") as runs_tab:
                 tab_runs.build(shared, session, runs_tab)
 
-        demo.load(handler(restore, shared), [browser, session], [session, browser], api_name="restore")
+        demo.load(handler(restore, shared), [browser, session], [session, browser], api_name="restore").then(
+            handler(tab_train.restore_view, shared), [session], train_view, api_name=False).then(
+            handler(tab_data.restore_view, shared), [session], data_view, api_name=False)
         gr.on([session.change], handler(remember, shared), session, browser, api_name=False)
         gr.on([session.change], handler(tabs_for_kind, shared), session, [compare_tab, classify_tab, evalsets_tab],
               api_name=False)
-    return demo
+    return shield(demo)
 
 
 def is_encoder(shared: Shared, state: Session) -> bool:
@@ -88,13 +93,17 @@ def restore(shared: Shared, saved, state: Session, request: gr.Request, profile:
     """After a reload: the session this browser was given (its signed token), or a new one; its
     user is the login Gradio checked for this request (--auth) or the Hugging Face profile."""
     state.user = login_name(getattr(request, "username", None), profile.username if profile else None)
-    if state.id is None:
-        shared.area.restore(state, saved.get("token") if isinstance(saved, dict) else None)
+    if state.id is None and shared.area.restore(state, saved.get("token") if isinstance(saved, dict) else None):
+        shared.area.load_work(state)  # the grid, the variants, the data and the run it follows
+    elif state.id is None and state.user:
+        shared.area.load_work(state)  # a login's work, from any browser
     return state, remember(shared, state)
 
 
 def remember(shared: Shared, state: Session) -> dict:
-    """What the browser keeps to come back to this session: a token only this server can make."""
+    """What the browser keeps to come back to this session (a token only this server can make);
+    the session's work is kept in its folder for the same reload."""
+    shared.area.save_work(state)
     return {"token": shared.area.token(state)}
 
 
@@ -108,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--auth", default=os.environ.get(AUTH_ENV),
                    help=f"USER:PASS login, or @FILE for a users file (or ${AUTH_ENV})")
     p.add_argument("--users", default=None, metavar="FILE",
-                   help="a users file: one user:password or user:sha256:HEX a line")
+                   help="a users file: one login a line, written by `loraeq users add NAME --file FILE`")
     p.add_argument("--model", default=None, help="Hub id, model folder or .gguf (default: embedded SmolLM2)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--runs-dir", default=None,
@@ -117,27 +126,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_shared(model: str | None, precision: str, runs_dir: str, limits: Limits | None = None) -> Shared:
+def make_shared(model: str | None, precision: str, runs_dir: str, limits: Limits | None = None,
+                keep: Keep | None = None) -> Shared:
     limits = limits or Limits.from_env()
     registry = ModelRegistry()
     registry.get(model, precision)  # load (and analyze) the default base before serving
     area = SessionArea(runs_dir)
     jobs = JobQueue(memory_limit=limits.worker_memory, limits=limits, workers_dir=area.root / WORKERS)
-    return Shared(registry, jobs, area, model, precision, limits)
+    return Shared(registry, jobs, area, model, precision, limits, keep=keep or Keep.from_env())
 
 
 def launch_settings(shared: Shared) -> dict:
-    """What `launch` needs to keep the runs area private (never served: only copies are handed out)
-    and to answer a malformed request that fails in Gradio's own input checks, before any handler
-    of ours runs, with that check's message instead of a generic error (our handlers' messages
-    go through `guard.public_message`)."""
+    """What `launch` needs to keep the runs area private (never served: only copies are handed out),
+    to answer a malformed request that fails in Gradio's own input checks, before any handler
+    of ours runs, with that check's message instead of a generic error (every message goes
+    through `guard.public_message`, see `guard.shield`), and to put Gradio's login and upload
+    routes under our rules (`gate.py`: wrong passwords slowed, uploads within a quota)."""
+    gate = Middleware(Gate, throttle=LoginThrottle(shared.limits),
+                      ledger=UploadLedger(shared.limits, age_s=shared.keep.gradio_cache[1]))
     return dict(max_file_size=shared.limits.upload_bytes, allowed_paths=[], blocked_paths=[str(shared.runs_dir)],
-                show_error=True)
+                show_error=True, app_kwargs={"middleware": [gate]})
+
+
+def login_check(users: Users):
+    """Gradio's `auth` for these users, checked off the event loop: a scrypt check takes tens of
+    milliseconds, which the server's other requests need not wait for."""
+
+    async def check(username: str, password: str) -> bool:
+        return await anyio.to_thread.run_sync(users.check, username, password)
+
+    return check
 
 
 def start_retention(shared: Shared, keep: Keep) -> Janitor:
-    """Sweep anonymous sessions' old folders now and every hour; never a session with a job running."""
-    return Janitor(shared.runs_dir, keep, shared.jobs.busy).start()
+    """Sweep anonymous sessions' old folders (and old downloads) now and every hour; never a
+    session with a job running."""
+    return Janitor(shared.runs_dir, keep, shared.jobs.busy, downloads=shared.downloads).start()
 
 
 def _log_to_stdout() -> None:
@@ -162,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"app.py: error: {e}") from None
     print(f"LoRA EQ: {defaults_line(args.model)}", flush=True)
     try:
-        shared = make_shared(args.model, args.precision, str(runs_dir))
+        shared = make_shared(args.model, args.precision, str(runs_dir), keep=keep)
     except Exception as e:
         # On a Space nobody reads the terminal: the page itself says why the app cannot start.
         if not (on_space() or isinstance(e, LoraEqError)):
@@ -183,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     settle_heap()
     print(f"LoRA EQ: ready in {time.perf_counter() - started:.1f} s", flush=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                auth=users.check if users else None, **launch_settings(shared))
+                auth=login_check(users) if users else None, **launch_settings(shared))
 
 
 def settle_heap() -> None:

@@ -3,7 +3,9 @@ generic "error" and never a traceback, and a message never shows a server path o
 
 `handler` wraps a tab's function (plain or streaming); `public_message` is the one place that
 decides what of an exception's text a browser may see. Unexpected exceptions are logged here in
-full for the operator.
+full for the operator. `shield` puts Gradio's own errors through the same filter: a check that
+fails before any handler runs (a file input naming a server path, a value not among the
+choices) says why in one line, without the path.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import re
 
 import gradio as gr
+from gradio.exceptions import InvalidPathError
 
 from adapters.errors import LoraEqError
 
@@ -88,3 +91,25 @@ def handler(fn, *bound):
     names = {p.name for p in remaining} | {"return"}
     wrapper.__annotations__ = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k in names}
     return wrapper
+
+
+def shield(demo):
+    """Every error of `demo`'s events, Gradio's own included, through `public_message`; returns `demo`.
+    Gradio builds its message from the exception (with the whole path of a file it refused), so
+    the app's `process_api` re-raises anything that is not already one of our `gr.Error`s as one."""
+    process_api = demo.process_api
+
+    @functools.wraps(process_api)
+    async def filtered(*args, **kwargs):
+        try:
+            return await process_api(*args, **kwargs)
+        except gr.Error as e:
+            raise gr.Error(html.escape(public_message(html.unescape(str(e.message))), quote=False),
+                           duration=e.duration, visible=e.visible, title=e.title, print_exception=False) from None
+        except InvalidPathError:
+            raise gr.Error("that file was not uploaded to this app", print_exception=False) from None
+        except Exception as e:
+            raise _refusal(e) from None
+
+    demo.process_api = filtered
+    return demo

@@ -26,6 +26,7 @@ from adapters.loading import LoadedModel
 from playground import gpu
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
+from playground.storage import Keep
 
 
 @dataclass
@@ -69,17 +70,22 @@ class Downloads:
         self.keep_seconds = keep_seconds
 
     def hand_out(self, path: Path, name: str | None = None) -> str:
-        self._forget_old()
+        self.forget_old()
         folder = Path(tempfile.mkdtemp(dir=self.root))
         target = folder / (name or Path(path).name)
         shutil.copyfile(path, target)
         return str(target)
 
-    def _forget_old(self) -> None:
-        cutoff = time.time() - self.keep_seconds
+    def forget_old(self, keep_seconds: float | None = None) -> None:
+        """Remove copies older than `keep_seconds` (default: this object's); the retention sweep
+        calls it too, so copies go even when nothing new is handed out."""
+        cutoff = time.time() - (self.keep_seconds if keep_seconds is None else min(keep_seconds, self.keep_seconds))
         for folder in self.root.iterdir():
-            if folder.stat().st_mtime < cutoff:
-                shutil.rmtree(folder, ignore_errors=True)
+            try:
+                if folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except FileNotFoundError:
+                continue
 
 
 @dataclass
@@ -94,6 +100,7 @@ class Shared:
     limits: Limits = field(default_factory=Limits)
     engines: "EngineRegistry" = field(default_factory=lambda: EngineRegistry())
     downloads: Downloads = field(default_factory=Downloads)
+    keep: Keep = field(default_factory=Keep)  # retention: the runs area, the file cache, downloads
 
     @property
     def runs_dir(self) -> Path:

@@ -10,8 +10,10 @@ than `days` ago, then, while the anonymous folders together pass `gb`, the least
 ones first. A logged-in user's folder (`ROOT/users/<login>/`) is never removed, and neither is
 a session's folder while one of its jobs is queued or running. `plan_removals` is the policy
 (pure: it is handed the clock); `sweep` applies it and logs each removal with its reason;
-`Janitor` sweeps at start and then every `every_s` seconds. Nothing here decides who owns a
-folder (`sessions.py`).
+`Janitor` sweeps at start and then every `every_s` seconds, and each time also removes handed-out
+downloads older than `cache_s`; Gradio's file cache (uploads, and the copies it serves) is
+cleaned by Gradio itself on the schedule `gradio_cache` gives (app.py). Nothing here decides who
+owns a folder (`sessions.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ log = logging.getLogger("loraeq.storage")
 RUNS_ENV = "LORAEQ_RUNS_DIR"
 DAYS_ENV = "LORAEQ_KEEP_DAYS"
 GB_ENV = "LORAEQ_KEEP_GB"
+CACHE_ENV = "LORAEQ_KEEP_CACHE_S"
 SPACE_DATA = Path("/data")
 GB = 1 << 30
 DAY = 86400.0
@@ -62,9 +65,10 @@ class Keep:
     days: float = 7.0  # removed once unused for this long
     gb: float = 20.0  # anonymous folders together stay under this size (least recently used go first)
     every_s: float = 3600.0  # how often the app sweeps
+    cache_s: float = 3600.0  # uploads in Gradio's file cache and handed-out downloads are removed after this
 
     def __post_init__(self):
-        for name in ("days", "gb", "every_s"):
+        for name in ("days", "gb", "every_s", "cache_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"keep {name}={value!r}: must be a number > 0")
@@ -73,7 +77,7 @@ class Keep:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Keep:
         env = os.environ if env is None else env
         values = {}
-        for name, var in (("days", DAYS_ENV), ("gb", GB_ENV)):
+        for name, var in (("days", DAYS_ENV), ("gb", GB_ENV), ("cache_s", CACHE_ENV)):
             if env.get(var):
                 try:
                     values[name] = float(env[var])
@@ -83,6 +87,13 @@ class Keep:
             return cls(**values)
         except ValueError as e:
             raise LoraEqError(str(e)) from None
+
+
+    @property
+    def gradio_cache(self) -> tuple[int, int]:
+        """Gradio's `delete_cache` (how often, how old, in whole seconds) for this retention."""
+        age = max(1, int(self.cache_s))
+        return max(1, min(600, age // 4)), age
 
 
 @dataclass(frozen=True)
@@ -148,8 +159,10 @@ def sweep(root: Path, now: float, keep: Keep, busy: Callable[[str], bool] = lamb
 class Janitor:
     """Sweeps the runs root at start and every `keep.every_s` seconds on a daemon thread."""
 
-    def __init__(self, root: Path, keep: Keep, busy: Callable[[str], bool], clock: Callable[[], float] = time.time):
+    def __init__(self, root: Path, keep: Keep, busy: Callable[[str], bool], clock: Callable[[], float] = time.time,
+                 downloads=None):
         self.root, self.keep, self.busy, self.clock = Path(root), keep, busy, clock
+        self.downloads = downloads  # shared.Downloads: its copies older than keep.cache_s go too
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="loraeq-retention", daemon=True)
 
@@ -166,6 +179,8 @@ class Janitor:
         while True:
             try:
                 sweep(self.root, self.clock(), self.keep, self.busy)
+                if self.downloads is not None:
+                    self.downloads.forget_old(self.keep.cache_s)
             except OSError:
                 log.exception("retention: the sweep failed")
             if self._stop.wait(self.keep.every_s):

@@ -78,7 +78,7 @@ class LoginThrottle:
         """Seconds until this user name and this address may try again (0: now)."""
         now = self.clock()
         with self._lock:
-            return max(0.0, *(r.until - now for r in self._mine(user, address)))
+            return max([0.0, *(r.until - now for r in self._mine(user, address))])
 
     def failed(self, user: str, address: str) -> None:
         now = self.clock()
