@@ -24,10 +24,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.cache import read_json, write_json_atomic
 from adapters.conversation import Conversation
 from adapters.errors import LoraEqError
 from evals.arena import BattleRound
 
+WORK_FILE = "session.json"  # the session's work that a reload restores (never served)
 SESSION_ID = re.compile(r"^[a-f0-9]{32}$")
 RUN_NAME = re.compile(r"^run-\d{8}-\d{6}-[a-f0-9]{6}$")
 SECRET_FILE = ".session-secret"
@@ -55,6 +57,13 @@ class Session:
     battle: BattleRound | None = None  # the blind battle in progress (or just decided)
     battle_rng: random.Random | None = None  # draws battle pairs; made on first use (never shared between sessions)
     classified: dict | None = None  # the last text the Classify tab labelled, for votes on its columns
+
+
+# What a reload brings back (`SessionArea.save_work`), with the type each must have: the forms' work.
+# The chat and the battle are not kept: they hold a conversation in progress, not settings.
+KEPT = {"model": (str, type(None)), "precision": (str,), "data": (dict, type(None)), "data_rows": (int,),
+        "equalizer": (dict, type(None)), "mix": (dict,), "variants": (list,), "run": (str, type(None)),
+        "adapters": (dict,), "decoding": (str,)}
 
 
 class SessionArea:
@@ -94,6 +103,23 @@ class SessionArea:
 
     def _sign(self, sid: str, run: str) -> str:
         return hmac.new(self._secret, f"{sid}:{run}".encode(), hashlib.sha256).hexdigest()
+
+    # ---- the work a reload restores -------------------------------------------------------------
+
+    def save_work(self, session: Session) -> None:
+        """Keep the session's work (validated data, grid, variants, the run it follows, ...) in its
+        folder, so that a reload of the page picks it up again (`load_work`)."""
+        write_json_atomic(self.folder(session) / WORK_FILE, {k: getattr(session, k) for k in KEPT})
+
+    def load_work(self, session: Session) -> None:
+        """The session's kept work, where it is well formed; a value that is not (an older or damaged
+        file) keeps its default. Paths and run names in it are checked again where they are used."""
+        saved = read_json(self.folder(session, create=False) / WORK_FILE)
+        for key, types in KEPT.items():
+            if key in saved and isinstance(saved[key], types):
+                setattr(session, key, saved[key])
+        if session.run and not (RUN_NAME.match(session.run) and (self.folder(session) / session.run).is_dir()):
+            session.run = None
 
     # ---- files ----------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
@@ -15,6 +16,7 @@ from adapters.equalizer import PRESETS, Equalizer, equalizer_table, preset
 from adapters.errors import LoraEqError
 from adapters.hyperform import FIELDS, NAMES, form_from_hyper, hyper_from_form
 from adapters.limits import check_hyper, check_number, check_ranks, check_text, check_training_memory, training_memory
+from adapters.plan import Plan, human_count, human_seconds, plan_variant
 from adapters.runfolder import RunFolder
 from adapters.runs import add_variants, request_cancel, run_status
 from adapters.suggest import suggest_equalizer
@@ -31,8 +33,10 @@ from playground.tab_data import receive, session_dataset, session_spec
 from playground.tab_model import current
 
 MAX_STRENGTH = 2.0
-VARIANT_COLUMNS = ["name", "equalizer", "rank", "learning_rate", "max_steps", "epochs", "batch_size", "grad_accum",
-                   "alpha", "dropout", "max_length", "warmup_ratio", "weight_decay", "early_stopping", "schedule"]
+# What a variant will be comes first (schedule, size), where the eye lands; the rest as given after.
+VARIANT_COLUMNS = ["name", "steps", "learning_rate", "rank", "time", "trainable_params", "total_rank", "size",
+                   "equalizer", "batch_size", "grad_accum", "alpha", "dropout", "max_length", "warmup_ratio",
+                   "weight_decay", "early_stopping", "schedule"]
 SWEEP_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -47,27 +51,65 @@ def grid_frame(eq: Equalizer) -> pd.DataFrame:
     return pd.DataFrame(equalizer_table(eq))
 
 
-def variants_frame(variants: list[dict], train_rows: int | None = None) -> pd.DataFrame:
-    """The variants as listed, with what the auto schedule chooses for the data (when it is known)."""
-    rows = []
-    for v in variants:
+def variants_frame(shared: Shared, state: Session) -> pd.DataFrame:
+    """The session's listed variants: each one's schedule and size for the data (once a file is
+    validated: `adapters.plan`), then the values as given."""
+    rows, speed = train_rows(shared, state), measured_speed(shared, state)
+    loaded = current(shared, state).model if state.variants else None
+    listed = []
+    for v in state.variants:
         variant = Variant.from_json(v)
-        scheduled, reason = variant.scheduled(train_rows) if train_rows else (variant, None)
-        h, given = scheduled.hyper, variant.hyper
-        auto = given.max_steps is None and given.epochs is None
-        rows.append({"name": v["name"], "equalizer": v["equalizer"] if isinstance(v["equalizer"], str) else "custom grid",
-                     "rank": _shown(given.rank, h.rank), "learning_rate": _shown(given.learning_rate, h.learning_rate),
-                     "max_steps": given.max_steps if given.max_steps is not None else "auto",
-                     "epochs": (_shown(None, h.epochs) if auto else given.epochs if given.epochs is not None else "-"),
-                     **{k: getattr(h, k) for k in ("batch_size", "grad_accum", "alpha", "dropout", "max_length",
-                                                   "warmup_ratio", "weight_decay", "early_stopping")},
-                     "schedule": reason or "as given"})
-    return pd.DataFrame(rows, columns=VARIANT_COLUMNS)
+        plan = plan_variant(variant, loaded, rows, DEFAULT_BANDS, speed) if rows else None
+        listed.append({"name": variant.name, **plan_cells(plan), **given_cells(variant),
+                       "equalizer": grid_name(variant.equalizer, plan)})
+    return pd.DataFrame(listed, columns=VARIANT_COLUMNS)
 
 
-def _shown(given, chosen):
-    """A value the user set, or the auto schedule's choice marked as such."""
-    return given if given is not None else f"auto ({chosen:g})" if chosen is not None else "auto"
+def grid_name(equalizer: str | dict, plan: Plan | None) -> str:
+    """A preset's name, or what a drawn grid is: the uniform one, or a custom grid of some size."""
+    if isinstance(equalizer, str):
+        return equalizer
+    if plan is not None and plan.size == plan.uniform and len({s for row in equalizer["strengths"] for s in row}) == 1:
+        return "uniform grid"
+    return "custom grid"
+
+
+def plan_cells(plan: Plan | None) -> dict:
+    """Schedule and size as the list shows them; "auto" marks what the auto schedule chose."""
+    if plan is None:  # no data validated yet: the auto schedule has nothing to choose from
+        return {"steps": "auto", "learning_rate": "auto", "rank": "auto", "time": "", "trainable_params": "",
+                "total_rank": "", "size": "", "schedule": "auto: chosen once the data is validated"}
+    epochs = f"{plan.epochs:g} epoch{'' if plan.epochs == 1 else 's'}" if plan.epochs is not None else ""
+    steps = ", ".join(filter(None, [epochs, "auto" if "steps" in plan.auto else ""]))
+    warning = plan.size_warning
+    return {"steps": f"{plan.steps} ({steps})" if steps else plan.steps,
+            "learning_rate": f"auto ({plan.learning_rate:g})" if "learning_rate" in plan.auto else plan.learning_rate,
+            "rank": f"auto ({plan.rank})" if "rank" in plan.auto else plan.rank,
+            "time": f"≈ {human_seconds(plan.seconds)}" if plan.seconds else "? (a first run measures it)",
+            "trainable_params": human_count(plan.size.params), "total_rank": plan.size.total_rank,
+            "size": f"⚠ {warning}" if warning else f"{plan.size_ratio:.2g}x uniform",
+            "schedule": plan.reason or "as given"}
+
+
+def given_cells(variant: Variant) -> dict:
+    return {k: getattr(variant.hyper, k) for k in ("batch_size", "grad_accum", "alpha", "dropout", "max_length",
+                                                   "warmup_ratio", "weight_decay", "early_stopping")}
+
+
+def measured_speed(shared: Shared, state: Session) -> float | None:
+    """Training examples per second on this machine, from the session's newest finished variant on
+    the same base and precision; None before one has finished (no estimate is made up)."""
+    model, precision = state.model or shared.default_model, state.precision or shared.default_precision
+    for name in reversed(shared.area.runs(state)):
+        folder = RunFolder.read(shared.area.run_path(state, name))
+        if folder is None or (folder.model, folder.precision) != (model, precision):
+            continue
+        for info in reversed(folder.finished()):
+            metrics, hyper = info.metrics(), info.record().get("hyper", {})
+            if metrics.get("seconds") and metrics.get("steps"):
+                examples = metrics["steps"] * hyper.get("batch_size", 1) * hyper.get("grad_accum", 1)
+                return examples / metrics["seconds"]
+    return None
 
 
 def train_rows(shared: Shared, state: Session) -> int | None:
@@ -180,7 +222,7 @@ def add_variant(shared: Shared, vname, vrank, vlr, vsteps, vbatch, state: Sessio
     check_ranks(current(shared, state).analysis.cells, eq, auto_schedule(hyper, rows or 1)[0].rank)
     variant = Variant(safe_name(vname or "variant", {v["name"] for v in state.variants}), eq.to_json(), hyper)
     state.variants = [*state.variants, variant.to_json()]
-    return variants_frame(state.variants, rows), f"variant-{len(state.variants) + 1}", state
+    return variants_frame(shared, state), f"variant-{len(state.variants) + 1}", state
 
 
 def add_sweep(shared: Shared, file, state: Session):
@@ -201,7 +243,7 @@ def add_sweep(shared: Shared, file, state: Session):
         v.name = safe_name(v.name, taken)
         taken.add(v.name)
     state.variants = [*state.variants, *(v.to_json() for v in variants)]
-    return variants_frame(state.variants, train_rows(shared, state)), state
+    return variants_frame(shared, state), state
 
 
 def check_variant(loaded, variant: Variant, rows: int, limits, longest: int | None = None) -> None:
@@ -217,7 +259,7 @@ def check_variant(loaded, variant: Variant, rows: int, limits, longest: int | No
 
 def clear_variants(state: Session):
     state.variants = []
-    return variants_frame([]), state
+    return pd.DataFrame(columns=VARIANT_COLUMNS), state
 
 
 def refuse_second_training(shared: Shared, state: Session) -> None:
@@ -301,7 +343,7 @@ def continue_run(shared: Shared, name, state: Session):
     state.run = run.name
     shared.engines.forget(run)
     submit_training(shared, state, run)
-    return progress_markdown(shared, state), variants_frame([]), state
+    return progress_markdown(shared, state), pd.DataFrame(columns=VARIANT_COLUMNS), state
 
 
 def copy_variant(shared: Shared, name, variant, state: Session):
@@ -336,62 +378,105 @@ def tick(shared: Shared, state: Session):
     return progress_markdown(shared, state), loss_curves(run_status(run))
 
 
-def build(shared: Shared, session: gr.State) -> None:
-    first_eq = session_equalizer(shared, Session())
+def restore_view(shared: Shared, state: Session):
+    """After a reload: the session's grid, its listed variants, and the run it follows (progress,
+    losses), as they were."""
+    eq = session_equalizer(shared, state)
+    progress, losses = tick(shared, state)
+    return equalizer_image(eq), grid_frame(eq), variants_frame(shared, state), progress, losses
+
+
+def restored(ui: SimpleNamespace) -> list:
+    """The components `restore_view` fills, in its order."""
+    return [ui.grid_image, ui.grid, ui.variants, ui.progress, ui.losses]
+
+
+def build(shared: Shared, session: gr.State) -> SimpleNamespace:
+    """The tab's components, wired; the app restores them after a reload (`restore_view`)."""
+    ui = _layout(session_equalizer(shared, Session()))
+    _wire(shared, session, ui)
+    return ui
+
+
+def _layout(first_eq: Equalizer) -> SimpleNamespace:
     gr.Markdown("**Equalizer**: click a cell to give it the brush strength (0 = no adapter there). "
                 "Bands are groups of layers; columns are module roles.")
     with gr.Row():
         brush = gr.Slider(0, MAX_STRENGTH, value=1.0, step=0.05, label="Brush strength")
         preset_name = gr.Dropdown(list(PRESETS), value="uniform", label="Preset")
         preset_button = gr.Button("Apply preset")
-        suggest_button = gr.Button("Suggest from my data")
+        suggest_button = gr.Button("Suggest from my data", elem_id="suggest")
     grid_image = gr.Image(equalizer_image(first_eq), label="Equalizer (click a cell)", interactive=False,
                           elem_id="equalizer-grid", show_label=True, type="pil")
     grid = gr.Dataframe(grid_frame(first_eq), label="Strengths (editable)", interactive=True, elem_id="equalizer-table")
     suggestion = gr.Markdown()
-    # The same action as a click, for scripts and the API: set one cell.
-    hidden_band, hidden_role = gr.Number(visible=False), gr.Textbox(visible=False)
     gr.Markdown("**Variants**: each one is the equalizer above plus hyperparameters; each trains its own adapter. "
-                "*auto*: the auto schedule chooses from the data (shown in the list).")
+                "*auto*: the auto schedule chooses from the data. The list shows first what each variant will "
+                "be: its steps, learning rate, rank and time, and its size (trainable parameters, total rank, "
+                "against the uniform preset: ⚠ when much smaller or larger).")
     name, form = hyper_form()
     with gr.Row():
-        add = gr.Button("Add variant")
+        add = gr.Button("Add variant", elem_id="add-variant")
         sweep = gr.File(label="Sweep file (YAML/JSON, as loraeq train --sweep)", file_types=list(SWEEP_SUFFIXES),
                         height=90)
         add_file = gr.Button("Add the file's variants")
-    variants = gr.Dataframe(pd.DataFrame(columns=VARIANT_COLUMNS), label="Variants", interactive=False)
+    variants = gr.Dataframe(pd.DataFrame(columns=VARIANT_COLUMNS), label="Variants", interactive=False,
+                            elem_id="variants-table", wrap=True)
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
         clear = gr.Button("Clear variants")
     earlier, source_variant, buttons = earlier_runs_panel()
-    progress_box = gr.Markdown(elem_id="train-progress")
-    losses = gr.Plot(label="Training loss")
-    timer = gr.Timer(2.0)
+    return SimpleNamespace(brush=brush, preset_name=preset_name, preset_button=preset_button,
+                           suggest_button=suggest_button, grid_image=grid_image, grid=grid, suggestion=suggestion,
+                           name=name, form=form, add=add, sweep=sweep, add_file=add_file, variants=variants,
+                           start=start, cancel=cancel, clear=clear, earlier=earlier, source_variant=source_variant,
+                           buttons=buttons, progress=gr.Markdown(elem_id="train-progress"),
+                           losses=gr.Plot(label="Training loss"), timer=gr.Timer(2.0),
+                           hidden_band=gr.Number(visible=False), hidden_role=gr.Textbox(visible=False))
 
-    grid_image.select(handler(click_cell, shared), [brush, session], [grid_image, grid, session])
-    gr.Button(visible=False).click(handler(set_cell, shared), [hidden_band, hidden_role, brush, session],
-                                   [grid_image, grid, session], api_name="set_cell")
-    grid.input(handler(edit_table, shared), [grid, session], [grid_image, session])
-    preset_button.click(handler(apply_preset, shared), [preset_name, session], [grid_image, grid, session],
-                        api_name="preset")
-    suggest_button.click(handler(suggest, shared), [session], [grid_image, grid, suggestion, session],
-                         api_name="suggest")
-    inputs = [name, *(form[n] for n in FIRST), session, *(form[n] for n in MORE)]
-    add.click(handler(add_variant, shared), inputs, [variants, name, session], api_name="add_variant")
-    add_file.click(handler(add_sweep, shared), [sweep, session], [variants, session], api_name="add_sweep")
-    clear.click(handler(clear_variants), [session], [variants, session])
-    start.click(handler(start_training, shared), [session], [progress_box, session], api_name="start_training")
-    cancel.click(handler(cancel_training, shared), [session], progress_box, api_name="cancel_training")
-    timer.tick(handler(tick, shared), [session], [progress_box, losses], api_name="training_progress")
-    refresh, open_button, resume, copy = buttons
-    refresh.click(handler(earlier_runs, shared), [session], earlier, api_name="earlier_runs")
-    open_button.click(handler(open_run, shared), [earlier, session], [progress_box, source_variant, session],
+
+def racing(ui: SimpleNamespace) -> list:
+    """What would race a running suggestion (it replaces the grid when it ends): held until it does."""
+    refresh, open_button, resume, copy = ui.buttons
+    return [ui.add, ui.add_file, ui.preset_button, ui.suggest_button, ui.start, resume, copy, ui.grid]
+
+
+def hold(n: int) -> list:
+    return [gr.update(interactive=False)] * n
+
+
+def release(n: int) -> list:
+    return [gr.update(interactive=True)] * n
+
+
+def _wire(shared: Shared, session: gr.State, ui: SimpleNamespace) -> None:
+    form, grid_out = ui.form, [ui.grid_image, ui.grid, session]
+    ui.grid_image.select(handler(click_cell, shared), [ui.brush, session], grid_out)
+    # The same action as a click, for scripts and the API: set one cell.
+    gr.Button(visible=False).click(handler(set_cell, shared), [ui.hidden_band, ui.hidden_role, ui.brush, session],
+                                   grid_out, api_name="set_cell")
+    ui.grid.input(handler(edit_table, shared), [ui.grid, session], [ui.grid_image, session])
+    ui.preset_button.click(handler(apply_preset, shared), [ui.preset_name, session], grid_out, api_name="preset")
+    held = racing(ui)
+    ui.suggest_button.click(lambda: hold(len(held)), None, held, queue=False, api_name=False).then(
+        handler(suggest, shared), [session], [ui.grid_image, ui.grid, ui.suggestion, session], api_name="suggest"
+    ).then(lambda: release(len(held)), None, held, queue=False, api_name=False)
+    inputs = [ui.name, *(form[n] for n in FIRST), session, *(form[n] for n in MORE)]
+    ui.add.click(handler(add_variant, shared), inputs, [ui.variants, ui.name, session], api_name="add_variant")
+    ui.add_file.click(handler(add_sweep, shared), [ui.sweep, session], [ui.variants, session], api_name="add_sweep")
+    ui.clear.click(handler(clear_variants), [session], [ui.variants, session])
+    ui.start.click(handler(start_training, shared), [session], [ui.progress, session], api_name="start_training")
+    ui.cancel.click(handler(cancel_training, shared), [session], ui.progress, api_name="cancel_training")
+    ui.timer.tick(handler(tick, shared), [session], [ui.progress, ui.losses], api_name="training_progress")
+    refresh, open_button, resume, copy = ui.buttons
+    refresh.click(handler(earlier_runs, shared), [session], ui.earlier, api_name="earlier_runs")
+    open_button.click(handler(open_run, shared), [ui.earlier, session], [ui.progress, ui.source_variant, session],
                       api_name="open_earlier_run")
-    resume.click(handler(continue_run, shared), [earlier, session], [progress_box, variants, session],
+    resume.click(handler(continue_run, shared), [ui.earlier, session], [ui.progress, ui.variants, session],
                  api_name="continue_run")
-    copy.click(handler(copy_variant, shared), [earlier, source_variant, session],
-               [name, *(form[n] for n in FIRST), *(form[n] for n in MORE), grid_image, grid, session],
+    copy.click(handler(copy_variant, shared), [ui.earlier, ui.source_variant, session],
+               [ui.name, *(form[n] for n in FIRST), *(form[n] for n in MORE), ui.grid_image, ui.grid, session],
                api_name="copy_variant")
 
 

@@ -90,7 +90,9 @@ def test_served_app_runs_the_stages_through_its_api(served, shared):
     _, grid = client.predict(1, "q_proj", 0.5, api_name="/set_cell")
     assert grid["data"][1][2] == 0.5 and grid["data"][0][2] == 1
     variants, _ = client.predict("my variant", 4, 1e-3, 2, 4, api_name="/add_variant")
-    assert variants["data"][0][:2] == ["my-variant", "custom grid"]
+    row = dict(zip(variants["headers"], variants["data"][0]))
+    assert (row["name"], row["equalizer"], row["rank"]) == ("my-variant", "custom grid", 4)
+    assert row["steps"] == 2 and row["trainable_params"] and row["size"].endswith("x uniform")  # what it will be, first
 
 
 def test_two_sessions_keep_their_uploads_apart(served, shared, tmp_path):

@@ -71,7 +71,7 @@ def test_every_field_reaches_the_variant_and_the_list_shows_the_auto_schedule(sh
     row = frame.iloc[0]
     # 270 training rows, 4 x 2 per step: 34 steps an epoch, so 3 epochs come closest to 100 steps
     assert row["schedule"] == "auto: 3 epochs = 102 steps, lr 0.001, rank 16, because 270 training rows"
-    assert row["epochs"] == "auto (3)" and row["grad_accum"] == 2 and row["alpha"] == 8.0
+    assert row["steps"] == "102 (3 epochs, auto)" and row["grad_accum"] == 2 and row["alpha"] == 8.0
     with pytest.raises(LoraEqError, match="warmup ratio=1: over the limit"):
         tab_train.add_variant(shared, "w", 4, 1e-3, 2, 4, state, "auto", 16, 1, 64, 0.05, 1)
 
@@ -160,3 +160,33 @@ def test_the_cli_sets_the_same_hyperparameters(tiny_model_dir, cache_home, tmp_p
     folder = RunFolder.open(out)
     assert [(v.name, v.status()) for v in folder.variants] == [("uniform", "done"), ("late", "done"),
                                                               ("uniform-2", "done")]
+
+
+def test_a_reload_restores_the_data_the_grid_the_variants_and_the_run(shared, state):
+    """What the page does on a reload: a fresh Session, the browser's signed token, `restore`, then
+    each tab's `restore_view`."""
+    from types import SimpleNamespace
+
+    from playground import app
+
+    tab_train.set_cell(shared, 0, "q_proj", 0.0, state)
+    tab_data.split_view(shared, "0.2", "none", state)
+    tab_train.add_variant(shared, "kept", 2, 1e-3, 2, 4, state)
+    tab_train.start_training(shared, state)
+    saved = app.remember(shared, state)  # what the page keeps (it runs on every change of the session)
+
+    fresh = Session()
+    fresh, _ = app.restore(shared, saved, fresh, SimpleNamespace(username=None))
+    assert (fresh.id, fresh.run, fresh.variants, fresh.equalizer) == (state.id, state.run, state.variants,
+                                                                       state.equalizer)
+    assert fresh.data["heldout"] == 0.2 and fresh.data_rows == state.data_rows
+    image, grid, variants, progress, _ = tab_train.restore_view(shared, fresh)
+    assert grid.iloc[0]["q_proj"] == 0 and list(variants["name"]) == ["kept"]
+    assert f"Run **{state.run}**" in progress and "**kept**" in progress
+    line, split, preview = tab_data.restore_view(shared, fresh)
+    assert "autumn-voice.jsonl" in line and "0.2 of the rows, as set" in split and len(preview) > 0
+    _wait(shared, shared.run_path(state))
+
+    forged = saved["token"][:-1] + ("1" if saved["token"].endswith("0") else "0")
+    stranger, _ = app.restore(shared, {"token": forged}, Session(), SimpleNamespace(username=None))
+    assert stranger.id != state.id and stranger.variants == [] and stranger.run is None  # a forged token: nothing
