@@ -5,8 +5,9 @@
 by length so a batch pads little), then answers the style checks' example prompts with the base
 (their default contrast set; a prompt the set already asked keeps the base's answer to it), fits
 one style probe per style check (style.py), embeds every text once, and judges every cell
-(checks.py). It writes into its folder (matrix.py names the files): progress.jsonl after each
-batch (done, total, eta), status.json (running with the pid, done, cancelled, failed), and at the
+(checks.py). It writes into its folder (matrix.py names the files): progress.jsonl before and
+after each batch (stage, done, total, the prompts under way, eta; `starting` writes a first line
+before the models load), status.json (running with the pid, done, cancelled, failed), and at the
 end cells.jsonl and summary.json, each replaced whole, so earlier results stay readable until new
 ones are complete. Each check on each cell has a time limit (`check_seconds`, checks.py): one
 that runs past it fails its cell as timed out and the run goes on. A `cancel` file in the
@@ -53,18 +54,34 @@ class Job:
     done: int = 0
     started: float = field(default_factory=time.perf_counter)
 
-    def step(self, n: int, stage: str) -> None:
+    def step(self, n: int, stage: str, working: int = 0) -> None:
+        """`n` more prompts done in `stage`; `working`: how many the batch now running holds (its
+        prompts all finish together, so a follower sees what is under way before they do)."""
         self.done += n
         elapsed = time.perf_counter() - self.started
         eta = elapsed / self.done * (self.total - self.done) if self.done else None
-        record = {"stage": stage, "done": self.done, "total": self.total, "elapsed_s": round(elapsed, 2),
-                  "eta_s": None if eta is None else round(eta, 1), "time": time.time()}
-        with (self.folder / PROGRESS).open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        record = {"stage": stage, "done": self.done, "total": self.total, "working": working,
+                  "elapsed_s": round(elapsed, 2), "eta_s": None if eta is None else round(eta, 1), "time": time.time()}
+        write_progress(self.folder, record)
 
     def check_cancel(self) -> None:
         if (self.folder / CANCEL).exists():
             raise Cancelled()
+
+
+def write_progress(folder: Path, record: dict) -> None:
+    with (folder / PROGRESS).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def starting(folder: str | Path, total: int) -> None:
+    """Say, before the models load, that a run of `total` prompts is starting (the loading takes a
+    while; a follower sees the total from the start)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PROGRESS).unlink(missing_ok=True)
+    write_progress(folder, {"stage": "loading", "done": 0, "total": total, "working": 0, "elapsed_s": 0.0,
+                            "eta_s": None, "time": time.time()})
 
 
 def set_status(folder: Path, status: str, **extra) -> None:
@@ -110,21 +127,23 @@ def run_evalset(engine, evalset: EvalSet, folder: str | Path, *, variants: list[
     return summary
 
 
-def answer_cases(engine, cases: list[EvalCase], columns, sampling, batch_prompts: int, job: Job | None) -> list:
+def answer_cases(engine, cases: list[EvalCase], columns, sampling, batch_prompts: int, job: Job | None,
+                 stage: str = "answers") -> list:
     """Per case, its columns' answers; `batch_prompts` cases per batch, shortest first."""
     from adapters.engine import conversation
 
     order = sorted(range(len(cases)), key=lambda i: sum(len(m["content"]) for m in cases[i].messages))
     answers: list = [None] * len(cases)
     for start in range(0, len(order), batch_prompts):
+        chunk = order[start:start + batch_prompts]
         if job is not None:
             job.check_cancel()
-        chunk = order[start:start + batch_prompts]
+            job.step(0, stage, working=len(chunk))
         prompts = [conversation(cases[i].prompt, cases[i].history, cases[i].system) for i in chunk]
         for i, got in zip(chunk, engine.answer_many(prompts, columns, sampling=sampling)):
             answers[i] = got
         if job is not None:
-            job.step(len(chunk), "answers")
+            job.step(len(chunk), stage)
     return answers
 
 
@@ -146,7 +165,7 @@ def _base_contrast(engine, check: Check, sampling, batch_prompts: int, job: Job 
         raise LoraEqError("style examples without their prompts need a contrast set (the base cannot answer them)")
     missing = [p for p in dict.fromkeys(prompts) if p not in known]
     cases = [EvalCase(f"style {i}", ({"role": "user", "content": p},)) for i, p in enumerate(missing, 1)]
-    answers = answer_cases(engine, cases, engine.columns([]), sampling, batch_prompts, job)
+    answers = answer_cases(engine, cases, engine.columns([]), sampling, batch_prompts, job, "style")
     known.update((p, a[0].text) for p, a in zip(missing, answers))
     return [(p, known[p]) for p in prompts]
 

@@ -110,16 +110,32 @@ def status_line(shared: Shared, state: Session, name) -> str:
         return "Cancelled: the last finished results (if any) are shown."
     status = folder.status().get("status")
     if status == "running" or (job and job.state == "running"):
-        p = folder.progress()
-        done, total = p.get("done", 0), p.get("total") or 0
-        bar = "█" * int(20 * done / total) + "░" * (20 - int(20 * done / total)) if total else "░" * 20
-        eta = f" · about {p['eta_s']:.0f} s left" if p.get("eta_s") is not None else ""
-        stage = " · checking the answers" if p.get("stage") == "checks" else ""
-        return (f"Running `{bar}` {done}/{total or '?'} prompts{eta}{stage} ({limit_line(shared.limits, 'evalset')}; "
+        return (f"{progress_line(folder.progress())} ({limit_line(shared.limits, 'evalset')}; "
                 f"each check at most {shared.limits.check_seconds:g} s on one answer)")
     if status == "cancelled":
         return "Cancelled: the last finished results (if any) are shown."
     return "Done." if folder.summary() else "No results yet."
+
+
+STAGE_WORDS = {"loading": "loading the base and the variants", "answers": "answering",
+               "style": "answering the style examples with the base", "checks": "checking the answers"}
+
+
+def progress_line(p: dict) -> str:
+    """A running eval set's latest progress record (evalrun.Job) in words: prompts done of the total,
+    the stage, the batch under way, about how long is left."""
+    if not p:
+        return "Starting: the worker is loading"
+    done, total = p.get("done", 0), p.get("total") or 0
+    filled = int(20 * done / total) if total else 0
+    line = f"Running `{'█' * filled}{'░' * (20 - filled)}` {done}/{total} prompts · {STAGE_WORDS.get(p.get('stage'), p.get('stage'))}"
+    if p.get("working"):
+        line += f" prompts {done + 1}-{done + p['working']} (one batch: they finish together)"
+    if p.get("eta_s") is not None:
+        line += f" · about {p['eta_s']:.0f} s left"
+    else:  # the record was written when the batch began: the time since counts too
+        line += f" · {p.get('elapsed_s', 0) + max(0.0, time.time() - p.get('time', time.time())):.0f} s so far"
+    return line
 
 
 def matrix_frames(cells: list[dict]) -> tuple[pd.DataFrame, list[str], list[str]]:

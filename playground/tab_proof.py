@@ -10,6 +10,7 @@ import pandas as pd
 
 from adapters.limits import check_number
 from adapters.runfolder import RunFolder
+from evals.progress import proof_status
 from playground.guard import handler, public_message
 from playground.jobs import limit_line
 from playground.sessions import Session
@@ -35,7 +36,7 @@ def report_view(shared: Shared, state: Session):
     if position:
         return f"Waiting in line: position {position} ({limit_line(shared.limits, 'proof')}).", pd.DataFrame(), ""
     if job and job.state == "running":
-        return "Measuring: losses, answers to the held-out prompts, statistics...", pd.DataFrame(), ""
+        return proof_status(run) or "Measuring: the worker is starting...", pd.DataFrame(), ""
     if job and job.state == "failed":
         return f"The proof failed: {public_message(job.failure(shared.jobs.memory_limit))}", pd.DataFrame(), ""
     folder = RunFolder.open(run)

@@ -55,7 +55,7 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
 
 
 def _evalset(args: argparse.Namespace) -> tuple[dict, int]:
-    from evals.evalrun import run_evalset
+    from evals.evalrun import run_evalset, starting
     from evals.matrix import EvalFolder
 
     from ..decoding import Sampling
@@ -73,6 +73,7 @@ def _evalset(args: argparse.Namespace) -> tuple[dict, int]:
                         seed=args.seed)
     out = _out_dir(args, evalset.name)
     variants = _names(args.columns)
+    starting(out, len(evalset.cases))
     with contextlib.ExitStack() as stack:
         folders = fetch_adapters(args.adapter, stack, Path(args.run_dir).resolve().parent, args.allow_pickle)
         trained = None if variants is None else [v for v in variants if v not in folders]

@@ -30,7 +30,7 @@ def _eval(args: argparse.Namespace) -> dict:
     if RunFolder.open(Path(args.run_dir)).task == "classification":
         return _eval_classification(args)
 
-    report = evaluate_run(Path(args.run_dir), limit=args.limit, seed=args.seed, progress=progress_bar("proof"),
+    report = evaluate_run(Path(args.run_dir), limit=args.limit, seed=args.seed, progress=_progress(args.run_dir),
                           base_cache=not args.no_base_cache)
     data = report.to_json()
     for v in data["variants"]:
@@ -38,6 +38,21 @@ def _eval(args: argparse.Namespace) -> dict:
     data.pop("rows")
     data["report"] = {name: str(Path(args.run_dir) / name) for name in ("report.json", "report.md", "report.html")}
     return data
+
+
+def _progress(run_dir: str):
+    """The proof's progress written into the run folder for any follower (the web app's Proof tab),
+    and drawn as a bar when stderr is a terminal."""
+    from evals.progress import ProofProgress
+
+    kept, bar = ProofProgress(run_dir), progress_bar("proof")
+
+    def update(done: int, total: int) -> None:
+        kept(done, total)
+        if bar:
+            bar(done, total)
+
+    return update
 
 
 def _eval_classification(args: argparse.Namespace) -> dict:
