@@ -22,6 +22,7 @@ from .analysis import TuningMap
 from .errors import LoraEqError
 
 ROLE_FAMILIES = ("attention", "mlp", "other")
+MAX_STRENGTH = 2.0  # the strongest a cell may be: twice the rank, twice the scaling of strength 1
 
 PRESETS: dict[str, str] = {
     "uniform": "every layer band and module role at full strength",

@@ -7,7 +7,10 @@ exactly what autograd would give the weight), so it works the same for fp32, bf1
 a 4-bit weight cannot hold a gradient, but its output can. A cell's sensitivity is the
 first-order Taylor importance sum_b mean|G_b * W| (W dequantized): how much the loss would move
 if that place's weights moved in proportion to themselves. Averaged per layer band x role, it is
-mapped to strengths in [floor, 1] (the strongest cell at 1). An fp32 base on hardware with native
+mapped to strengths in [floor, 1] (the strongest cell at 1), then, by default, scaled so the grid
+trains as many LoRA parameters as the uniform preset at the same rank (`keep_size`): the
+suggestion moves capacity to where the data pulls, it never silently shrinks the adapter
+(`keep="strength"` keeps the strongest cell at 1 instead). An fp32 base on hardware with native
 bf16 (CUDA, AVX512-BF16/AMX CPUs) runs under bf16 autocast, about twice as fast on such a CPU;
 the suggestion is a ratio of sensitivities, which bf16 keeps to about a percent.
 
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .analysis import TuningMap, dense_weight, layer_bands, tuning_map
-from .equalizer import Equalizer, block_path
+from .equalizer import MAX_STRENGTH, Equalizer, block_path
 from .errors import LoraEqError
 from .tokenize import IGNORE, Encoded, encode_chat
 from .variants import DEFAULT_BANDS
@@ -51,6 +54,8 @@ class Suggestion:
     loss: float  # the base's mean loss on those tokens
     floor: float
     seconds: float
+    keep: str = "parameters"  # what the strengths were scaled to keep: "parameters" or "strength"
+    scale: float = 1.0  # the factor applied to the [floor, 1] strengths
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -251,6 +256,38 @@ def normalized(grid: list[list[float]], floor: float) -> list[list[float]]:
     return [[round(floor + (1 - floor) * v / top, 3) for v in row] for row in grid]
 
 
+KEEPS = ("parameters", "strength")
+
+
+def keep_size(grid: list[list[float]], tmap: TuningMap, bands: list[list[int]]) -> tuple[list[list[float]], float]:
+    """`grid` scaled so it trains as many LoRA parameters as the uniform preset (every cell at 1)
+    at the same rank, and the factor: a cell's parameters are its rank (rank x strength) times its
+    modules' in + out features, so the parameter-weighted mean strength must be 1. No cell goes
+    above MAX_STRENGTH: what a capped cell cannot take goes to the others, in proportion."""
+    size = {(c.layer, c.role): c.lora_params_per_rank for c in tmap.cells}
+    cells = [(b, r, sum(size.get((layer, role), 0) for layer in band), grid[b][r])
+             for b, band in enumerate(bands) for r, role in enumerate(tmap.roles)]
+    total = sum(w for _, _, w, _ in cells)
+    used = sum(w * v for _, _, w, v in cells)
+    if not used > 0:
+        return grid, 1.0
+    factor, capped = total / used, set()
+    for _ in range(len(cells)):  # each round caps at least one more cell, or stops
+        over = {(b, r) for b, r, _, v in cells if v * factor > MAX_STRENGTH} - capped
+        if not over:
+            break
+        capped |= over
+        free = sum(w * v for b, r, w, v in cells if (b, r) not in capped)
+        left = total - MAX_STRENGTH * sum(w for b, r, w, _ in cells if (b, r) in capped)
+        if not free > 0 or left <= 0:
+            break
+        factor = left / free
+    out = [list(row) for row in grid]
+    for b, r, _, v in cells:
+        out[b][r] = round(MAX_STRENGTH if (b, r) in capped else min(MAX_STRENGTH, v * factor), 3)
+    return out, round(factor, 4)
+
+
 def _check(bands: int, max_examples: int, batch_size: int, max_length: int, floor: float) -> None:
     for name, value, low in (("bands", bands, 1), ("max_examples", max_examples, 1),
                              ("batch_size", batch_size, 1), ("max_length", max_length, 2)):
@@ -271,12 +308,17 @@ def suggest_equalizer(
     *,
     floor: float = 0.25,
     exact: bool = False,
+    keep: str = "parameters",
 ) -> Suggestion:
     """Suggest an equalizer from the gradient sensitivity of `loaded.model` to these conversations
     (at most `max_examples` of them, spread over the list). `loaded` is a `loading.LoadedModel`
     or anything with `.model` and `.tokenizer`; `progress(done, total)` is called per batch.
-    `exact=True` computes in the model's own dtype even where bf16 autocast would be faster."""
+    `exact=True` computes in the model's own dtype even where bf16 autocast would be faster.
+    `keep`: "parameters" (default) scales the grid to the uniform preset's LoRA parameter count,
+    "strength" keeps the strongest cell at 1 (a smaller adapter)."""
     _check(bands, max_examples, batch_size, max_length, floor)
+    if keep not in KEEPS:
+        raise LoraEqError(f"keep={keep!r}: choose one of {', '.join(KEEPS)}")
     if not conversations:
         raise LoraEqError("no conversations to suggest an equalizer from")
     started = time.perf_counter()
@@ -295,8 +337,11 @@ def suggest_equalizer(
     }
     band_list = layer_bands(tmap.layers, bands)
     grid = _band_grid(tmap, band_list, per_cell)
+    strengths, scale = normalized(grid, floor), 1.0
+    if keep == "parameters":
+        strengths, scale = keep_size(strengths, tmap, band_list)
     return Suggestion(
-        equalizer=Equalizer(list(tmap.roles), band_list, normalized(grid, floor)),
+        equalizer=Equalizer(list(tmap.roles), band_list, strengths),
         sensitivity=grid,
         per_cell=[{"layer": layer, "role": role, "sensitivity": v} for (layer, role), v in per_cell.items()],
         examples=len(examples),
@@ -306,4 +351,6 @@ def suggest_equalizer(
         loss=total_loss / trained,
         floor=float(floor),
         seconds=round(time.perf_counter() - started, 3),
+        keep=keep,
+        scale=scale,
     )

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from adapters.analysis import dense_weight, tuning_map
+from adapters.analysis import dense_weight, layer_bands, tuning_map
 from adapters.equalizer import Equalizer, compile_lora_config
 from adapters.errors import LoraEqError
 from adapters.suggest import _spread, autocast_dtype, normalized, suggest_equalizer
@@ -107,7 +107,10 @@ def test_grid_shape_values_and_band_means():
         for r, role in enumerate(roles):
             assert s.sensitivity[b][r] == pytest.approx(sum(per_cell[(l, role)] for l in layers) / len(layers))
     strengths = [v for row in s.equalizer.strengths for v in row]
-    assert max(strengths) == 1.0 and min(strengths) >= 0.25
+    # [floor, 1] linear in sensitivity, then one factor keeps the uniform preset's size.
+    # (A cell that would pass MAX_STRENGTH stops there.)
+    assert max(strengths) == pytest.approx(min(s.scale, 2.0), abs=2e-3)
+    assert min(strengths) >= min(0.25 * s.scale, 2.0) - 2e-3
     assert (s.examples, s.skipped, s.floor) == (10, 0, 0.25) and s.tokens > s.trained_tokens > 0
     assert 3 < s.loss < 6  # a random 128-token model: near ln(128) = 4.85
 
@@ -231,3 +234,36 @@ def test_grouped_cells_measure_their_own_layer_members_only():
     modules = _cell_modules(model, tuning_map(model))
     assert modules[(1, "w1")] == [model.layers[1].moe.experts[0].w1, model.layers[1].moe.experts[1].w1]
     assert modules[(2, "q_proj")] == [model.layers[2].attn.q_proj]
+
+
+def test_the_suggestion_keeps_the_uniform_presets_parameter_count_unless_asked_otherwise():
+    from adapters.equalizer import MAX_STRENGTH, cell_rank_alpha
+    from adapters.suggest import keep_size
+
+    loaded = _tiny()
+    tmap = tuning_map(loaded.model)
+
+    def params(eq, rank=16):
+        return sum(cell_rank_alpha(eq.strength(c.layer, c.role), rank, 16)[0] * c.lora_params_per_rank
+                   for c in tmap.cells if eq.strength(c.layer, c.role) > 0)
+
+    uniform = Equalizer.uniform(list(tmap.roles), layer_bands(tmap.layers, 2))
+    kept = suggest_equalizer(loaded, _chats(11, 6), bands=2)
+    smaller = suggest_equalizer(loaded, _chats(11, 6), bands=2, keep="strength")
+    assert kept.keep == "parameters" and kept.scale > 1
+    assert params(kept.equalizer) == pytest.approx(params(uniform), rel=0.05)
+    assert params(smaller.equalizer) < 0.9 * params(uniform)
+    assert max(v for row in smaller.equalizer.strengths for v in row) == 1.0
+    # The shape is the same: every cell scaled by one factor, up to MAX_STRENGTH.
+    for k_row, s_row in zip(kept.equalizer.strengths, smaller.equalizer.strengths):
+        for k, s in zip(k_row, s_row):
+            assert k == pytest.approx(min(s * kept.scale, MAX_STRENGTH), abs=2e-3)
+    # One cell far stronger than the rest: capped at MAX_STRENGTH, the others take what it cannot.
+    grid = [[0.25] * len(tmap.roles) for _ in range(2)]
+    grid[0][0] = 1.0
+    capped, _ = keep_size(grid, tmap, layer_bands(tmap.layers, 2))
+    assert max(v for row in capped for v in row) <= MAX_STRENGTH
+    eq = Equalizer(list(tmap.roles), layer_bands(tmap.layers, 2), capped)
+    assert params(eq) == pytest.approx(params(uniform), rel=0.05)
+    with pytest.raises(LoraEqError, match="keep='rank'"):
+        suggest_equalizer(loaded, _chats(11, 6), keep="rank")
