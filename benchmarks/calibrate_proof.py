@@ -1,20 +1,27 @@
-"""Calibrate the defaults on data the tests never see: train with no flags, prove, and tabulate.
+"""Calibrate the defaults and the match rule on data the tests never see: train, prove, tabulate.
 
-For each dataset (invented fact sets from `adapters.data.synthetic` with a seed and wording set
-of your choosing, and the shipped samples), one variant is trained with the defaults (the auto
-schedule, the auto held-out size) on the embedded SmolLM2-135M, then the proof runs. A row of
-the table: rows, held-out rows, steps, training seconds, held-out similarity gain, the share of
-held-out answers that contain the fact's answer (`answer_key`, for fact sets) for the variant and
-the base, the share matching the reference (`evals.matching`), and the verdict.
+Datasets: invented catalogs (`adapters.data.synthetic.invented_catalog`: prices, staff counts,
+years, dates, codes, people, cities), invented fact sets (`invented_facts`: places, trades, foods,
+months), each with a seed and wording set of your choosing, and the shipped samples. For each,
+variants train on the embedded SmolLM2-135M (by default one with no flags: the auto schedule and
+the auto held-out size), then the proof runs. A row of the table: rows, held-out rows, steps,
+training seconds, the share of held-out answers that contain the fact's answer (`answer_key`) for
+the variant and the base, the share the proof's rule matches, and the verdict.
 
-    .venv/bin/python benchmarks/calibrate_proof.py --facts 11:a --facts 12:a --sample dolly-15k-sample.jsonl
-    .venv/bin/python benchmarks/calibrate_proof.py --facts 11:a --epochs 4 --lr 1e-3   # a manual schedule
+`--calibrate` also writes every held-out answer (base and variants) with its reference, question,
+key and kind to answers.jsonl and prints, per kind of fact, how often the proof's match rule and
+the older "half of the key words" rule agree with "contains the fact's answer".
+
+    .venv/bin/python benchmarks/calibrate_proof.py --catalog 31:a:price,year --facts 35:a --calibrate
+    .venv/bin/python benchmarks/calibrate_proof.py --catalog 31:a:price,year --variant short:epochs=2,learning_rate=2e-4
+    .venv/bin/python benchmarks/calibrate_proof.py --sample dolly-15k-sample.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -23,74 +30,143 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+DATE_FORMS = (r"(?P<m>[A-Z][a-z]+) (?P<d>\d+), (?P<y>\d{4})", r"(?P<d>\d+) (?P<m>[A-Z][a-z]+) (?P<y>\d{4})")
 
-def fact_file(folder: Path, seed: int, wording: str, facts: int, ways: int) -> Path:
-    from adapters.data.synthetic import invented_facts
 
-    path = folder / f"facts-{seed}{wording}.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in invented_facts(seed, wording, facts, ways)))
+def fact_file(folder: Path, spec: str, entities: int, ways: int) -> Path:
+    """A data file from 'SEED:WORDING' (invented facts) or 'SEED:WORDING:ATTR,ATTR' (a catalog)."""
+    from adapters.data.synthetic import invented_catalog, invented_facts
+
+    seed, wording, *attrs = spec.split(":")
+    if attrs:
+        rows = invented_catalog(int(seed), wording, entities, tuple(attrs[0].split(",")), min(ways, 4))
+    else:
+        rows = invented_facts(int(seed), wording, entities, ways)
+    path = folder / f"{'catalog' if attrs else 'facts'}-{spec.replace(':', '-').replace(',', '+')}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def exact_rate(answers: list[str], keys: list[str]) -> float:
-    return sum(k.lower() in a.lower() for a, k in zip(answers, keys)) / max(1, len(keys))
+def states_key(answer: str, key: str) -> bool:
+    """'Contains the fact's answer', literally: the key's text in the answer (any case), a number's
+    digits as a whole number (thousands commas and a currency sign aside), a date in either of the
+    two spellings the generator writes."""
+    if re.fullmatch(r"\$?[\d,]+", key):
+        digits = key.replace("$", "").replace(",", "")
+        plain = re.sub(r"(?<=\d),(?=\d{3})", "", answer)
+        return re.search(rf"(?<![\d.]){digits}(?!\d|\.\d)", plain) is not None
+    for form in DATE_FORMS:
+        m = re.fullmatch(form, key)
+        if m:
+            spellings = (f"{m['m']} {m['d']}, {m['y']}", f"{m['d']} {m['m']} {m['y']}")
+            return any(s.lower() in answer.lower() for s in spellings)
+    return re.search(rf"(?<!\w){re.escape(key.lower())}(?!\w)", answer.lower()) is not None
 
 
-def measure(path: Path, base, args, workdir: Path) -> dict:
+def parse_variant(text: str):
+    """'NAME:key=value,key=value' -> a Variant with those hyperparameters (uniform equalizer)."""
+    from adapters.variants import Hyper, Variant
+
+    name, _, rest = text.partition(":")
+    hyper = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        hyper[key] = int(value) if value.isdigit() else float(value)
+    return Variant(name, "uniform", Hyper(**hyper))
+
+
+def measure(path: Path, base, variants, workdir: Path, answers_out=None) -> list[dict]:
     from adapters.dataspec import DataSpec, start_run
     from adapters.runs import run_queue, run_split
-    from adapters.variants import Hyper, Variant
+    from evals.matching import matches_by_key_words
     from evals.proof import evaluate_run
 
-    hyper = Hyper(epochs=args.epochs, learning_rate=args.lr, rank=args.rank)
     run = workdir / f"run-{path.stem}"
-    spec = DataSpec(str(path))
-    start_run(run, spec, [Variant("default", "uniform", hyper)], model=None, precision=base.precision)
-    started = time.perf_counter()
-    run_queue(run, base=base)
-    seconds = time.perf_counter() - started
+    start_run(run, DataSpec(str(path)), variants, model=None, precision=base.precision)
+    results = {r["name"]: r for r in run_queue(run, base=base)}
     report = evaluate_run(run, base=base).to_json()
-    v = report["variants"][0]
     held = run_split(run, "heldout").examples
     keys = [e.meta.get("answer_key") for e in held]
-    row = {
-        "data": path.name, "rows": sum(1 for _ in path.open()),
-        "heldout": report["heldout_rows"], "steps": v["steps"], "train_s": round(seconds, 1),
-        "schedule": json.loads((run / "default" / "variant.json").read_text())["schedule"],
-        "sim_gain": round(v["similarity_diff"], 3), "sim_ci": [round(x, 3) for x in v["diff_ci"]],
-        "sim_p": v["p_value"], "min_detectable": round(v["power"]["min_detectable_similarity"], 3),
-        "match": round(v["matches"]["variant_rate"], 2), "match_base": round(v["matches"]["base_rate"], 2),
-        "mcnemar_p": v["matches"]["p_value"], "verdict": v["verdict"],
-    }
-    if all(keys):
-        row["exact"] = round(exact_rate(v["per_example"]["answers"], keys), 2)
-        row["exact_base"] = round(exact_rate([r["base_answer"] for r in report["rows"]], keys), 2)
-        agree = [(k.lower() in a.lower()) == m for a, k, m in zip(v["per_example"]["answers"], keys,
-                                                                   v["per_example"]["matched"])]
-        row["match_agrees_with_exact"] = round(sum(agree) / len(agree), 3)
-    return row
+    kinds = [e.meta.get("kind", "name") for e in held]
+    base_answers = [r["base_answer"] for r in report["rows"]]
+    out = []
+    for v in report["variants"]:
+        answers = v["per_example"]["answers"]
+        row = {
+            "data": path.name, "variant": v["name"], "rows": sum(1 for _ in path.open()),
+            "heldout": report["heldout_rows"], "steps": v["steps"], "train_s": results[v["name"]]["seconds"],
+            "schedule": json.loads((run / v["folder"] / "variant.json").read_text())["schedule"],
+            "sim_gain": round(v["similarity_diff"], 3), "match": round(v["matches"]["variant_rate"], 2),
+            "match_base": round(v["matches"]["base_rate"], 2), "mcnemar_p": v["matches"]["p_value"],
+            "verdict": v["verdict"], "verdict_line": v["verdict_line"],
+        }
+        if all(keys):
+            row["exact"] = round(sum(map(states_key, answers, keys)) / len(keys), 2)
+            row["exact_base"] = round(sum(map(states_key, base_answers, keys)) / len(keys), 2)
+        out.append(row)
+        if answers_out is not None and all(keys):
+            models = [("base", base_answers, [r["base_matched"] for r in report["rows"]], None)] if v is report[
+                "variants"][0] else []
+            models.append((v["name"], answers, v["per_example"]["matched"], v["per_example"]["similarity"]))
+            for model, texts, matched, sims in models:
+                sims = sims or [r["base_similarity"] for r in report["rows"]]
+                for r, text, hit, sim, key, kind in zip(report["rows"], texts, matched, sims, keys, kinds):
+                    answers_out.write(json.dumps({
+                        "data": path.name, "model": model, "kind": kind, "question": r["prompt"],
+                        "reference": r["reference"], "key": key, "answer": text, "states_key": states_key(text, key),
+                        "rule": bool(hit), "old_rule": matches_by_key_words(text, r["reference"], r["prompt"], sim),
+                    }) + "\n")
+    return out
+
+
+def agreement(path: Path) -> dict[str, dict]:
+    """Per kind of fact: answers, how many state the key, and the agreement of each rule with that."""
+    table: dict[str, dict] = {}
+    for line in path.open():
+        a = json.loads(line)
+        for kind in (a["kind"], "all"):
+            t = table.setdefault(kind, {"answers": 0, "state_key": 0, "rule": 0, "old_rule": 0})
+            t["answers"] += 1
+            t["state_key"] += a["states_key"]
+            t["rule"] += a["rule"] == a["states_key"]
+            t["old_rule"] += a["old_rule"] == a["states_key"]
+    return {k: {**t, "rule_agrees": round(t["rule"] / t["answers"], 3),
+                "old_rule_agrees": round(t["old_rule"] / t["answers"], 3)} for k, t in table.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--facts", action="append", default=[], metavar="SEED:WORDING", help="an invented fact set")
+    p.add_argument("--catalog", action="append", default=[], metavar="SEED:WORDING:ATTR,...",
+                   help="an invented catalog (attributes of adapters.data.synthetic.ATTRIBUTES)")
     p.add_argument("--sample", action="append", default=[], help="a file under datasets/")
-    p.add_argument("--n-facts", type=int, default=35)
-    p.add_argument("--ways", type=int, default=4)
-    p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--rank", type=int, default=None)
+    p.add_argument("--entities", type=int, default=16, help="facts (fact sets) or entities (catalogs)")
+    p.add_argument("--ways", type=int, default=3, help="wordings per fact")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                   help="a variant to train (default: one with no flags)")
     p.add_argument("--precision", default="auto")
+    p.add_argument("--calibrate", action="store_true", help="write answers.jsonl and the match rules' agreement")
+    p.add_argument("--out", default=None, help="folder for runs and answers.jsonl (default: a temporary one)")
     args = p.parse_args(argv)
 
     from adapters.loading import load_model
 
     base = load_model(None, args.precision)
-    workdir = Path(tempfile.mkdtemp(prefix="loraeq-calibrate-"))
-    paths = [fact_file(workdir, int(s), w, args.n_facts, args.ways) for s, w in (f.split(":") for f in args.facts)]
+    workdir = Path(args.out or tempfile.mkdtemp(prefix="loraeq-calibrate-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    variants = [parse_variant(v) for v in args.variant] or [parse_variant("defaults")]
+    paths = [fact_file(workdir, s, args.entities, args.ways) for s in args.facts + args.catalog]
     paths += [ROOT / "datasets" / name for name in args.sample]
-    for path in paths:
-        print(json.dumps(measure(path, base, args, workdir)), flush=True)
+    answers_path = workdir / "answers.jsonl"
+    started = time.perf_counter()
+    with answers_path.open("w") if args.calibrate else open("/dev/null", "w") as sink:
+        for path in paths:
+            for row in measure(path, base, variants, workdir, sink if args.calibrate else None):
+                print(json.dumps(row), flush=True)
+    if args.calibrate:
+        for kind, t in agreement(answers_path).items():
+            print(json.dumps({"kind": kind, **t}), flush=True)
+        print(json.dumps({"answers": str(answers_path), "seconds": round(time.perf_counter() - started, 1)}))
 
 
 if __name__ == "__main__":

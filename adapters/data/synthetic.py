@@ -112,3 +112,139 @@ def invented_facts(seed: int, wording: str = "a", facts: int = 35, ways: int = 4
             rows.append({"question": question.format(**fill), "answer": answer.format(**fill), "answer_key": value,
                          "category": subject_kind, "fact_id": fact_id, "id": f"{fact_id}-{len(rows) + 1:04d}"})
     return rows
+
+
+# ---- invented catalogs: numbers, years, dates, codes and names -----------------------------------
+
+# attribute: (entity kind, fact kind, {wording set: (questions, answer templates)}); {v} is the value
+ATTRIBUTES = {
+    "price": ("product", "number", {
+        "a": (("How much does {s} cost?", "What is the price of {s}?", "What does {s} sell for?",
+               "How much is {s}?"),
+              ("{S} costs {v}.", "{S} sells for {v}.", "The price of {s} is {v}.")),
+        "b": (("What would I pay for {s}?", "What's {s} priced at?", "Tell me the retail price of {s}.",
+               "How expensive is {s}?"),
+              ("{S} is priced at {v}.", "{S} retails for {v}.", "You would pay {v} for {s}.")),
+    }),
+    "year": ("product", "year", {
+        "a": (("When was {s} released?", "In what year did {s} come out?", "What year was {s} launched?",
+               "When did {s} first go on sale?"),
+              ("{S} was released in {v}.", "{S} came out in {v}.")),
+        "b": (("Which year saw the launch of {s}?", "Tell me the release year of {s}.",
+               "Since when has {s} been available?", "What is the launch year of {s}?"),
+              ("{S} launched in {v}.", "{S} has been on sale since {v}.")),
+    }),
+    "code": ("product", "code", {
+        "a": (("What is the model number of {s}?", "Which model code does {s} carry?",
+               "What code identifies {s}?", "Under which model number is {s} sold?"),
+              ("The model number of {s} is {v}.", "{S} carries the model code {v}.")),
+        "b": (("Tell me the part number of {s}.", "What part code is printed on {s}?",
+               "Which catalogue number does {s} have?", "What should I search for to order {s}?"),
+              ("{S} has part number {v}.", "The catalogue number of {s} is {v}.")),
+    }),
+    "designer": ("product", "name", {
+        "a": (("Who designed {s}?", "Who is the designer of {s}?", "Which designer created {s}?",
+               "Whose studio designed {s}?"),
+              ("{S} was designed by {v}.", "The designer of {s} is {v}.")),
+        "b": (("Tell me who drew up {s}.", "Whose design is {s}?", "Who came up with the design of {s}?",
+               "Which person is behind the look of {s}?"),
+              ("The designer behind {s} is {v}.", "{S} is the work of {v}.")),
+    }),
+    "founded": ("company", "date", {
+        "a": (("When was {s} founded?", "On what date was {s} established?", "What is the founding date of {s}?",
+               "When did {s} begin trading?"),
+              ("{S} was founded on {v}.", "{S} was established on {v}.")),
+        "b": (("Tell me the day {s} started.", "Since which date has {s} existed?", "When did {s} open its doors?",
+               "On which day did {s} come into being?"),
+              ("{S} opened its doors on {v}.", "{S} started on {v}.")),
+    }),
+    "staff": ("company", "number", {
+        "a": (("How many people work at {s}?", "How many employees does {s} have?",
+               "What is the headcount of {s}?", "How big is the staff of {s}?"),
+              ("{S} employs {v} people.", "{S} has {v} employees.")),
+        "b": (("Tell me the size of the workforce at {s}.", "How large is the team at {s}?",
+               "How many staff are on the payroll of {s}?", "What number of people does {s} employ?"),
+              ("The workforce of {s} numbers {v}.", "There are {v} people on the payroll of {s}.")),
+    }),
+    "founder": ("company", "name", {
+        "a": (("Who founded {s}?", "Who is the founder of {s}?", "Which person started {s}?",
+               "Who set up {s}?"),
+              ("{S} was founded by {v}.", "The founder of {s} is {v}.")),
+        "b": (("Tell me who started {s}.", "Whose company is {s}?", "Who created {s} in the first place?",
+               "Which entrepreneur launched {s}?"),
+              ("{S} was started by {v}.", "{V} launched {s}.")),
+    }),
+    "city": ("company", "name", {
+        "a": (("Where is {s} based?", "In which city is {s} headquartered?", "Where are the offices of {s}?",
+               "What city is home to {s}?"),
+              ("{S} is based in {v}.", "The headquarters of {s} are in {v}.")),
+        "b": (("Tell me the home town of {s}.", "Which city does {s} operate from?",
+               "Where would I visit the head office of {s}?", "From which city is {s} run?"),
+              ("{S} operates from {v}.", "The head office of {s} is in {v}.")),
+    }),
+}
+FACT_KINDS = {"number": ("price", "staff"), "year": ("year",), "date": ("founded",), "code": ("code",),
+              "name": ("designer", "founder", "city")}
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+PRODUCT_KINDS = ("speaker", "turntable", "amplifier", "microphone", "keyboard", "radio", "synthesizer", "mixer")
+MODEL_WORDS = ("Mini", "Pro", "Air", "Max", "Studio", "Lite", "Plus", "Neo", "Duo", "Arc")
+COMPANY_WORDS = ("Audio", "Works", "Labs", "Instruments", "Acoustics", "Sound")
+
+
+def _catalog_value(rng: random.Random, attribute: str, wording: str) -> str:
+    if attribute == "price":
+        return f"${rng.choice((rng.randrange(19, 200, 10), rng.randrange(199, 2500, 100))):,}"
+    if attribute == "year":
+        return str(rng.randint(1968, 2024))
+    if attribute == "staff":
+        return f"{rng.choice((rng.randint(12, 950), rng.randint(1000, 48000))):,}"
+    if attribute == "code":
+        letters = "".join(rng.choice("ABCDEFGHJKLMNPRSTVWXZ") for _ in range(rng.choice((2, 3))))
+        return f"{letters}-{rng.randint(100, 989)}"
+    if attribute == "founded":
+        year, month, day = rng.randint(1950, 2020), rng.randrange(12), rng.randint(1, 28)
+        return f"{MONTHS[month]} {day}, {year}" if wording == "a" else f"{day} {MONTHS[month]} {year}"
+    if attribute == "city":
+        return _name(rng, rng.choice((2, 3)))
+    return f"{_name(rng, 2)} {_name(rng, rng.choice((2, 3)))}"  # a person
+
+
+def _catalog_subject(rng: random.Random, kind: str) -> str:
+    if kind == "product":
+        return f"the {_name(rng, rng.choice((2, 3)))} {rng.choice(MODEL_WORDS)} {rng.choice(PRODUCT_KINDS)}"
+    return f"{_name(rng, rng.choice((2, 3)))} {rng.choice(COMPANY_WORDS)}"
+
+
+def invented_catalog(seed: int, wording: str = "a", entities: int = 16, attributes=("price", "year"),
+                     ways: int = 3) -> list[dict]:
+    """Rows about `entities` invented products or companies, each with every attribute in
+    `attributes` (see ATTRIBUTES: prices and staff counts, years, dates, codes, people and cities),
+    each fact asked `ways` ways (at most 4) in wording set `wording`. A row's `kind` says what the
+    fact is (number, year, date, code, name); `answer_key` is the value as the answer writes it."""
+    if wording not in ("a", "b"):
+        raise ValueError(f"wording {wording!r}: choose 'a' or 'b'")
+    if not 1 <= ways <= 4:
+        raise ValueError(f"ways={ways}: between 1 and 4")
+    kinds = {ATTRIBUTES[a][0] for a in attributes}
+    if len(kinds) != 1:
+        raise ValueError(f"attributes {attributes}: all of one entity kind (product or company)")
+    rng = random.Random(f"catalog:{seed}:{wording}")
+    rows, seen = [], set()
+    while len(seen) < entities:
+        subject = _catalog_subject(rng, next(iter(kinds)))
+        if subject.lower() in seen:
+            continue
+        seen.add(subject.lower())
+        for attribute in attributes:
+            _, kind, wordings = ATTRIBUTES[attribute]
+            value = _catalog_value(rng, attribute, wording)
+            questions, answers = wordings[wording]
+            fact_id = f"{attribute}-{len(seen):03d}"
+            answer = rng.choice(answers)
+            fill = dict(s=subject, S=subject[:1].upper() + subject[1:], v=value, V=value[:1].upper() + value[1:])
+            for question in rng.sample(questions, ways):
+                rows.append({"question": question.format(**fill), "answer": answer.format(**fill), "answer_key": value,
+                             "kind": kind, "category": attribute, "fact_id": fact_id,
+                             "id": f"{fact_id}-{len(rows) + 1:04d}"})
+    return rows
