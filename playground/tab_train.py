@@ -12,7 +12,7 @@ import pandas as pd
 
 from adapters.analysis import layer_bands
 from adapters.dataspec import DataSpec, start_run, with_mix
-from adapters.equalizer import PRESETS, Equalizer, equalizer_table, preset
+from adapters.equalizer import MAX_STRENGTH, PRESETS, Equalizer, equalizer_table, preset
 from adapters.errors import LoraEqError
 from adapters.hyperform import FIELDS, NAMES, form_from_hyper, hyper_from_form
 from adapters.limits import check_hyper, check_number, check_ranks, check_text, check_training_memory, training_memory
@@ -32,7 +32,6 @@ from playground.shared import Shared
 from playground.tab_data import receive, session_dataset, session_spec
 from playground.tab_model import current
 
-MAX_STRENGTH = 2.0
 # What a variant will be comes first (schedule, size), where the eye lands; the rest as given after.
 VARIANT_COLUMNS = ["name", "steps", "learning_rate", "rank", "time", "trainable_params", "total_rank", "size",
                    "equalizer", "batch_size", "grad_accum", "alpha", "dropout", "max_length", "warmup_ratio",
