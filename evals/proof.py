@@ -16,7 +16,6 @@ the default. It never trains nor changes an adapter, and the base comes back unc
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -36,6 +35,7 @@ from .adapter_set import BASE, AdapterSet, load_adapter_set, release
 from .base_cache import BaseCache
 from .losses import Divergence, Scores, score
 from .matching import facts_of, match, vocabulary
+from .recall import questions, recall_of, train_sample
 from .matrix import evalset_results
 from .stats import min_detectable_difference, min_k_prob, roc_auc
 from .verdict import Evidence, Matches, Paired, Thresholds, UserChecks, Verdict, decide
@@ -232,6 +232,9 @@ def greedy_generate(
 
     if len(prompts) != len(adapter_names):
         raise LoraEqError(f"{len(prompts)} prompts for {len(adapter_names)} adapter names")
+    unknown = sorted(set(adapter_names) - set(adapters.names))
+    if unknown:
+        raise LoraEqError(f"adapter {unknown[0]!r} is not in this set (it has {', '.join(adapters.names)})")
     ids = [encode_prompt(adapters.tokenizer, p) for p in prompts]
     return _greedy_ids(adapters, ids, adapter_names, stop_token_ids(adapters.tokenizer, adapters.model),
                        max_new_tokens, batch_size)
@@ -308,19 +311,6 @@ def heldout_rows(examples, tokenizer, limit: int | None, seed: int) -> tuple[lis
             continue
         rows.append(Row(e.id, e.category, e.messages[:last], e.messages[last]["content"], encoded))
     return rows, notes
-
-
-def train_sample(train, variant_config: dict, tokenizer, size: int, seed: int) -> list[tuple[list[dict], Encoded]]:
-    """A seeded sample of `size` distinct rows from what this variant trained on (its mix, if any):
-    (conversation, encoded) pairs, rows without an assistant token left out."""
-    from adapters.runs import training_stream
-    from adapters.variants import Variant
-
-    stream = training_stream(train, Variant.from_json(variant_config))
-    unique = list({json.dumps(c, sort_keys=True): c for c in stream}.values())
-    picked = random.Random(f"{seed}:train").sample(unique, min(size, len(unique)))
-    pairs = [(c, encode_chat(tokenizer, c, MAX_LENGTH)) for c in picked]
-    return [(c, e) for c, e in pairs if e.trained_tokens > 0]
 
 
 # ---- the evaluation --------------------------------------------------------------------------
@@ -548,25 +538,22 @@ def _tick(progress: Progress | None, done: int, total: int) -> None:
 def _train_facts(adapters: AdapterSet, samples: dict[str, list], generate: Generate | None,
                  vocab: frozenset[str]) -> dict[str, list[bool]]:
     """Per variant (adapter id), whether its greedy answers to the questions of its own train sample
-    state their references' facts (`matching.match`): were the facts learned at all?"""
-    prompts, names, refs = [], [], []
-    for aid, sample in samples.items():
-        for conversation, _ in sample:
-            last = max(i for i, m in enumerate(conversation) if m["role"] == "assistant")
-            prompts.append(conversation[:last])
-            refs.append(conversation[last]["content"])
-            names.append(aid)
+    state their references' facts (`recall.py`): were the facts learned at all?"""
+    asked = {aid: questions(sample) for aid, sample in samples.items()}
+    prompts = [p for aid in asked for p, _ in asked[aid]]
+    names = [aid for aid in asked for _ in asked[aid]]
     if generate is None:
         from adapters.engine import stop_token_ids
 
         ids = [encode_prompt(adapters.tokenizer, p) for p in prompts]
         flat = _greedy_ids(adapters, ids, names, stop_token_ids(adapters.tokenizer, adapters.model),
-                           answer_budget(adapters.tokenizer, refs), GENERATE_BATCH)
+                           answer_budget(adapters.tokenizer, [r for a in asked.values() for _, r in a]), GENERATE_BATCH)
     else:
         flat = generate(adapters, prompts, names)
-    out: dict[str, list[bool]] = {aid: [] for aid in samples}
-    for aid, prompt, ref, answer in zip(names, prompts, refs, flat):
-        out[aid].append(match(answer, ref, prompt[-1]["content"], None, vocab).matched)
+    out, at = {}, 0
+    for aid, pairs in asked.items():
+        out[aid] = recall_of(list(flat[at: at + len(pairs)]), pairs, vocab)
+        at += len(pairs)
     return out
 
 

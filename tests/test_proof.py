@@ -346,3 +346,35 @@ def test_paired_and_thresholds_check_their_values():
         Thresholds(alpha=0)
     with pytest.raises(LoraEqError):
         Evidence(SIM_SAME, LOSS_SAME, LOSS_SAME, kl_to_base=-1.0, max_logit_diff=0.0)
+
+
+def test_each_variant_answers_its_own_training_questions_and_the_count_is_kept(tiny_run):
+    from adapters.runfolder import RunFolder
+    from evals.recall import Recall, advice, longer_schedule, record, train_recall
+
+    from adapters.runs import run_split
+    from evals.recall import questions, train_sample
+
+    base = load_model(RunFolder.open(tiny_run).model, "fp32")
+    recalls = train_recall(tiny_run, base, size=12)
+    assert set(recalls) == {"zero", "hard"} and recalls["zero"] == Recall(0, 12)
+    # Counted by hand: the hard variant's answers holding both codes of their reference (w40 ... w60).
+    config = RunFolder.open(tiny_run).variant("hard").config
+    asked = questions(train_sample(run_split(tiny_run, "train"), config, base.tokenizer, 12, 0))
+    adapters = load_adapter_set(base, {"hard": tiny_run / "hard"})
+    try:
+        answers = greedy_generate(adapters, [p for p, _ in asked], ["v0"] * 12, max_new_tokens=16)
+    finally:
+        release(adapters)
+    by_hand = sum(all(w in a.split() for w in ref.split() if w.startswith("w")) for a, (_, ref) in zip(answers, asked))
+    assert recalls["hard"] == Recall(by_hand, 12)
+    record(tiny_run, recalls)
+    metrics = json.loads((tiny_run / "hard" / "metrics.json").read_text())
+    assert metrics["train_recall"]["stated"] == recalls["hard"].stated and metrics["status"] == "done"
+    # What to train instead when the facts are not learned: twice the training, as a flag.
+    assert longer_schedule({"epochs": 8.0, "max_steps": None}, 130) == "--epochs 16 (it had 8 epochs; about 4 min)"
+    assert longer_schedule({"epochs": None, "max_steps": 40}) == "--max-steps 80 (it had 40 steps)"
+    line = advice("short", Recall(3, 24), {"epochs": 2.0, "max_steps": None}, 40)
+    assert line == ("short states the facts in 3 of 24 of its own training questions: the facts are not learned "
+                    "yet; train longer: --epochs 4 (it had 2 epochs; about 80 s)")
+    assert advice("good", Recall(22, 24), {"epochs": 8.0}) == ""

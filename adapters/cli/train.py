@@ -91,9 +91,45 @@ def _train(args: argparse.Namespace) -> tuple[dict, int]:
         if not args.json:
             print(f"[{record['variant']}] {record['status']}", file=sys.stderr, flush=True)
 
-    results = _queue(out)(out, on_event=echo)
+    results, recalls = _trained(out, echo)
     code = 0 if all(r["status"] == "done" for r in results) else 1
-    return {"run_dir": str(out), "variants": [_summary(r) for r in results]}, code
+    return {"run_dir": str(out), "variants": [_summary(r, recalls) for r in results],
+            "advice": _advice(out, recalls)}, code
+
+
+def _trained(out: Path, echo) -> tuple[list[dict], dict]:
+    """Train the run's queue; for a chat run, then ask each trained variant its own training
+    questions (evals.recall): were its facts learned? The count goes into its metrics.json."""
+    from ..runfolder import RunFolder
+
+    run = RunFolder.open(out)
+    if run.task == "classification":
+        return _queue(out)(out, on_event=echo), {}
+    from ..loading import load_model
+    from ..runs import run_queue
+    from evals.recall import record, train_recall
+
+    base = load_model(run.model, run.precision)
+    results = run_queue(out, base=base, on_event=echo)
+    done = [r["name"] for r in results if r["status"] == "done"]
+    recalls = train_recall(out, base, done) if done else {}
+    record(out, recalls)
+    return results, recalls
+
+
+def _advice(out: Path, recalls: dict) -> list[str]:
+    """A line per variant whose facts are not learned yet, with the longer schedule to try."""
+    from ..runfolder import RunFolder
+    from evals.recall import advice
+
+    run = RunFolder.open(out)
+    lines = []
+    for name, recall in recalls.items():
+        info = run.variant(name)
+        line = advice(name, recall, info.record().get("hyper", {}), info.metrics().get("seconds"))
+        if line:
+            lines.append(line)
+    return lines
 
 
 def _classification_data(spec):
@@ -117,14 +153,21 @@ def _queue(out: Path):
     return run_queue
 
 
-def _summary(result: dict) -> dict:
+def _summary(result: dict, recalls: dict) -> dict:
     keys = ("name", "status", "path", "steps", "final_loss", "seconds", "trained_tokens", "tokens_per_s", "error")
-    return {k: result.get(k) for k in keys}
+    recall = recalls.get(result.get("name"))
+    return {**{k: result.get(k) for k in keys},
+            "train_recall": recall.to_json() if recall is not None else None}
 
 
 def _render_train(data: dict, args) -> str:
-    return f"run {data['run_dir']}\n" + format_table(data["variants"], ["name", "status", "steps", "final_loss",
-                                                                         "seconds", "tokens_per_s", "error"])
+    rows = [{**v, "facts_stated": f"{v['train_recall']['stated']}/{v['train_recall']['asked']}"
+             if v.get("train_recall") else ""} for v in data["variants"]]
+    table = format_table(rows, ["name", "status", "steps", "final_loss", "facts_stated", "seconds", "tokens_per_s",
+                                "error"])
+    notes = "".join(f"\n{line}" for line in data.get("advice", []))
+    return f"run {data['run_dir']}\n{table}" + ("\nfacts_stated: answers to its own training questions that state "
+                                               "their facts" + notes if any(r["facts_stated"] for r in rows) else "")
 
 
 # ---- status / cancel -------------------------------------------------------------------------

@@ -1,0 +1,149 @@
+"""Were the facts learned at all? Each variant answers questions it trained on.
+
+A training loss that fell says the variant finds the data's wording likely; it does not say the
+variant states the data's facts. `train_recall` asks each finished variant of a run a seeded
+sample of its own training questions (greedy, as the proof answers) and counts the answers that
+state their reference's facts (`matching.match`). Fewer than `RECALL_TARGET` of them: the facts
+are not learned yet, and `longer_schedule` says what to train instead. The proof asks the same
+questions (the same sample, `train_sample`) and says so in its verdict; `loraeq train` runs this
+after training and writes the count into each variant's metrics.json. Nothing here trains.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.cache import read_json, write_json_atomic
+from adapters.tokenize import encode_chat, encode_prompt
+
+from .matching import match, vocabulary
+
+RECALL_TARGET = 0.8  # share of its training questions a variant must answer with their facts
+RECALL_SAMPLE = 24  # training questions asked per variant after training (the proof asks as many as it holds out)
+MAX_LENGTH = 1024  # tokens per sampled conversation, as the proof scores them
+
+
+@dataclass(frozen=True)
+class Recall:
+    """Answers to a variant's own training questions that state their facts, of those asked."""
+
+    stated: int
+    asked: int
+
+    def learned(self, target: float = RECALL_TARGET) -> bool:
+        return self.asked > 0 and self.stated >= target * self.asked
+
+    def text(self) -> str:
+        """'states the facts in 23 of 24 of its own training questions'"""
+        return f"states the facts in {self.stated} of {self.asked} of its own training questions"
+
+    def to_json(self) -> dict:
+        return {"stated": self.stated, "asked": self.asked, "target": RECALL_TARGET}
+
+
+def train_sample(train, variant_config: dict, tokenizer, size: int, seed: int) -> list[tuple[list[dict], object]]:
+    """A seeded sample of `size` distinct rows from what this variant trained on (its mix, if any):
+    (conversation, encoded) pairs, rows without an assistant token left out."""
+    from adapters.runs import training_stream
+    from adapters.variants import Variant
+
+    stream = training_stream(train, Variant.from_json(variant_config))
+    unique = list({json.dumps(c, sort_keys=True): c for c in stream}.values())
+    picked = random.Random(f"{seed}:train").sample(unique, min(size, len(unique)))
+    pairs = [(c, encode_chat(tokenizer, c, MAX_LENGTH)) for c in picked]
+    return [(c, e) for c, e in pairs if e.trained_tokens > 0]
+
+
+def questions(sample: list[tuple[list[dict], object]]) -> list[tuple[list[dict], str]]:
+    """(prompt up to the last assistant turn, that turn's text) of each sampled conversation."""
+    out = []
+    for conversation, _ in sample:
+        last = max(i for i, m in enumerate(conversation) if m["role"] == "assistant")
+        out.append((conversation[:last], conversation[last]["content"]))
+    return out
+
+
+def recall_of(answers: list[str], asked: list[tuple[list[dict], str]], vocab: frozenset[str]) -> list[bool]:
+    """Whether each answer states the facts of its question's reference."""
+    return [match(a, ref, prompt[-1]["content"], None, vocab).matched for a, (prompt, ref) in zip(answers, asked)]
+
+
+def data_vocabulary(conversations) -> frozenset[str]:
+    """The words a run's data writes in lower case (see `matching.vocabulary`)."""
+    return vocabulary(m["content"] for c in conversations for m in c)
+
+
+def train_recall(run_dir: str | Path, base, names: list[str] | None = None, size: int = RECALL_SAMPLE,
+                 seed: int = 0) -> dict[str, Recall]:
+    """Each finished variant (or those in `names`) answers `size` of its own training questions;
+    how many answers state their facts. `base` is the run's base, loaded."""
+    from adapters.engine import stop_token_ids
+    from adapters.runfolder import RunFolder
+    from adapters.runs import run_split
+
+    from .adapter_set import load_adapter_set, release
+    from .proof import _greedy_ids, answer_budget, GENERATE_BATCH
+
+    run = RunFolder.open(run_dir)
+    entries = [v for v in run.variants if v.status() == "done" and (names is None or v.name in names)]
+    if not entries:
+        return {}
+    train = run_split(run.path, "train")
+    vocab = data_vocabulary(e.messages for e in train.examples)
+    adapters = load_adapter_set(base, {v.name: v.folder for v in entries})
+    try:
+        asked = {v.name: questions(train_sample(train, v.config, base.tokenizer, size, seed)) for v in entries}
+        prompts = [p for v in entries for p, _ in asked[v.name]]
+        ids = [encode_prompt(base.tokenizer, p) for p in prompts]
+        labels = [adapters.ids[v.name] for v in entries for _ in asked[v.name]]
+        budget = answer_budget(base.tokenizer, [r for v in entries for _, r in asked[v.name]]) if prompts else 16
+        flat = _greedy_ids(adapters, ids, labels, stop_token_ids(base.tokenizer, adapters.model), budget,
+                           GENERATE_BATCH)
+    finally:
+        release(adapters)
+    out, at = {}, 0
+    for v in entries:
+        n = len(asked[v.name])
+        hits = recall_of(flat[at: at + n], asked[v.name], vocab)
+        out[v.name] = Recall(sum(hits), n)
+        at += n
+    return out
+
+
+def longer_schedule(hyper: dict, seconds: float | None = None) -> str:
+    """What to train instead when the facts are not learned: twice the training, in words and flags
+    ('--epochs 16 (it had 8; about 4 min)')."""
+    if hyper.get("max_steps") is not None:
+        flag, now, unit = "--max-steps", int(hyper["max_steps"]), "steps"
+    else:
+        flag, now, unit = "--epochs", hyper.get("epochs") or 1, "epochs"
+    more = math.ceil(2 * now) if unit == "steps" else f"{2 * now:g}"
+    took = f"; about {_minutes(2 * seconds)}" if seconds else ""
+    return f"{flag} {more} (it had {now:g} {unit}{took})"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def advice(name: str, recall: Recall, hyper: dict, seconds: float | None = None) -> str:
+    """One line for a variant whose facts are not learned yet ('' when they are)."""
+    if recall.learned() or not recall.asked:
+        return ""
+    return (f"{name} {recall.text()}: the facts are not learned yet; train longer: "
+            f"{longer_schedule(hyper, seconds)}")
+
+
+def record(run_dir: str | Path, recalls: dict[str, Recall]) -> None:
+    """Each variant's recall into its metrics.json, next to what training wrote."""
+    from adapters.runfolder import RunFolder
+
+    run = RunFolder.open(run_dir)
+    for v in run.variants:
+        if v.name in recalls:
+            path = Path(v.folder) / "metrics.json"
+            write_json_atomic(path, {**read_json(path), "train_recall": recalls[v.name].to_json()})
