@@ -10,6 +10,7 @@ and precision. This module does not decide where to adapt (that is the equalizer
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -28,6 +29,7 @@ _CACHE_VERSION = 1
 _QUANTIZED = ("Linear4bit", "Linear8bitLt")
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger("loraeq.analysis")
 
 
 def module_kind(module: nn.Module) -> str | None:
@@ -337,6 +339,8 @@ def analyze_loaded(loaded, bands: int = DEFAULT_BANDS, use_cache: bool = True, p
     if not cached:
         with torch.no_grad():
             tmap = tuning_map(loaded.model)
+            log.info("measuring the weights of the %d places LoRA can tune, once for this model and precision "
+                     "(kept in %s)", len(tmap.cells), path.parent)
             cached = {
                 "layers": tmap.layers,
                 "layers_path": tmap.layers_path,
@@ -347,6 +351,7 @@ def analyze_loaded(loaded, bands: int = DEFAULT_BANDS, use_cache: bool = True, p
                 "memory_bytes": loaded.memory_bytes,
             }
         write_json_atomic(path, cached)
+        log.info("measured in %.0f s", time.perf_counter() - started)
         hit = False
     else:
         hit = True

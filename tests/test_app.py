@@ -257,3 +257,17 @@ def test_start_up_serves_before_drawing_and_turns_the_collector_back_on(tiny_mod
     assert len(loads) == 1
     figure = loads[0].fn("spectral", False, app.Session())
     assert figure.axes[0].images[0].get_array().shape == (2, 7)
+
+
+def test_the_first_start_says_what_it_measures_once_and_a_warm_start_does_not(tiny_model_dir, cache_home, tmp_path,
+                                                                              caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="loraeq")
+    make_shared(str(tiny_model_dir), "fp32", str(tmp_path / "runs"))
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("loraeq")]
+    assert any(m.startswith("measuring the weights of the 14 places LoRA can tune, once") for m in said), said
+    assert "measuring the weights: 14 of 14" in said and any(m.startswith("measured in") for m in said), said
+    caplog.clear()
+    make_shared(str(tiny_model_dir), "fp32", str(tmp_path / "runs2"))  # warm: read from the cache
+    assert not any("measur" in r.getMessage() for r in caplog.records), caplog.records
