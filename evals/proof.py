@@ -35,7 +35,7 @@ from .adapter_set import BASE, AdapterSet, load_adapter_set, release
 from .base_cache import BaseCache
 from .losses import Divergence, Scores, score
 from .matching import facts_of, match, vocabulary
-from .recall import questions, recall_of, train_sample
+from .recall import Recall, advice, questions, recall_of, train_sample
 from .matrix import evalset_results
 from .stats import min_detectable_difference, min_k_prob, roc_auc
 from .verdict import Evidence, Matches, Paired, Thresholds, UserChecks, Verdict, decide
@@ -87,6 +87,7 @@ class VariantProof:
     loss_curve: list[list[float]]  # [step, loss] from train_log.jsonl
     divergence: Divergence
     heldout_curve: list[list[float]] = field(default_factory=list)  # [step, held-out loss] during training
+    advice: str = ""  # what to train instead when even its own training questions miss their facts
 
     def headline(self) -> str:
         """The first line a reader sees: the user's checks first, then how often the held-out answers
@@ -106,6 +107,7 @@ class VariantProof:
             "matches": e.matches.to_json(),
             "checks": [c.to_json() for c in e.checks],
             "train_facts": None if e.train_facts is None else {"stated": e.train_facts[0], "asked": e.train_facts[1]},
+            "advice": self.advice,
             "power": self.power,
             "verdict": self.verdict.label,
             "verdict_line": self.verdict.sentence,
@@ -600,11 +602,11 @@ def _prove(variant: VariantInfo, m: _Measured, index: int, t: Thresholds, n_resa
         checks=checks,
         train_facts=(sum(m.train_facts[aid]), len(m.train_facts[aid])),
     )
-    log = variant.log()
+    log, metrics = variant.log(), variant.metrics()
     return VariantProof(
         name=variant.name,
         folder=variant.folder.name,
-        steps=variant.metrics().get("steps"),
+        steps=metrics.get("steps"),
         verdict=decide(evidence, t),
         evidence=evidence,
         heldout_losses=held_v.loss.tolist(),
@@ -617,6 +619,8 @@ def _prove(variant: VariantInfo, m: _Measured, index: int, t: Thresholds, n_resa
         loss_curve=[[r["step"], r["loss"]] for r in log if "loss" in r and "step" in r],
         heldout_curve=[[r["step"], r["heldout_loss"]] for r in log if "heldout_loss" in r],
         divergence=m.divergence[aid],
+        advice=advice(variant.name, Recall(*evidence.train_facts), variant.record().get("hyper", {}),
+                      metrics.get("seconds")),
     )
 
 

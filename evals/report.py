@@ -59,12 +59,21 @@ def summary_rows(data: dict) -> list[dict]:
             "max_dlogit": f"{v['max_logit_diff']:.2g}",
             "member_auc": v["membership_auc"],
             "min_k_auc": v["min_k_auc"],
+            "facts": _facts(v),
         })
     return rows
 
 
-_HEAD = ["model", "verdict", "heldout_loss", "heldout_ppl", "train_loss", "similarity", "sim_diff", "p",
+_HEAD = ["model", "verdict", "facts", "heldout_loss", "heldout_ppl", "train_loss", "similarity", "sim_diff", "p",
          "kl_to_base", "max_dlogit", "member_auc", "min_k_auc"]
+
+
+def _facts(v: dict) -> str:
+    """'14/24 held-out, 24/24 trained': answers that state their reference's facts."""
+    m, t = v.get("matches"), v.get("train_facts")
+    held = f"{m['variant']}/{m['n']} held-out" if m else ""
+    trained = f"{t['stated']}/{t['asked']} trained" if t else ""
+    return ", ".join(x for x in (held, trained) if x)
 
 
 def _cell(value) -> str:
@@ -100,6 +109,9 @@ def _rules(data: dict) -> list[str]:
         "worse than base: held-out similarity, matches or an eval set's passes significantly lower, or held-out loss "
         "significantly higher",
         "inconclusive: changed from the base, none of the above shown at this sample size",
+        "facts: held-out answers that state their reference's facts, and answers to a sample of the variant's own "
+        "training questions that do (as many as the held-out rows); under 80% on its own training questions, the "
+        "facts are not learned yet and the report names a longer schedule",
         "power: the smallest similarity gain the held-out set detects at alpha with power 0.8 is "
         "(z(1 - alpha/2) + z(0.8)) x sd(differences) / sqrt(n); the set is too small when that exceeds "
         "+0.05, or when it has fewer rows than an exact McNemar test needs to reach alpha",
@@ -107,8 +119,10 @@ def _rules(data: dict) -> list[str]:
 
 
 def headlines(data: dict) -> list[str]:
-    """Per variant, the line a non-statistician reads first, then its verdict."""
-    return [f"{v['name']}: {v['headline']} — {v['verdict']}" for v in data["variants"]]
+    """Per variant, the line a non-statistician reads first, then its verdict (and what to train
+    instead when even its training questions miss their facts)."""
+    return [f"{v['name']}: {v['headline']} — {v['verdict']}" + (f". {v['advice']}" if v.get("advice") else "")
+            for v in data["variants"]]
 
 
 def cache_line(data: dict) -> str:
@@ -302,7 +316,7 @@ def render_html(data: dict) -> str:
         f"</code> ({e(data['precision'])}), {data['heldout_rows']} held-out rows, seed {data['seed']}</p>",
         "<h2>In short</h2><ul>",
         *[f"<li class='{_CLASS.get(v['verdict'], '')}'><b>{e(v['name'])}</b>: {e(v['headline'])} — "
-          f"<b>{e(v['verdict'])}</b></li>" for v in data["variants"]],
+          f"<b>{e(v['verdict'])}</b>{e('. ' + v['advice']) if v.get('advice') else ''}</li>" for v in data["variants"]],
         *[f"<li>{e(line)}</li>" for line in evalset_lines(data)],
         f"</ul><p>{e(power_line(data) + cache_line(data))}</p>",
         "<h2>Verdicts</h2><ul>",
