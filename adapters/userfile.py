@@ -120,8 +120,8 @@ def read_users_file(path: str | Path, limits: Limits | None = None) -> Users:
         if user in entries:
             raise LoraEqError(f"{where}: user {user!r} is already listed")
         if secret[0] != "scrypt":
-            log.warning("%s: user %r has a %s password; replace the line with `loraeq users add %s --file %s`",
-                        where, user, "plain" if secret[0] == "plain" else "unsalted SHA-256", user, path.name)
+            log.warning("%s: user %r has %s password; replace the line with `loraeq users add %s --file %s`",
+                        where, user, "a plain" if secret[0] == "plain" else "an unsalted SHA-256", user, path.name)
         entries[user] = secret
     if not entries:
         raise LoraEqError(f"users file {path.name}: no users in it")

@@ -16,7 +16,9 @@ split (`heldout`); they are read here, once. Files outside the set's folder are 
 Validated like training data: a bad row (no prompt, an unknown check, a template variable the test
 does not set) is kept in `rejected` with its number and reason, nothing is dropped silently; a
 promptfoo assertion we do not run is listed in `unsupported` with its test, and the case runs its
-other checks. A file that cannot be read at all (broken YAML) raises `LoraEqError`.
+other checks. A file that cannot be read at all (broken YAML) raises `LoraEqError`, and so does
+one past the limits: more rows (or prompts x tests) than `Limits.rows`, a YAML file too big or
+whose aliases expand too far (adapters/yamlfile.py).
 Nothing here generates or judges answers.
 """
 
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from adapters.data.readers import read_file
 from adapters.errors import LoraEqError
+from adapters.limits import Limits, check_rows
 from adapters.runfolder import split_path
 from adapters.yamlfile import load_yaml
 
@@ -265,6 +268,7 @@ def _promptfoo_set(path: Path, run_dir) -> EvalSet:
     tests = config.get("tests") or [{}]
     if not isinstance(tests, list):
         raise LoraEqError(f"{path}: tests must be a list (tests from a file are not read)")
+    check_rows(len(prompts) * len(tests), Limits.from_env().rows, f"{path}: its prompts x tests")
     out = EvalSet(path.stem, str(path), [], description=config.get("description"))
     out.notes += _ignored_notes(config)
     for t, test in enumerate(tests, 1):

@@ -139,6 +139,11 @@ class JobQueue:
             return next((j for j in self._jobs.values()
                          if j.owner == owner and j.kind == kind and j.state in ACTIVE), None)
 
+    def keys(self, owner: str) -> list[str]:
+        """The keys of the owner's queued and running jobs."""
+        with self._lock:
+            return [j.key for j in self._jobs.values() if j.owner == owner and j.state in ACTIVE]
+
     def busy(self, owner: str) -> bool:
         """Whether the owner has any queued or running job (its folder must stay)."""
         with self._lock:

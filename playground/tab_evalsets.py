@@ -42,7 +42,7 @@ def choices(shared: Shared, state: Session):
 
     run = shared.require_run(state)
     names = list(RunFolder.open(run).adapters()) + list(state.adapters)  # the run's variants, then added adapters
-    results = list_evalsets(run)
+    results = shown_names(shared, state, run)
     return gr.CheckboxGroup(names, value=names), gr.Dropdown(results, value=results[-1] if results else None)
 
 
@@ -83,8 +83,15 @@ def start(shared: Shared, file, use_heldout, style_file, style_heldout, variants
     shared.jobs.submit(job_key(run, evalset.name), job_argv(run, path, variants or [], n, bool(skip_bad), style,
                                                          state.adapters),
                        owner=shared.area.owner(state), kind="evalset")
-    return gr.Dropdown(list_evalsets(run) or [evalset.name], value=evalset.name), status_line(shared, state,
-                                                                                            evalset.name)
+    return gr.Dropdown(shown_names(shared, state, run), value=evalset.name), status_line(shared, state, evalset.name)
+
+
+def shown_names(shared: Shared, state: Session, run: Path) -> list[str]:
+    """The run's eval sets with results, and the session's waiting or running ones (a set's folder
+    appears only once its worker starts): each can be shown or cancelled."""
+    prefix = job_key(run, "")
+    waiting = [k[len(prefix):] for k in shared.jobs.keys(shared.area.owner(state)) if k.startswith(prefix)]
+    return sorted({*list_evalsets(run), *waiting})
 
 
 def cancel(shared: Shared, name, state: Session) -> str:

@@ -63,3 +63,14 @@ def test_the_line_serves_users_in_turn_and_caps_each_users_waiting_jobs():
     while (jobs.busy("a") or jobs.busy("c")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not jobs.busy("a") and not jobs.busy("c")
+
+
+def test_a_job_past_its_kinds_wall_clock_limit_is_stopped_and_says_so():
+    jobs = JobQueue(limits=Limits(evalset_seconds=0.5))
+    job = jobs.submit("slow", SLOW, owner="a", kind="evalset")  # a worker takes seconds just to start
+    deadline = time.monotonic() + 30
+    while job.state in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.state == "failed" and job.timed_out, job
+    assert job.failure(0) == ("the job ran past its time limit of 0.5 s (LORAEQ_LIMIT_EVALSET_SECONDS) "
+                              "and was stopped")

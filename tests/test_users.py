@@ -19,7 +19,9 @@ from playground.app import build_app, launch_settings, make_shared, restore
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea, login_name, user_folder_name
 from playground.shared import ModelRegistry, Shared
-from playground.users import oauth_enabled, parse_auth, read_users_file
+from adapters.limits import Limits
+from adapters.userfile import hash_password
+from playground.users import LoginThrottle, oauth_enabled, parse_auth, read_users_file
 
 # ---- who may log in ------------------------------------------------------------------------------
 
@@ -36,6 +38,55 @@ def test_auth_user_pass_and_users_files(tmp_path):
         assert parsed.check("ann", "a:colon:in:it") and parsed.check("bob", "hunter2")
         assert not parsed.check("bob", digest)  # the hash itself is not the password
     assert parse_auth(None) is None and parse_auth("") is None
+
+
+def test_users_add_writes_a_salted_scrypt_line_and_old_lines_load_with_a_warning(tmp_path, caplog):
+    """`loraeq users add` as a user runs it: the password read by getpass (no terminal here, so from
+    standard input), twice; the file holds a salted hash, never the password."""
+    import subprocess
+    import sys
+
+    users = tmp_path / "users.txt"
+    digest = hashlib.sha256(b"old-pw").hexdigest()
+    users.write_text(f"# team\nbob:sha256:{digest}\neve:plain-pw\n")
+    for password in ("first-pw", "ann-pw"):  # the second run replaces ann's line
+        done = subprocess.run([sys.executable, "-m", "adapters.cli", "users", "add", "ann", "--file", str(users)],
+                              input=f"{password}\n{password}\n", capture_output=True, text=True, timeout=120,
+                              start_new_session=True)
+        assert done.returncode == 0, done.stderr
+    lines = users.read_text().splitlines()
+    [ann] = [line for line in lines if line.startswith("ann:")]
+    assert ann.startswith("ann:scrypt:16384:8:1:") and "ann-pw" not in users.read_text() and len(lines) == 4
+    with caplog.at_level("WARNING", logger="loraeq.users"):
+        parsed = read_users_file(users)
+    assert parsed.check("ann", "ann-pw") and not parsed.check("ann", "first-pw") and parsed.check("bob", "old-pw")
+    assert parsed.check("eve", "plain-pw") and not parsed.check("nobody", "")
+    warned = " ".join(caplog.messages)
+    assert "line 2: user 'bob' has an unsalted SHA-256 password" in warned and "line 3: user 'eve' has a plain" in warned
+    differ = subprocess.run([sys.executable, "-m", "adapters.cli", "users", "add", "zed", "--file", str(users)],
+                            input="one\ntwo\n", capture_output=True, text=True, timeout=120, start_new_session=True)
+    assert differ.returncode == 2 and "the two passwords differ" in differ.stderr and "zed" not in users.read_text()
+    salts = {hash_password("same").split(":")[4] for _ in range(2)}
+    assert len(salts) == 2  # salted: one password, two different lines
+
+
+def test_wrong_passwords_lock_a_name_and_an_address_out_for_a_doubling_window():
+    now = [0.0]
+    throttle = LoginThrottle(Limits(login_failures=5, login_lockout_s=10.0), clock=lambda: now[0])
+    for _ in range(4):
+        throttle.failed("ann", "1.2.3.4")
+    assert throttle.wait("ann", "1.2.3.4") == 0
+    throttle.failed("ann", "1.2.3.4")
+    assert throttle.wait("ann", "9.9.9.9") == 10 and throttle.wait("bob", "1.2.3.4") == 10  # the name, the address
+    assert throttle.wait("bob", "9.9.9.9") == 0  # someone else elsewhere is not held up
+    now[0] = 10.5
+    assert throttle.wait("ann", "1.2.3.4") == 0
+    throttle.failed("ann", "1.2.3.4")  # wrong again right after the window: twice as long
+    assert throttle.wait("ann", "9.9.9.9") == 20
+    now[0] = 31.0
+    throttle.succeeded("ann", "9.9.9.9")
+    throttle.failed("ann", "9.9.9.9")
+    assert throttle.wait("ann", "8.8.8.8") == 0  # the right password cleared the name's count
 
 
 @pytest.mark.parametrize("text, message", [
