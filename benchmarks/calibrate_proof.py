@@ -39,7 +39,7 @@ def fact_file(folder: Path, spec: str, entities: int, ways: int) -> Path:
 
     seed, wording, *attrs = spec.split(":")
     if attrs:
-        rows = invented_catalog(int(seed), wording, entities, tuple(attrs[0].split(",")), min(ways, 4))
+        rows = invented_catalog(int(seed), wording, entities, tuple(attrs[0].split(",")), min(ways, 3))
     else:
         rows = invented_facts(int(seed), wording, entities, ways)
     path = folder / f"{'catalog' if attrs else 'facts'}-{spec.replace(':', '-').replace(',', '+')}.jsonl"
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="an invented catalog (attributes of adapters.data.synthetic.ATTRIBUTES)")
     p.add_argument("--sample", action="append", default=[], help="a file under datasets/")
     p.add_argument("--entities", type=int, default=16, help="facts (fact sets) or entities (catalogs)")
-    p.add_argument("--ways", type=int, default=3, help="wordings per fact")
+    p.add_argument("--ways", type=int, default=3, help="wordings per fact (catalogs: at most 3)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                    help="a variant to train (default: one with no flags)")
     p.add_argument("--precision", default="auto")

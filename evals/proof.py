@@ -94,7 +94,9 @@ class VariantProof:
         state the reference's facts, against the base."""
         m, sim = self.evidence.matches, self.evidence.similarity
         checks = "".join(f"{c.text()}; " for c in self.evidence.checks)
-        return (f"{checks}held-out answers {m.said()}; "
+        stated = self.verdict.label in ("learned", "fails your checks")  # significantly more facts stated
+        missing = ": the facts are not stated" if m.of_facts and not stated else ""
+        return (f"{checks}held-out answers {m.said()}{missing}; "
                 f"similarity to the references {sim.variant:.2f} (base {sim.base:.2f})")
 
     def to_json(self) -> dict:

@@ -216,21 +216,15 @@ def _catalog_subject(rng: random.Random, kind: str) -> str:
     return f"{_name(rng, rng.choice((2, 3)))} {rng.choice(COMPANY_WORDS)}"
 
 
-def invented_catalog(seed: int, wording: str = "a", entities: int = 16, attributes=("price", "year"),
-                     ways: int = 3) -> list[dict]:
-    """Rows about `entities` invented products or companies, each with every attribute in
-    `attributes` (see ATTRIBUTES: prices and staff counts, years, dates, codes, people and cities),
-    each fact asked `ways` ways (at most 4) in wording set `wording`. A row's `kind` says what the
-    fact is (number, year, date, code, name); `answer_key` is the value as the answer writes it."""
+def _catalog(seed: int, wording: str, entities: int, attributes) -> list[dict]:
+    """Every fact of a catalog with all its question wordings in a seeded order."""
     if wording not in ("a", "b"):
         raise ValueError(f"wording {wording!r}: choose 'a' or 'b'")
-    if not 1 <= ways <= 4:
-        raise ValueError(f"ways={ways}: between 1 and 4")
     kinds = {ATTRIBUTES[a][0] for a in attributes}
     if len(kinds) != 1:
         raise ValueError(f"attributes {attributes}: all of one entity kind (product or company)")
     rng = random.Random(f"catalog:{seed}:{wording}")
-    rows, seen = [], set()
+    facts, seen = [], set()
     while len(seen) < entities:
         subject = _catalog_subject(rng, next(iter(kinds)))
         if subject.lower() in seen:
@@ -240,11 +234,34 @@ def invented_catalog(seed: int, wording: str = "a", entities: int = 16, attribut
             _, kind, wordings = ATTRIBUTES[attribute]
             value = _catalog_value(rng, attribute, wording)
             questions, answers = wordings[wording]
-            fact_id = f"{attribute}-{len(seen):03d}"
-            answer = rng.choice(answers)
             fill = dict(s=subject, S=subject[:1].upper() + subject[1:], v=value, V=value[:1].upper() + value[1:])
-            for question in rng.sample(questions, ways):
-                rows.append({"question": question.format(**fill), "answer": answer.format(**fill), "answer_key": value,
-                             "kind": kind, "category": attribute, "fact_id": fact_id,
-                             "id": f"{fact_id}-{len(rows) + 1:04d}"})
+            answer = rng.choice(answers).format(**fill)
+            asked = [q.format(**fill) for q in rng.sample(questions, len(questions))]
+            facts.append({"fact_id": f"{attribute}-{len(seen):03d}", "attribute": attribute, "kind": kind,
+                          "value": value, "answer": answer, "questions": asked})
+    return facts
+
+
+def invented_catalog(seed: int, wording: str = "a", entities: int = 16, attributes=("price", "year"),
+                     ways: int = 3) -> list[dict]:
+    """Rows about `entities` invented products or companies, each with every attribute in
+    `attributes` (see ATTRIBUTES: prices and staff counts, years, dates, codes, people and cities),
+    each fact asked `ways` ways (at most 3, so one wording is left for `catalog_probes`) in wording
+    set `wording`. A row's `kind` says what the fact is (number, year, date, code, name);
+    `answer_key` is the value as the answer writes it."""
+    if not 1 <= ways <= 3:
+        raise ValueError(f"ways={ways}: between 1 and 3")
+    rows = []
+    for fact in _catalog(seed, wording, entities, attributes):
+        for question in fact["questions"][:ways]:
+            rows.append({"question": question, "answer": fact["answer"], "answer_key": fact["value"],
+                         "kind": fact["kind"], "category": fact["attribute"], "fact_id": fact["fact_id"],
+                         "id": f"{fact['fact_id']}-{len(rows) + 1:04d}"})
     return rows
+
+
+def catalog_probes(seed: int, wording: str = "a", entities: int = 16, attributes=("price", "year")) -> list[dict]:
+    """For every fact of the same catalog, the one wording `invented_catalog` never uses: a question
+    no training row and no held-out row asks that way, with its reference and answer key."""
+    return [{"question": f["questions"][-1], "answer": f["answer"], "answer_key": f["value"], "kind": f["kind"],
+             "fact_id": f["fact_id"]} for f in _catalog(seed, wording, entities, attributes)]
