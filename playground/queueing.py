@@ -5,7 +5,7 @@ cores, nor load two models at once: events are put in groups (`GROUPS`, by api n
 group runs at most its limit at once, and the whole queue holds at most `size` waiting events;
 past that a client is told the queue is full (Gradio answers 503, "Queue is full"; the page
 says "This application is currently busy. Please try again."). Training and the proof are not
-here: they wait in the job line (`jobs.py`, one job at a time, one training per session).
+here: they wait in the job line (`jobs.py`, one job at a time, users served in turn).
 This module holds the numbers and applies them; it does no work.
 """
 
