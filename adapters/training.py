@@ -46,6 +46,8 @@ class VariantResult:
     tokens_per_s: float
     cut_examples: int
     error: str | None = None
+    trainable_params: int | None = None  # the adapter's LoRA parameters, counted on the model
+
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -397,6 +399,7 @@ def train_variant(
     cut = sum(1 for e in examples if e.cut)
     counter = TokenCounter()
     peft_model = attach_lora(base, variant, bands)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     try:
         steps, loss, trained = 0, None, 0
         if h.max_steps == 0 or (h.max_steps is None and h.epochs == 0):
@@ -447,6 +450,7 @@ def train_variant(
         trained_tokens=trained,
         tokens_per_s=round(trained / seconds, 1) if seconds > 0 and trained else 0.0,
         cut_examples=cut,
+        trainable_params=trainable,
     )
 
 

@@ -154,7 +154,8 @@ def _queue(out: Path):
 
 
 def _summary(result: dict, recalls: dict) -> dict:
-    keys = ("name", "status", "path", "steps", "final_loss", "seconds", "trained_tokens", "tokens_per_s", "error")
+    keys = ("name", "status", "path", "steps", "final_loss", "seconds", "trained_tokens", "tokens_per_s",
+            "trainable_params", "error")
     recall = recalls.get(result.get("name"))
     return {**{k: result.get(k) for k in keys},
             "train_recall": recall.to_json() if recall is not None else None}
@@ -163,8 +164,8 @@ def _summary(result: dict, recalls: dict) -> dict:
 def _render_train(data: dict, args) -> str:
     rows = [{**v, "facts_stated": f"{v['train_recall']['stated']}/{v['train_recall']['asked']}"
              if v.get("train_recall") else ""} for v in data["variants"]]
-    table = format_table(rows, ["name", "status", "steps", "final_loss", "facts_stated", "seconds", "tokens_per_s",
-                                "error"])
+    table = format_table(rows, ["name", "status", "steps", "trainable_params", "final_loss", "facts_stated",
+                                "seconds", "tokens_per_s", "error"])
     notes = "".join(f"\n{line}" for line in data.get("advice", []))
     return f"run {data['run_dir']}\n{table}" + ("\nfacts_stated: answers to its own training questions that state "
                                                "their facts" + notes if any(r["facts_stated"] for r in rows) else "")
