@@ -28,14 +28,13 @@ from playground import (queueing, tab_classify, tab_compare, tab_data, tab_evals
                         tab_proof, tab_runs, tab_train)
 from playground.gate import Gate, UploadLedger
 from playground.guard import handler, public_message, shield
-from playground.jobs import JobQueue
+from playground.jobs import JobQueue, workers_folder
 from playground.sessions import Session, SessionArea, login_name
 from playground.shared import ModelRegistry, Shared
 from playground.storage import RUNS_ENV, Janitor, Keep, runs_location
 from playground.users import LoginThrottle, Users, oauth_enabled, parse_auth
 
 AUTH_ENV = "LORAEQ_AUTH"
-WORKERS = ".workers"  # under the runs folder: the running workers, for the next server to find
 SPACE_ENV = "SPACE_ID"
 
 
@@ -132,7 +131,7 @@ def make_shared(model: str | None, precision: str, runs_dir: str, limits: Limits
     registry = ModelRegistry()
     registry.get(model, precision)  # load (and analyze) the default base before serving
     area = SessionArea(runs_dir)
-    jobs = JobQueue(memory_limit=limits.worker_memory, limits=limits, workers_dir=area.root / WORKERS)
+    jobs = JobQueue(memory_limit=limits.worker_memory, limits=limits, workers_dir=workers_folder(area.root))
     return Shared(registry, jobs, area, model, precision, limits, keep=keep or Keep.from_env())
 
 

@@ -14,8 +14,9 @@ kernel to kill it when the app's process ends (`adapters.runtime.die_with_parent
 watchdog stops its whole group once its memory passes the worker limit, once it runs past its
 kind's wall-clock limit (`Limits.job_seconds`), or `CANCEL_GRACE_S` after a cancel it did not
 obey (a cancel asks first through the job's cancel file, which the tabs write; what a job
-finished stays). Each worker is listed under `workers_dir` while it runs; a job line that
-starts stops the workers a previous server left behind. When a worker dies the job says why in
+finished stays). Each worker is listed under `workers_dir` (`workers_folder`: in the temporary
+folder, one per runs area) while it runs; a job line that starts stops the workers a previous
+server left behind. When a worker dies the job says why in
 words. This file holds no training logic and imports no gradio.
 
 On a ZeroGPU Space a subprocess never gets the GPU, so there a job runs the same command in
@@ -26,12 +27,14 @@ there: the GPU function's own duration bounds it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
@@ -306,6 +309,13 @@ def _parent(pid: int) -> int | None:
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def workers_folder(runs_root: str | Path) -> Path:
+    """Where the workers of the app serving `runs_root` are listed: in the temporary folder (a
+    worker cannot outlive a reboot, which empties it), one folder per runs area."""
+    key = hashlib.sha256(str(Path(runs_root).resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"loraeq-workers-{key}"
 
 
 def remember_worker(folder: Path, pid: int) -> Path | None:

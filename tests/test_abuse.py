@@ -290,7 +290,7 @@ def test_workers_die_with_the_server_and_a_new_server_stops_leftovers(app, owner
         c = _client(there)
         c.predict({"token": owner["token"]}, api_name="/restore")  # A's session, on the same runs folder
         _run_evalset(c, None)  # the run's held-out split
-        worker = _wait_until(lambda: _worker_of(shared.runs_dir / ".workers", server.pid), timeout=60,
+        worker = _wait_until(lambda: _worker_of(shared.jobs.workers_dir, server.pid), timeout=60,
                              what="the eval set's worker")
         assert _start_time(worker) is not None
         server.send_signal(signal.SIGTERM)

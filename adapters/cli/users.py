@@ -38,7 +38,8 @@ def _render(data: dict, args) -> str:
 
 def register(sub) -> None:
     p = sub.add_parser("users", help="manage the web app's users file (loraeq users add NAME)")
-    actions = p.add_subparsers(dest="action", required=True, parser_class=type(p), metavar="ACTION")
+    actions = p.add_subparsers(dest="action", required=True, parser_class=type(p), metavar="ACTION",
+                               help="add: add a user, or give one a new password")
     add = actions.add_parser("add", help="add a user (or give one a new password), the password read without echo")
     add.add_argument("name", help="the login name (no spaces or ':')")
     add.add_argument("--file", default="users.txt", help="the users file (default users.txt; made if missing)")
