@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import random
 import re
@@ -57,6 +58,13 @@ class Session:
     battle: BattleRound | None = None  # the blind battle in progress (or just decided)
     battle_rng: random.Random | None = None  # draws battle pairs; made on first use (never shared between sessions)
     classified: dict | None = None  # the last text the Classify tab labelled, for votes on its columns
+
+    def __hash__(self) -> int:
+        """A hash of who the session is and of the work a reload restores. Gradio hashes a State's
+        value before and after each event to fire its `change`; handlers change the session in
+        place, so a hash of the object's id (the default here) would never fire it, and the work
+        and the browser's token would never be kept."""
+        return hash(json.dumps([self.id, self.user, *(getattr(self, k) for k in KEPT)], sort_keys=True, default=str))
 
 
 # What a reload brings back (`SessionArea.save_work`), with the type each must have: the forms' work.

@@ -420,7 +420,7 @@ def _layout(first_eq: Equalizer) -> SimpleNamespace:
                         height=90)
         add_file = gr.Button("Add the file's variants")
     variants = gr.Dataframe(pd.DataFrame(columns=VARIANT_COLUMNS), label="Variants", interactive=False,
-                            elem_id="variants-table", wrap=True)
+                            elem_id="variants-table")
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")

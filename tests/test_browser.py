@@ -110,14 +110,7 @@ def test_full_flow_in_chromium(server, page):
     grid = page.locator("#equalizer-grid img")
     grid.wait_for()
     # Brush 0, then click the first cell (band 0 x q_proj): it must read "off" in the table.
-    brush = page.get_by_label("number input for Brush strength")
-    brush.fill("0")
-    brush.press("Enter")
-    box = grid.bounding_box()
-    natural = page.evaluate("(img) => [img.naturalWidth, img.naturalHeight]", grid.element_handle())
-    sx, sy = box["width"] / natural[0], box["height"] / natural[1]
-    grid.click(position={"x": (96 + 40) * sx, "y": (34 + 20) * sy})
-    page.wait_for_timeout(2500)
+    _switch_off_first_cell(page)
     words = page.locator("#equalizer-table").inner_text().split()
     first_band = words[words.index("0-7") + 1: words.index("0-7") + 8]
     assert first_band == ["0", "1", "1", "1", "1", "1", "1"], words  # q_proj off, the rest untouched
@@ -179,6 +172,20 @@ def test_full_flow_in_chromium(server, page):
     _shot(page, "6-export")
 
 
+def _switch_off_first_cell(page) -> None:
+    """Brush 0, then a click on the grid's first cell (band 0 x q_proj)."""
+    grid = page.locator("#equalizer-grid img")
+    grid.wait_for()
+    brush = page.get_by_label("number input for Brush strength")
+    brush.fill("0")
+    brush.press("Enter")
+    box = grid.bounding_box()
+    natural = page.evaluate("(img) => [img.naturalWidth, img.naturalHeight]", grid.element_handle())
+    sx, sy = box["width"] / natural[0], box["height"] / natural[1]
+    grid.click(position={"x": (96 + 40) * sx, "y": (34 + 20) * sy})
+    page.wait_for_timeout(2500)
+
+
 def _check_against_the_engine(runs: Path, turns: list[str], shown: dict, tokens: dict) -> None:
     """Each column's replies in the page are the engine's greedy answers to that column's own
     history, token for token, made as the page makes them (one batched call per turn), and the
@@ -201,3 +208,68 @@ def _check_against_the_engine(runs: Path, turns: list[str], shown: dict, tokens:
         assert shown[i] == [" ".join(a.text.split()) for a in (first[i], second[i])], (column, shown[i])
         assert tokens[i] == second[i].tokens, (column, tokens[i], second[i].tokens)
         assert alone[i].token_ids != second[i].token_ids, (column, alone[i].text)
+
+
+def _validate_sample(page, name: str) -> None:
+    _tab(page, "Data")
+    page.get_by_label("...or a sample dataset").click()
+    page.get_by_role("option", name=name).click()
+    page.get_by_role("button", name="Validate").click()
+    page.locator("#data-report").get_by_text(re.compile("rows in")).wait_for(timeout=120_000)
+
+
+def test_the_data_tab_shows_the_split_and_rows_and_a_suggestion_holds_add_variant(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(server["url"])
+    page.locator("#model-summary").wait_for(timeout=60_000)
+    _validate_sample(page, "fictional-facts.jsonl")
+    split = page.locator("#data-split")
+    split.get_by_text(re.compile(r"Held out for the proof: \d+ of \d+ rows")).wait_for(timeout=60_000)
+    assert "grouped by fact_id" in split.inner_text() and "auto: 10% of the rows" in split.inner_text()
+    preview = page.locator("#data-preview")
+    preview.get_by_text("What is the capital of Varnis?").first.wait_for(timeout=30_000)
+    page.get_by_label("Held-out share (auto or a fraction, e.g. 0.2)").fill("0.2")
+    page.get_by_role("button", name="Apply the split").click()
+    split.get_by_text("0.2 of the rows, as set").wait_for(timeout=60_000)
+    _shot(page, "7-data-split")
+
+    _tab(page, "Equalizer & Train")
+    add = page.locator("#add-variant")
+    expect(add).to_be_enabled()
+    page.locator("#suggest").click()
+    expect(add).to_be_disabled(timeout=10_000)  # held while the suggestion runs: it would take the old grid
+    _shot(page, "8-suggesting")
+    expect(add).to_be_enabled(timeout=300_000)
+    page.get_by_text(re.compile(r"Suggested from \d+ examples")).wait_for(timeout=30_000)
+
+
+def test_a_reload_mid_training_finds_the_progress_the_grid_and_the_variants(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(server["url"])
+    page.locator("#model-summary").wait_for(timeout=60_000)
+    _validate_sample(page, "autumn-voice.jsonl")
+    _tab(page, "Equalizer & Train")
+    table = page.locator("#equalizer-table")
+    _switch_off_first_cell(page)
+    page.get_by_label("Name", exact=True).fill("kept")
+    page.get_by_label("Max steps").fill("5000")  # still training when the page is reloaded
+    page.get_by_label("Batch size").fill("1")
+    page.get_by_role("button", name="Add variant").click()
+    expect(page.locator("#variants-table")).to_contain_text("kept", timeout=30_000)
+    page.get_by_role("button", name="Start training").click()
+    progress = page.locator("#train-progress")
+    progress.get_by_text(re.compile(r"kept\s+running .* [1-9]\d*/5000")).wait_for(timeout=300_000)
+
+    page.reload()
+    page.locator("#model-summary").wait_for(timeout=60_000)
+    _tab(page, "Equalizer & Train")
+    progress.get_by_text(re.compile(r"kept\s+running .* [1-9]\d*/5000")).wait_for(timeout=60_000)
+    assert "Run run-" in progress.inner_text()
+    expect(page.locator("#variants-table")).to_contain_text("kept", timeout=30_000)
+    words = table.inner_text().split()
+    assert words[words.index("0-7") + 1: words.index("0-7") + 3] == ["0", "1"], words  # q_proj still off
+    _shot(page, "9-reloaded")
+    page.get_by_role("button", name="Cancel").click()
+    progress.get_by_text(re.compile(r"kept\s+(interrupted|cancelled)")).wait_for(timeout=120_000)  # the worker stopped

@@ -169,9 +169,13 @@ def test_a_reload_restores_the_data_the_grid_the_variants_and_the_run(shared, st
 
     from playground import app
 
+    from gradio.utils import deep_hash
+
     tab_train.set_cell(shared, 0, "q_proj", 0.0, state)
     tab_data.split_view(shared, "0.2", "none", state)
+    before = deep_hash(state)  # what Gradio compares to fire `session.change`, which keeps the work
     tab_train.add_variant(shared, "kept", 2, 1e-3, 2, 4, state)
+    assert deep_hash(state) != before
     tab_train.start_training(shared, state)
     saved = app.remember(shared, state)  # what the page keeps (it runs on every change of the session)
 
