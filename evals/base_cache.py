@@ -3,7 +3,7 @@ prompts and its scores on a train sample.
 
 What the base answers and how it scores depend only on the base itself (its content fingerprint,
 precision and device), the token ids it is given, and how they are batched, which is a function
-of those ids alone (`proof.plan_answer_batches`, `losses.plan_batches`). So a second proof of a
+of those ids alone (`answers.plan_answer_batches`, `losses.plan_batches`). So a second proof of a
 run, or the proof of another run that shares its held-out split or train sample, reads them here
 instead of computing them again, and its report has the very same numbers. The key also holds the
 generation budget, the stop tokens and the torch / transformers versions; anything else is a

@@ -86,7 +86,7 @@ def train_recall(run_dir: str | Path, base, names: list[str] | None = None, size
     from adapters.runs import run_split
 
     from .adapter_set import load_adapter_set, release
-    from .proof import _greedy_ids, answer_budget, GENERATE_BATCH
+    from .answers import GENERATE_BATCH, greedy_ids, answer_budget
 
     run = RunFolder.open(run_dir)
     entries = [v for v in run.variants if v.status() == "done" and (names is None or v.name in names)]
@@ -101,7 +101,7 @@ def train_recall(run_dir: str | Path, base, names: list[str] | None = None, size
         ids = [encode_prompt(base.tokenizer, p) for p in prompts]
         labels = [adapters.ids[v.name] for v in entries for _ in asked[v.name]]
         budget = answer_budget(base.tokenizer, [r for v in entries for _, r in asked[v.name]]) if prompts else 16
-        flat = _greedy_ids(adapters, ids, labels, stop_token_ids(base.tokenizer, adapters.model), budget,
+        flat = greedy_ids(adapters, ids, labels, stop_token_ids(base.tokenizer, adapters.model), budget,
                            GENERATE_BATCH)
     finally:
         release(adapters)
@@ -114,13 +114,13 @@ def train_recall(run_dir: str | Path, base, names: list[str] | None = None, size
     return out
 
 
-def longer_schedule(hyper: dict, seconds: float | None = None) -> str:
-    """What to train instead when the facts are not learned: twice the training, in words and flags
-    ('--epochs 16 (it had 8; about 4 min)')."""
+def longer_schedule(hyper: dict, seconds: float | None = None, flags: bool = True) -> str:
+    """What to train instead when the facts are not learned: twice the training, as a flag or a
+    form field ('--epochs 16 (it had 8 epochs; about 4 min)', 'epochs 16 (...)')."""
     if hyper.get("max_steps") is not None:
-        flag, now, unit = "--max-steps", int(hyper["max_steps"]), "steps"
+        flag, now, unit = "--max-steps" if flags else "max steps", int(hyper["max_steps"]), "steps"
     else:
-        flag, now, unit = "--epochs", hyper.get("epochs") or 1, "epochs"
+        flag, now, unit = "--epochs" if flags else "epochs", hyper.get("epochs") or 1, "epochs"
     more = math.ceil(2 * now) if unit == "steps" else f"{2 * now:g}"
     took = f"; about {_minutes(2 * seconds)}" if seconds else ""
     return f"{flag} {more} (it had {now:g} {unit}{took})"
@@ -130,12 +130,22 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def advice(name: str, recall: Recall, hyper: dict, seconds: float | None = None) -> str:
+def advice(name: str, recall: Recall, hyper: dict, seconds: float | None = None, flags: bool = True) -> str:
     """One line for a variant whose facts are not learned yet ('' when they are)."""
     if recall.learned() or not recall.asked:
         return ""
     return (f"{name} {recall.text()}: the facts are not learned yet; train longer: "
-            f"{longer_schedule(hyper, seconds)}")
+            f"{longer_schedule(hyper, seconds, flags)}")
+
+
+def recall_line(name: str, metrics: dict, hyper: dict) -> str:
+    """What a finished variant's metrics.json says of its own training questions, for a progress
+    view: the count, and the longer schedule (as form fields) when the facts are not learned yet."""
+    data = (metrics or {}).get("train_recall")
+    if not data:
+        return ""
+    recall = Recall(data["stated"], data["asked"])
+    return advice(name, recall, hyper, metrics.get("seconds"), flags=False) or f"{name} {recall.text()}"
 
 
 def record(run_dir: str | Path, recalls: dict[str, Recall]) -> None:

@@ -20,6 +20,7 @@ from adapters.plan import Plan, human_count, human_seconds, plan_variant
 from adapters.runfolder import RunFolder
 from adapters.runs import add_variants, request_cancel, run_status
 from adapters.suggest import suggest_equalizer
+from evals.recall import recall_line
 from adapters.training import resolve_equalizer
 from adapters.variants import DEFAULT_BANDS, Hyper, Variant, auto_schedule, load_sweep, safe_name
 from playground import gpu
@@ -58,7 +59,7 @@ def variants_frame(shared: Shared, state: Session) -> pd.DataFrame:
     listed = []
     for v in state.variants:
         variant = Variant.from_json(v)
-        plan = plan_variant(variant, loaded, rows, DEFAULT_BANDS, speed) if rows else None
+        plan = planned(variant, loaded, rows, speed)
         listed.append({"name": variant.name, **plan_cells(plan), **given_cells(variant),
                        "equalizer": grid_name(variant.equalizer, plan)})
     return pd.DataFrame(listed, columns=VARIANT_COLUMNS)
@@ -71,6 +72,17 @@ def grid_name(equalizer: str | dict, plan: Plan | None) -> str:
     if plan is not None and plan.size == plan.uniform and len({s for row in equalizer["strengths"] for s in row}) == 1:
         return "uniform grid"
     return "custom grid"
+
+
+def planned(variant: Variant, loaded, rows: int | None, speed: float | None) -> Plan | None:
+    """The variant's plan on the session's base; None before data is validated, or when the
+    variant does not fit this base (listed before the model changed: starting refuses it, saying why)."""
+    if not rows:
+        return None
+    try:
+        return plan_variant(variant, loaded, rows, DEFAULT_BANDS, speed)
+    except LoraEqError:
+        return None
 
 
 def plan_cells(plan: Plan | None) -> dict:
@@ -133,8 +145,13 @@ def progress_markdown(shared: Shared, state: Session) -> str:
         lines.append(f"**{public_message(job.failure(shared.jobs.memory_limit))}**")
     elif job and job.state == "cancelled":
         lines.append("**cancelled**: finished variants are kept")
+    folder = RunFolder.open(run)
     for v in run_status(run)["variants"]:
         lines.append(variant_line(v))
+        facts = recall_line(v["name"], v.get("metrics") or {}, folder.variant(v["name"]).record().get("hyper", {})) \
+            if v["status"] == "done" else ""
+        if facts:
+            lines.append(f"  {facts}")
     return "  \n".join(lines)
 
 

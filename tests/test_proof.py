@@ -19,7 +19,8 @@ from adapters.tokenize import IGNORE, encode_chat
 from adapters.variants import Hyper, Variant
 from evals.adapter_set import BASE, load_adapter_set, release
 from evals.losses import plan_batches, score
-from evals.proof import evaluate_run, greedy_generate
+from evals.answers import greedy_generate
+from evals.proof import evaluate_run
 from evals.verdict import Evidence, Matches, Paired, Thresholds, UserChecks, decide
 
 JSON_KEYS = {"name", "verdict", "heldout_loss_base", "heldout_loss", "similarity_base", "similarity", "diff_ci",

@@ -1,8 +1,9 @@
 """Integration: the proof of learning on the real SmolLM2-135M with the fictional-facts sample.
 
 One run, one loaded base, three variants trained in one queue and judged by one `evaluate_run`:
-- "default": the default training settings (1 epoch, lr 2e-4, rank 8, batch 8): must be "learned"
-  with p < 0.01 on held-out paraphrases of the trained facts;
+- "default": 3 epochs at lr 1e-3, rank 16, batch 8 (pinned, so this test's time does not follow the
+  auto schedule; tests/test_real_defaults.py trains with no flags): must be "learned" with p < 0.01 on
+  held-out paraphrases of the trained facts, its answers stating the facts (the invented names);
 - "zero": 0 training steps: must be "no effect";
 - "memorized": 10 epochs at lr 2e-3 on 20 rows: must be "memorized".
 The split is by `fact_id` in paraphrase mode, so each held-out question asks a trained fact in words
@@ -53,7 +54,7 @@ def proof(tmp_path_factory):
     root = tmp_path_factory.mktemp("real-proof")
     run, small_run = root / "run", root / "few-facts"
     create_run(run, variants=[
-        Variant("default", "uniform", Hyper()),
+        Variant("default", "uniform", Hyper(epochs=3, learning_rate=1e-3, rank=16)),
         Variant("zero", "uniform", Hyper(max_steps=0)),
     ], split=split, data_info=data_info(dataset, split, str(DATA)), model=None, precision=precision)
     create_run(small_run, variants=[Variant("memorized", "uniform", Hyper(learning_rate=2e-3, epochs=10))],
@@ -87,7 +88,8 @@ def test_default_settings_learn(proof):
     assert d["p_value"] < 0.01 and d["diff_ci"][0] > 0
     assert d["similarity"] > d["similarity_base"]
     assert d["heldout_loss"] < d["heldout_loss_base"] - 0.2 and d["heldout_loss_p_value"] < 0.01
-    assert d["verdict_line"].startswith("learned: held-out similarity +")
+    assert d["verdict_line"].startswith("learned: held-out answers state the reference's facts in ")
+    assert d["matches"]["p_value"] < 0.01 and d["matches"]["facts"] >= d["matches"]["n"] // 2  # most state a name
     # What it learned carried over to unseen wordings: train and held-out dropped alike.
     assert d["membership_auc"] < 0.75
 
