@@ -88,9 +88,10 @@ class Gate:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST":
-            if scope["path"] in LOGIN_PATHS:
+            path = _route(scope)
+            if path in LOGIN_PATHS:
                 return await self._login(scope, receive, send)
-            if scope["path"] in UPLOAD_PATHS:
+            if path in UPLOAD_PATHS:
                 return await self._upload(scope, receive, send)
         return await self.app(scope, receive, send)
 
@@ -174,6 +175,12 @@ async def _form_user(scope, body: bytes) -> str:
     except Exception:  # a malformed form: Gradio's route refuses it; it still counts as a try
         return ""
     return name.strip() if isinstance(name, str) else ""
+
+
+def _route(scope) -> str:
+    """The request's path within the app (behind a proxy the path may start with its root path)."""
+    path, root = scope["path"], scope.get("root_path") or ""
+    return path[len(root):] or "/" if root and path.startswith(root) else path
 
 
 def _address(scope) -> str:

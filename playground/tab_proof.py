@@ -39,6 +39,8 @@ def report_view(shared: Shared, state: Session):
         return proof_status(run) or "Measuring: the worker is starting...", pd.DataFrame(), ""
     if job and job.state == "failed":
         return f"The proof failed: {public_message(job.failure(shared.jobs.memory_limit))}", pd.DataFrame(), ""
+    if job and job.state == "cancelled":
+        return "The proof was cancelled: press Run the proof to measure again.", pd.DataFrame(), ""
     folder = RunFolder.open(run)
     data = folder.report()
     if not data:
@@ -74,15 +76,24 @@ def tick(shared: Shared, state: Session):
     return report_view(shared, state)
 
 
+def cancel_proof(shared: Shared, state: Session):
+    """Stop the session's proof: out of the line if it waits, its worker stopped if it runs."""
+    run = shared.require_run(state, "no proof to stop: this session has no run")
+    shared.jobs.cancel(job_key(run))
+    return report_view(shared, state)
+
+
 def build(shared: Shared, session: gr.State) -> None:
     with gr.Row():
         limit = gr.Number(40, label="Held-out rows to use (0 = all)", step=1)
         run = gr.Button("Run the proof", variant="primary")
         refresh = gr.Button("Refresh")
+        stop = gr.Button("Cancel")
     status = gr.Markdown(elem_id="proof-status")
     table = gr.Dataframe(label="Verdicts", interactive=False, elem_id="proof-table")
     report = gr.HTML(elem_id="proof-report")
     timer = gr.Timer(3.0)
     run.click(handler(run_proof, shared), [limit, session], [status, table, report], api_name="run_proof")
     refresh.click(handler(report_view, shared), [session], [status, table, report], api_name="proof_report")
+    stop.click(handler(cancel_proof, shared), [session], [status, table, report], api_name="cancel_proof")
     timer.tick(handler(tick, shared), [session], [status, table, report], api_name=False)

@@ -63,7 +63,15 @@ class Meanwhile:
         self.attack, self.times, self.stop = attack, [], threading.Event()
         self.client = Client(url, verbose=False, auth=login)
         self.client.predict({"token": None}, api_name="/restore")
-        self.note = ""
+        self.figure = {"note": ""}
+
+    @property
+    def note(self) -> str:
+        return self.figure["note"]
+
+    @note.setter
+    def note(self, text: str) -> None:  # a note may come once the attack's figures are taken
+        self.figure["note"] = text
 
     def _loop(self):
         while not self.stop.is_set():
@@ -83,9 +91,10 @@ class Meanwhile:
         self.stop.set()
         self.thread.join(timeout=30)
         if exc[0] is None:
-            FIGURES.append({"attack": self.attack, "seconds": self.seconds, "rss_before": self.rss_before,
-                            "rss_after": _rss(), "other_max_s": max(self.times, default=0.0),
-                            "other_requests": len(self.times), "note": self.note})
+            self.figure = {"attack": self.attack, "seconds": self.seconds, "rss_before": self.rss_before,
+                           "rss_after": _rss(), "other_max_s": max(self.times, default=0.0),
+                           "other_requests": len(self.times), "note": self.note}
+            FIGURES.append(self.figure)
             assert self.times, "the other session got no answer at all"
             assert max(self.times) < 2.0, f"another session waited {max(self.times):.2f} s during {self.attack}"
         return False
