@@ -188,7 +188,11 @@ def restore_view(shared: Shared, state: Session):
     if not state.data:
         return gr.skip(), gr.skip(), gr.skip()
     spec = DataSpec.from_json(state.data)
-    ds = session_dataset(shared, state)
+    try:
+        ds = session_dataset(shared, state)
+    except LoraEqError:  # the upload is gone (removed with old files): nothing to show but that
+        state.data = None
+        return f"**{Path(spec.path).name}** is no longer here: validate a file again.", "", gr.skip()
     line = f"**{Path(spec.path).name}**: {ds.rows_valid} valid rows (validated before the page was reloaded)"
     return line, split_markdown(spec, ds, spec.split(ds)), preview_frame(ds)
 
