@@ -494,3 +494,27 @@ def test_every_user_file_states_the_row_limit(tmp_path, monkeypatch):
     sweep.write_text(_bomb(levels=6))
     with pytest.raises(LoraEqError, match="LORAEQ_LIMIT_YAML_NODES"):
         load_sweep(sweep)
+
+
+def test_reading_an_upload_is_bounded_in_time_and_memory():
+    """The child that reads an upload is stopped past its time, or past its memory (a zip bomb of
+    1.5 GB of zeros here), and the server gets one line naming the limit."""
+    import zlib
+
+    from adapters.errors import LoraEqError
+    from playground.bounded import bounded
+
+    limits = Limits(parse_seconds=1.0, parse_bytes=300 * MB)
+    started = time.monotonic()
+    with pytest.raises(LoraEqError, match=r"reading slow.csv took longer than 1 s, over the limit "
+                                          r"\(LORAEQ_LIMIT_PARSE_SECONDS\)"):
+        bounded(time.sleep, 60, limits=limits, what="reading slow.csv")
+    assert time.monotonic() - started < 15
+    packer = zlib.compressobj(9)
+    bomb = b"".join(packer.compress(bytes(MB)) for _ in range(1500)) + packer.flush()
+    before = _rss()
+    with pytest.raises(LoraEqError, match=r"reading bomb.bin needed more than 0.3 GB of memory, over the limit "
+                                          r"\(LORAEQ_LIMIT_PARSE_BYTES\)"):
+        bounded(zlib.decompress, bomb, limits=Limits(parse_bytes=300 * MB), what="reading bomb.bin")
+    assert _rss() - before < 100 * MB
+    assert bounded(len, b"abc", limits=limits, what="reading x") == 3
