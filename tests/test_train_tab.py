@@ -4,6 +4,7 @@ auto schedule's preview, sweep files, and the session's earlier runs (continue, 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -71,7 +72,9 @@ def test_every_field_reaches_the_variant_and_the_list_shows_the_auto_schedule(sh
     row = frame.iloc[0]
     # 270 training rows, 4 x 2 per step: 34 steps an epoch, so 3 epochs come closest to 100 steps
     assert row["schedule"] == "auto: 3 epochs = 102 steps, lr 0.001, rank 16, because 270 training rows"
-    assert row["steps"] == "102 (3 epochs, auto)" and row["grad_accum"] == 2 and row["alpha"] == 8.0
+    epochs, steps = re.search(r"(\d+) epochs? = (\d+) steps", row["schedule"]).groups()
+    assert row["steps"] == f"{steps} ({epochs} epoch{'' if epochs == '1' else 's'}, auto)"  # listed first
+    assert row["grad_accum"] == 2 and row["alpha"] == 8.0
     with pytest.raises(LoraEqError, match="warmup ratio=1: over the limit"):
         tab_train.add_variant(shared, "w", 4, 1e-3, 2, 4, state, "auto", 16, 1, 64, 0.05, 1)
 
