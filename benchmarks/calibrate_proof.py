@@ -75,6 +75,26 @@ def parse_variant(text: str):
     return Variant(name, "uniform", Hyper(**hyper))
 
 
+def old_verdict(v: dict, report: dict) -> str:
+    """The verdict as the rules before facts decided would have given it: "learned" when held-out
+    similarity or key-word matches (half of the reference's key words) were significantly up."""
+    from evals.matching import matches_by_key_words
+    from evals.stats import mcnemar_exact_p
+
+    if v["verdict"] in ("no effect", "memorized"):
+        return v["verdict"]
+    rows = report["rows"]
+    base = [matches_by_key_words(r["base_answer"], r["reference"], r["prompt"], r["base_similarity"]) for r in rows]
+    mine = [matches_by_key_words(a, r["reference"], r["prompt"], s)
+            for a, r, s in zip(v["per_example"]["answers"], rows, v["per_example"]["similarity"])]
+    p = mcnemar_exact_p(base, mine)
+    alpha = report["thresholds"]["alpha"]
+    lo, hi = v["diff_ci"]
+    up = (lo > 0 and v["p_value"] < alpha) or (sum(mine) > sum(base) and p < alpha)
+    down = (hi < 0 and v["p_value"] < alpha) or (sum(mine) < sum(base) and p < alpha)
+    return "learned" if up and not down else "not learned"
+
+
 def measure(path: Path, base, variants, workdir: Path, answers_out=None) -> list[dict]:
     from adapters.dataspec import DataSpec, start_run
     from adapters.runs import run_queue, run_split
@@ -98,7 +118,8 @@ def measure(path: Path, base, variants, workdir: Path, answers_out=None) -> list
             "schedule": json.loads((run / v["folder"] / "variant.json").read_text())["schedule"],
             "sim_gain": round(v["similarity_diff"], 3), "match": round(v["matches"]["variant_rate"], 2),
             "match_base": round(v["matches"]["base_rate"], 2), "mcnemar_p": v["matches"]["p_value"],
-            "verdict": v["verdict"], "verdict_line": v["verdict_line"],
+            "verdict": v["verdict"], "old_rule_verdict": old_verdict(v, report), "verdict_line": v["verdict_line"],
+            "train_facts": v.get("train_facts"),
         }
         if all(keys):
             row["exact"] = round(sum(map(states_key, answers, keys)) / len(keys), 2)

@@ -69,10 +69,10 @@ def test_sizes_are_refused_before_any_work(shared):
     tab_train.add_variant(shared, "a", 4, 1e-3, 2, 4, state)
     frame, _, _ = tab_train.add_variant(shared, "b", None, None, None, 4, state)  # blank: the auto schedule
     auto = frame.iloc[1]
-    assert auto["rank"] == "auto (16)" and auto["learning_rate"] == "auto (0.001)"
+    assert auto["rank"] == "auto (16)" and auto["learning_rate"] == "auto (0.002)"
     epochs, steps = re.search(r"(\d+) epochs? = (\d+) steps", auto["schedule"]).groups()
     assert auto["steps"] == f"{steps} ({epochs} epoch{'' if epochs == '1' else 's'}, auto)"
-    assert auto["schedule"] == "auto: 1 epoch = 68 steps, lr 0.001, rank 16, because 270 training rows"
+    assert auto["schedule"] == "auto: 4 epochs = 272 steps, lr 0.002, rank 16, because 270 training rows"
     with pytest.raises(LoraEqError, match="2 variants is the limit"):
         tab_train.add_variant(shared, "c", 4, 1e-3, 2, 4, state)
     # Before any training or added adapter the base is a chat column like any other (no votes: no run).

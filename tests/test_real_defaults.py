@@ -1,85 +1,157 @@
-"""Integration: the defaults learn a small fact set nobody tuned them on, and the verdict agrees.
+"""Integration: with no flags, a small set of facts nobody tuned the defaults on is learned, and
+every verdict agrees with what the answers show, for numbers and for names.
 
-A fact set is invented here (`adapters.data.synthetic`, wording set "b" and a seed that the
-calibration in benchmarks/calibrate_proof.py did not use: new names, new facts, new sentences):
-35 facts, each asked 4 ways. With no flags (auto held-out size, auto schedule), one variant
-trains on the embedded SmolLM2-135M; the held-out rows are new wordings of trained facts. A
-second variant takes 2 steps at a tiny learning rate: its loss moves, its answers do not.
+The data is invented here (`adapters.data.synthetic`) with seeds and a wording set ("b") that the
+calibration (benchmarks/calibrate_proof.py, wording set "a") never used: new names, new numbers,
+new sentences.
+- Numbers: 16 invented products, each with a price and a release year, each fact asked 3 ways (96
+  rows). `loraeq train --data FILE --out RUN`, nothing else: the auto held-out split (new wordings
+  of trained facts), the auto schedule, the uniform preset. The same run then gets a variant trained
+  2 epochs at a low learning rate: it picks up the answers' pattern, not the numbers. An eval set
+  asks 8 of the facts in a fourth wording no row uses, with an `icontains` check on the number.
+- Names: 24 invented facts (capitals, trades, rivers, foods, months), each asked 4 ways, trained
+  with no flags through the Python API.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import time
+import re
+from contextlib import redirect_stdout
 
 import pytest
 
-from adapters.data.synthetic import invented_facts
+from adapters.cli.main import main
+from adapters.data.synthetic import catalog_probes, invented_catalog, invented_facts
 from adapters.dataspec import DataSpec, start_run
-from adapters.loading import cpu_has_fast_bf16, load_model
-from adapters.runs import run_queue, run_split
+from adapters.loading import load_model
+from adapters.runs import add_variants, run_queue, run_split
 from adapters.variants import Hyper, Variant
 from evals.proof import evaluate_run
-from evals.report import power_line
 
 pytestmark = pytest.mark.integration
 
-SEED = 20261130  # not a seed the calibration used
+SEED = 20261204  # not a seed the calibration used
+PRODUCTS, ATTRIBUTES = 16, ("price", "year")
+
+
+def states(answer: str, key: str) -> bool:
+    """The answer holds the fact's value: a number's digits as a whole number, a name as written."""
+    if re.fullmatch(r"\$?[\d,]+", key):
+        digits = key.replace("$", "").replace(",", "")
+        return re.search(rf"(?<![\d.]){digits}(?![\d]|\.\d)", re.sub(r"(?<=\d),(?=\d{3})", "", answer)) is not None
+    return key.lower() in answer.lower()
+
+
+def rate(answers: list[str], keys: list[str]) -> float:
+    return sum(map(states, answers, keys)) / len(keys)
+
+
+def cli(*argv: str) -> dict:
+    """`loraeq ARGV --json` as a user runs it; its JSON."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main([*argv, "--json"]) == 0
+    return json.loads(out.getvalue())
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fresh-facts")
-    data = root / "facts.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in invented_facts(SEED, "b", facts=35, ways=4)))
-    precision = "bf16" if cpu_has_fast_bf16() else "fp32"
-    base = load_model(None, precision)
+def numbers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("numbers")
+    data = root / "catalog.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in invented_catalog(SEED, "b", PRODUCTS, ATTRIBUTES, 3)))
     run = root / "run"
-    start_run(run, DataSpec(str(data)), [Variant("defaults", "uniform", Hyper()),
-                                         Variant("nudge", "uniform", Hyper(max_steps=2, learning_rate=1e-4))],
-              model=None, precision=precision)
-    started = time.perf_counter()
-    results = run_queue(run, base=base)
-    assert [r["status"] for r in results] == ["done", "done"], results
-    report = evaluate_run(run, base=base)
-    variants = {v["name"]: v for v in json.loads((run / "report.json").read_text())["variants"]}
-    seconds = {r["name"]: r["seconds"] for r in results}
-    return run, base, report, variants, seconds, time.perf_counter() - started
+    trained = cli("train", "--data", str(data), "--out", str(run))
+    base = load_model(None, "auto")
+    add_variants(run, [Variant("pattern", "uniform", Hyper(epochs=2, learning_rate=1e-4))])
+    assert [r["status"] for r in run_queue(run, base=base)] == ["done", "done"]
+    without_checks = evaluate_run(run, base=base, write=False).to_json()
+    probes = [p for p in catalog_probes(SEED, "b", PRODUCTS, ATTRIBUTES) if p["kind"] == "number"][:8]
+    evalset = root / "prices.jsonl"
+    evalset.write_text("".join(json.dumps({"prompt": p["question"], "reference": p["answer"], "assert": [
+        {"type": "icontains", "value": p["answer_key"].lstrip("$")}]}) + "\n" for p in probes))
+    checked = cli("evalset", str(run), "--set", str(evalset), "--name", "prices")
+    return run, base, trained, without_checks, checked, evaluate_run(run, base=base).to_json()
 
 
-def _has_fact(answers: list[str], keys: list[str]) -> float:
-    return sum(k.lower() in a.lower() for a, k in zip(answers, keys)) / len(keys)
+def _variant(report: dict, name: str) -> dict:
+    return next(v for v in report["variants"] if v["name"] == name)
 
 
-def test_no_flags_learn_the_facts_and_answer_new_wordings(fresh):
-    run, _, report, v, seconds, _ = fresh
+def test_no_flags_state_the_right_numbers_for_new_wordings(numbers):
+    run, _, trained, report, _, _ = numbers
+    (uniform,) = trained["variants"]
+    assert uniform["name"] == "uniform" and uniform["status"] == "done"
+    assert uniform["seconds"] < 300, uniform  # on 2 cores
+    assert uniform["train_recall"]["stated"] >= 0.8 * uniform["train_recall"]["asked"], uniform
+    assert not trained["advice"]
     heldout = run_split(run, "heldout").examples
-    trained = {e.meta["fact_id"] for e in run_split(run, "train").examples}
-    assert 30 <= len(heldout) <= 50 and all(e.meta["fact_id"] in trained for e in heldout)  # auto held-out size
     keys = [e.meta["answer_key"] for e in heldout]
-    d = v["defaults"]
-    right = _has_fact(d["per_example"]["answers"], keys)
-    right_base = _has_fact(report.base_answers, keys)
-    assert right >= 0.5 and right_base <= 0.1, (right, right_base, d["verdict_line"])
-    assert d["verdict"] == "learned", d["verdict_line"]
-    assert min(d["p_value"], d["matches"]["p_value"]) < 0.01
-    assert d["headline"].startswith("answers held-out questions like the reference ")
-    assert seconds["defaults"] < 300
-    schedule = json.loads((run / "defaults" / "variant.json").read_text())["schedule"]
+    assert 20 <= len(heldout) <= 30
+    v = _variant(report, "uniform")
+    right, right_base = rate(v["per_example"]["answers"], keys), rate([r["base_answer"] for r in report["rows"]], keys)
+    print(f"held-out answers with the right number: variant {right:.0%}, base {right_base:.0%}; {v['verdict_line']}")
+    assert right >= 0.5 and right_base <= 0.05, (right, right_base)
+    assert v["verdict"] == "learned" and v["matches"]["p_value"] < 0.01, v["verdict_line"]
+    # The match counts agree with the digits in the answers.
+    assert v["matches"]["variant"] == pytest.approx(right * len(keys), abs=2)
+    schedule = json.loads((run / "uniform" / "variant.json").read_text())["schedule"]
     assert schedule.startswith("auto: ") and "because " in schedule
 
 
-def test_two_tiny_steps_move_the_loss_not_the_verdict(fresh):
-    _, _, _, v, _, _ = fresh
-    n = v["nudge"]
-    assert n["steps"] == 2 and n["heldout_loss"] != n["heldout_loss_base"]
-    assert n["verdict"] != "learned", n["verdict_line"]
+def test_the_pattern_without_the_numbers_is_not_learned_and_the_headline_says_so(numbers):
+    _, _, _, report, _, _ = numbers
+    p = _variant(report, "pattern")
+    assert p["verdict"] != "learned", p["verdict_line"]
+    assert ": the facts are not stated" in p["headline"], p["headline"]
+    assert p["advice"].startswith("pattern states the facts in ") and "train longer: --epochs 4" in p["advice"]
 
 
-def test_the_report_says_when_the_heldout_set_is_too_small(fresh):
-    run, base, _, _, _, _ = fresh
+def test_the_users_eval_set_outranks_the_held_out_answers(numbers):
+    _, _, _, _, checked, report = numbers
+    columns = {c["name"]: c for c in checked["columns"]}
+    assert columns["base"]["passed"] == 0 and columns["pattern"]["passed"] <= 1, columns
+    p, u = _variant(report, "pattern"), _variant(report, "uniform")
+    assert p["verdict"] != "learned" and "your eval set prices passes" in p["verdict_line"], p["verdict_line"]
+    assert p["headline"].startswith(f"your eval set prices passes {columns['pattern']['passed']}/8 (base 0/8")
+    if columns["uniform"]["passed"] >= 6:  # 6 of 8 against none: p = 0.031 < 0.05
+        assert u["verdict"] == "learned" and u["verdict_line"].startswith("learned: your eval set prices passes")
+    else:
+        assert u["verdict"] != "learned" and "your eval set prices passes" in u["verdict_line"]
+    print(f"eval set prices: uniform {columns['uniform']['passed']}/8, pattern {columns['pattern']['passed']}/8; "
+          f"{u['verdict_line']}")
+
+
+def test_the_report_says_when_the_heldout_set_is_too_small(numbers):
+    from evals.report import power_line
+
+    run, base, _, _, _, _ = numbers
     small = evaluate_run(run, base=base, limit=8, write=False).to_json()
     assert small["heldout_rows"] == 8 and small["heldout_too_small"]
     assert power_line(small).startswith("The held-out set (8 rows) is too small to detect a similarity gain of +0.05")
-    held = json.loads((run / "report.json").read_text())
-    assert held["variants"][0]["heldout_curve"], "held-out loss measured during training"
+    assert _variant(small, "uniform")["heldout_curve"], "held-out loss measured during training"
+
+
+@pytest.fixture(scope="module")
+def names(tmp_path_factory):
+    root = tmp_path_factory.mktemp("names")
+    data = root / "facts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in invented_facts(SEED, "b", facts=24, ways=4)))
+    base = load_model(None, "auto")
+    run = root / "run"
+    start_run(run, DataSpec(str(data)), [Variant("defaults", "uniform", Hyper())], model=None,
+              precision=base.precision)
+    assert [r["status"] for r in run_queue(run, base=base)] == ["done"]
+    return run, evaluate_run(run, base=base).to_json()
+
+
+def test_no_flags_learn_invented_names(names):
+    run, report = names
+    heldout = run_split(run, "heldout").examples
+    keys = [e.meta["answer_key"] for e in heldout]
+    v = _variant(report, "defaults")
+    right, right_base = rate(v["per_example"]["answers"], keys), rate([r["base_answer"] for r in report["rows"]], keys)
+    print(f"held-out answers with the right name: variant {right:.0%}, base {right_base:.0%}; {v['verdict_line']}")
+    assert right >= 0.5 and right_base <= 0.1, (right, right_base)
+    assert v["verdict"] == "learned" and v["matches"]["p_value"] < 0.01, v["verdict_line"]

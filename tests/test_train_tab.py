@@ -70,8 +70,8 @@ def test_every_field_reaches_the_variant_and_the_list_shows_the_auto_schedule(sh
             hyper["weight_decay"], hyper["save_steps"], hyper["seed"], hyper["early_stopping"]) == \
            (8.0, 2, 128, 0.0, 0.1, 0.01, 5, 3, True)
     row = frame.iloc[0]
-    # 270 training rows, 4 x 2 per step: 34 steps an epoch, so 3 epochs come closest to 100 steps
-    assert row["schedule"] == "auto: 3 epochs = 102 steps, lr 0.001, rank 16, because 270 training rows"
+    # 270 training rows, 4 x 2 per step: 34 steps an epoch; a dozen passes would pass 300 steps, so 8
+    assert row["schedule"] == "auto: 8 epochs = 272 steps, lr 0.002, rank 16, because 270 training rows"
     epochs, steps = re.search(r"(\d+) epochs? = (\d+) steps", row["schedule"]).groups()
     assert row["steps"] == f"{steps} ({epochs} epoch{'' if epochs == '1' else 's'}, auto)"  # listed first
     assert row["grad_accum"] == 2 and row["alpha"] == 8.0

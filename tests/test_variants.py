@@ -82,3 +82,24 @@ def test_safe_names_cannot_escape_the_run_folder(name, expected):
 
 def test_safe_names_do_not_collide():
     assert safe_name("A b", {"A-b", "a-b-2"}) == "A-b-3"
+
+
+def test_the_auto_schedule_gives_a_small_set_a_dozen_passes_at_a_high_rate_and_a_large_one_one_pass():
+    from adapters.variants import AUTO_MAX_STEPS, auto_learning_rate, auto_schedule
+
+    def chosen(rows, **given):
+        hyper, reason = auto_schedule(Hyper(**given), rows)
+        return hyper.epochs, hyper.learning_rate, hyper.rank, reason
+
+    # 96 rows of facts, a quarter held out: 72 rows, 9 steps a pass, 12 passes.
+    assert chosen(72) == (12.0, 2e-3, 16, "auto: 12 epochs = 108 steps, lr 0.002, rank 16, because 72 training rows")
+    assert chosen(38)[0] == 16.0  # a tiny set: more passes, toward 100 steps
+    assert chosen(225)[0] == 10.0 and 10 * 29 <= AUTO_MAX_STEPS  # a dozen passes would pass the step cap
+    assert chosen(1000)[:2] == (2.0, 1e-3)  # between 500 and 5,000 rows both fall log-linearly
+    assert chosen(20000)[:2] == (1.0, 2e-4)
+    assert [auto_learning_rate(n) for n in (100, 500, 5000)] == [2e-3, 2e-3, 2e-4]
+    # What the user set stays; only the rest is chosen.
+    assert chosen(72, epochs=3.0)[:2] == (3.0, 2e-3)
+    assert chosen(72, learning_rate=1e-4, rank=4)[:3] == (12.0, 1e-4, 4)
+    hyper, reason = auto_schedule(Hyper(max_steps=40, learning_rate=1e-3, rank=8), 72)
+    assert reason is None and hyper.epochs is None
