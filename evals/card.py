@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.runfolder import RunFolder
+from adapters.runfolder import BASE, RunFolder
 
 from .matrix import evalset_results
 from .report import evalset_lines, headlines
-
-BASE = "base"
 
 
 def card_results(variant_dir: str | Path) -> list[str]:
