@@ -12,78 +12,63 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .errors import LoraEqError
-from .limits import Limits, check_number
-from .variants import Hyper
+from .limits import Limits
+from .variants import Hyper, Param, check_value, hyper_params
 
 AUTO = "auto"
 
 
+
 @dataclass(frozen=True)
 class Field:
-    name: str  # the Hyper field
-    label: str  # how messages (and the form) name it
-    whole: bool
-    minimum: float
-    maximum: object  # a number, or the name of a `Limits` field
-    auto: bool = False  # blank / "auto" leaves it to the auto schedule
+    """A form field: a `Hyper` field's name with its declaration (`variants.Param`)."""
+
+    name: str
+    param: Param
+
+    label = property(lambda self: self.param.label)
+    help = property(lambda self: self.param.help)
+    whole = property(lambda self: self.param.whole)
+    auto = property(lambda self: self.param.auto)
 
 
-# In the form's order. The CLI's flags set the same fields (`loraeq train --help`).
-FIELDS = (
-    Field("rank", "rank", True, 1, "rank", auto=True),
-    Field("learning_rate", "learning rate", False, 1e-12, 1.0, auto=True),
-    Field("epochs", "epochs", False, 0, "epochs", auto=True),
-    Field("max_steps", "max steps", True, 0, "steps", auto=True),
-    Field("alpha", "alpha", False, 1e-6, 65536.0),
-    Field("batch_size", "batch size", True, 1, "batch_size"),
-    Field("grad_accum", "gradient accumulation", True, 1, 1024),
-    Field("max_length", "max length", True, 8, "max_length"),
-    Field("dropout", "dropout", False, 0, 0.99),
-    Field("warmup_ratio", "warmup ratio", False, 0, 0.99),
-    Field("weight_decay", "weight decay", False, 0, 10.0),
-    Field("save_steps", "save steps", True, 1, "steps"),
-    Field("seed", "seed", True, 0, 2**31 - 1),
-)
-NAMES = tuple(f.name for f in FIELDS) + ("early_stopping",)
+# In the form's order, Hyper's: the number fields, then the true/false ones (a checkbox each).
+FIELDS = tuple(Field(name, p) for name, p in hyper_params() if not p.switch)
+SWITCHES = tuple(Field(name, p) for name, p in hyper_params() if p.switch)
+NAMES = tuple(f.name for f in FIELDS + SWITCHES)
 
 
 def is_auto(value) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("", AUTO))
 
 
-def _limit(field: Field, limits: Limits) -> float:
-    return getattr(limits, field.maximum) if isinstance(field.maximum, str) else field.maximum
-
-
-def _value(field: Field, raw, limits: Limits):
-    if field.auto and is_auto(raw):
+def _value(name: str, param: Param, raw, limits: Limits):
+    if param.switch:
+        return check_value(name, raw, limits)
+    if param.auto and is_auto(raw):
         return None
     if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return getattr(Hyper(), field.name)  # a cleared number field: the default
-    raw = raw.strip() if isinstance(raw, str) else raw
-    return check_number(field.label, raw, _limit(field, limits), minimum=field.minimum, whole=field.whole)
+        return getattr(Hyper(), name)  # a cleared number field: the default
+    return check_value(name, raw.strip() if isinstance(raw, str) else raw, limits)
 
 
 def hyper_from_form(values: dict, limits: Limits) -> Hyper:
     """A `Hyper` from {field name: what the form sent}; missing fields keep their defaults."""
-    unknown = sorted(set(values) - set(NAMES))
+    params = dict(hyper_params())
+    unknown = sorted(set(values) - set(params))
     if unknown:
         raise LoraEqError(f"unknown hyperparameter {unknown[0]!r} (known: {', '.join(NAMES)})")
-    chosen = {f.name: _value(f, values[f.name], limits) for f in FIELDS if f.name in values}
-    if "early_stopping" in values:
-        flag = values["early_stopping"]
-        if not isinstance(flag, bool):
-            raise LoraEqError(f"early stopping={flag!r}: must be true or false")
-        chosen["early_stopping"] = flag
-    return Hyper(**chosen)
+    return Hyper(**{name: _value(name, params[name], raw, limits) for name, raw in values.items()})
 
 
 def form_from_hyper(hyper: Hyper | dict) -> dict:
     """The form's values for a variant's hyperparameters: "auto" where the schedule chooses."""
     data = asdict(hyper) if isinstance(hyper, Hyper) else dict(hyper)
     out = {}
-    for f in FIELDS:
-        value = data.get(f.name)
-        out[f.name] = (AUTO if value is None else str(value)) if f.auto else value
-    out["early_stopping"] = bool(data.get("early_stopping", False))
+    for name, param in hyper_params():
+        value = data.get(name, getattr(Hyper(), name))
+        if param.switch:
+            out[name] = bool(value)
+        else:
+            out[name] = (AUTO if value is None else str(value)) if param.auto else value
     return out

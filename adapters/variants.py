@@ -22,25 +22,61 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _RESERVED = {"", ".", "..", "data", "checkpoints"}
 
 
+@dataclass(frozen=True)
+class Param:
+    """How a hyperparameter meets its users: its label in messages and forms, its help, its bounds
+    (`maximum` a number or the name of a `limits.Limits` field), whether it is a whole number,
+    whether the auto schedule may choose it, and its command-line flag. Declared once, on `Hyper`'s
+    fields; the CLI's flags, the Train tab's form, sweep files and the checks are made from it."""
+
+    label: str
+    help: str
+    minimum: float = 0
+    maximum: float | str = math.inf
+    whole: bool = False
+    auto: bool = False
+    flag: str | None = None  # default: --name-with-dashes
+    switch: bool = False  # a true/false setting (a flag without a value)
+
+    def option(self, name: str) -> str:
+        return self.flag or "--" + name.replace("_", "-")
+
+
+def _param(default, label: str, help: str, **kw):
+    return field(default=default, metadata={"param": Param(label, help, **kw)})
+
+
 @dataclass
 class Hyper:
-    """Training hyperparameters of one variant. rank, alpha, learning_rate and epochs left as None
-    are chosen from the data by the auto schedule (`auto_schedule`) when training starts."""
+    """Training hyperparameters of one variant. rank, learning_rate and epochs left as None are
+    chosen from the data by the auto schedule (`auto_schedule`) when training starts. Each field
+    declares how users give it (`Param`); `hyper_from_values` checks a user's values."""
 
-    rank: int | None = None  # LoRA rank of a cell at strength 1
-    alpha: float = 16.0  # LoRA alpha of a cell at strength 1 (scaling alpha / rank)
-    learning_rate: float | None = None
-    epochs: float | None = None  # passes over the training stream, unless max_steps is set
-    max_steps: int | None = None  # optimizer steps; overrides epochs when set
-    dropout: float = 0.05
-    max_length: int = 512  # tokens per example; longer ones are cut (and reported)
-    batch_size: int = 8
-    grad_accum: int = 1
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    seed: int = 0
-    save_steps: int = 25  # checkpoint interval, for resume after a crash
-    early_stopping: bool = False  # stop when the held-out loss stops improving; keep the best weights
+    rank: int | None = _param(None, "rank", "LoRA rank of a cell at strength 1", minimum=1, maximum="rank",
+                              whole=True, auto=True)
+    learning_rate: float | None = _param(None, "learning rate", "AdamW's peak learning rate", minimum=1e-12,
+                                         maximum=1.0, auto=True, flag="--lr")
+    epochs: float | None = _param(None, "epochs", "passes over the training stream, unless max steps is set",
+                                  maximum="epochs", auto=True)
+    max_steps: int | None = _param(None, "max steps", "optimizer steps; overrides epochs when set", maximum="steps",
+                                   whole=True, auto=True)
+    alpha: float = _param(16.0, "alpha", "LoRA alpha of a cell at strength 1 (scaling alpha / rank)", minimum=1e-6,
+                          maximum=65536.0)
+    batch_size: int = _param(8, "batch size", "examples per optimizer step (before accumulation)", minimum=1,
+                             maximum="batch_size", whole=True)
+    grad_accum: int = _param(1, "gradient accumulation", "batches summed into one optimizer step", minimum=1,
+                             maximum=1024, whole=True)
+    max_length: int = _param(512, "max length", "tokens per example; longer ones are cut (and reported)", minimum=8,
+                             maximum="max_length", whole=True)
+    dropout: float = _param(0.05, "dropout", "LoRA dropout", maximum=0.99)
+    warmup_ratio: float = _param(0.03, "warmup ratio", "share of the steps spent warming up", maximum=0.99)
+    weight_decay: float = _param(0.0, "weight decay", "AdamW weight decay", maximum=10.0)
+    save_steps: int = _param(25, "save steps", "checkpoint interval in steps, for resume after a crash", minimum=1,
+                             maximum="steps", whole=True)
+    seed: int = _param(0, "training seed", "seed of the LoRA initialization, the dropout masks and the batch order",
+                       maximum=2**31 - 1, whole=True)
+    early_stopping: bool = _param(False, "early stopping", "stop when the held-out loss (measured during training) "
+                                  "stops improving; keep the best weights", switch=True)
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size", "grad_accum", "max_length", "save_steps")
@@ -65,6 +101,38 @@ class Hyper:
     @property
     def is_auto(self) -> bool:
         return self.rank is None or self.learning_rate is None or (self.epochs is None and self.max_steps is None)
+
+
+def hyper_params() -> list[tuple[str, Param]]:
+    """Every hyperparameter of `Hyper` with its declaration, in declaration order."""
+    return [(f.name, f.metadata["param"]) for f in fields(Hyper)]
+
+
+def check_value(name: str, value, limits=None):
+    """One hyperparameter's value as given (a number, True/False, None for auto), checked against
+    its declaration and `limits`; the message names its label and the bound."""
+    from .limits import Limits, check_number
+
+    param = dict(hyper_params()).get(name)
+    if param is None:
+        known = ", ".join(n for n, _ in hyper_params())
+        raise LoraEqError(f"unknown hyperparameter {name!r} (known: {known})")
+    if param.switch:
+        if not isinstance(value, bool):
+            raise LoraEqError(f"{param.label}={value!r}: must be true or false")
+        return value
+    if value is None and param.auto:
+        return None
+    limits = limits or Limits()
+    maximum = getattr(limits, param.maximum) if isinstance(param.maximum, str) else param.maximum
+    return check_number(param.label, value, maximum, minimum=param.minimum, whole=param.whole)
+
+
+def hyper_from_values(values: dict, limits=None) -> Hyper:
+    """A checked `Hyper` from {field name: value} as a user gave it (CLI flags, a sweep file's
+    `hyper`, the form once its text is read); missing fields keep their defaults. The CLI, the form
+    and a sweep file give the same message for the same bad value."""
+    return Hyper(**{name: check_value(name, value, limits) for name, value in values.items()})
 
 
 # The auto schedule, measured on invented catalogs and fact sets (numbers, years, dates, codes,
@@ -218,7 +286,8 @@ def safe_name(name: str, taken: set[str] | None = None) -> str:
 
 def load_sweep(path: str | Path) -> list[Variant]:
     """Variants from a YAML or JSON file: a list, or an object with `variants` (and optional
-    `defaults` merged into each variant's `hyper`)."""
+    `defaults` merged into each variant's `hyper`), each variant's hyperparameters checked as the
+    CLI's flags and the Train tab's form are (`hyper_from_values`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -243,8 +312,14 @@ def load_sweep(path: str | Path) -> list[Variant]:
     for i, item in enumerate(data, 1):
         if not isinstance(item, dict):
             raise LoraEqError(f"{path}: variant {i} must be an object")
-        item = {**item, "hyper": {**defaults, **(item.get("hyper") or {})}}
-        variants.append(Variant.from_json(item))
+        hyper = {**defaults, **(item.get("hyper") or {})}
+        if not isinstance(hyper, dict):
+            raise LoraEqError(f"{path}: variant {i}: hyper must be an object of hyperparameters")
+        try:
+            checked = hyper_from_values(hyper)  # the CLI's and the form's checks, with their messages
+        except LoraEqError as e:
+            raise LoraEqError(f"{path}: variant {i} {item.get('name', '')!r}: {e}") from None
+        variants.append(Variant.from_json({**item, "hyper": asdict(checked)}))
     return variants
 
 

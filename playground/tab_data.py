@@ -162,7 +162,7 @@ def split_markdown(spec: DataSpec, ds, split) -> str:
                 "fact, not the words" if group else "no group field")
     lines = [f"**Held out for the proof: {held} of {total} rows** ({held / max(1, total):.0%}); "
              f"training gets {split.train.rows_valid}.",
-             f"Chosen {how}; drawn per category (stratified) with seed {spec.seed}; {together}."]
+             f"Chosen {how}; drawn per category (stratified) with split seed {spec.seed}; {together}."]
     return "  \n".join(lines + [f"- {n}" for n in split.notes])
 
 

@@ -14,7 +14,7 @@ from adapters.analysis import layer_bands
 from adapters.dataspec import DataSpec, start_run, with_mix
 from adapters.equalizer import MAX_STRENGTH, PRESETS, Equalizer, equalizer_table, preset
 from adapters.errors import LoraEqError
-from adapters.hyperform import FIELDS, NAMES, form_from_hyper, hyper_from_form
+from adapters.hyperform import FIELDS, NAMES, SWITCHES, form_from_hyper, hyper_from_form
 from adapters.limits import check_hyper, check_number, check_ranks, check_text, check_training_memory, training_memory
 from adapters.plan import Plan, human_count, human_seconds, plan_variant
 from adapters.runfolder import RunFolder
@@ -34,9 +34,9 @@ from playground.tab_data import receive, session_dataset, session_spec
 from playground.tab_model import current
 
 # What a variant will be comes first (schedule, size), where the eye lands; the rest as given after.
+GIVEN = tuple(f.name for f in FIELDS + SWITCHES if not f.auto)  # as given; the auto ones show their plan
 VARIANT_COLUMNS = ["name", "steps", "learning_rate", "rank", "time", "trainable_params", "total_rank", "size",
-                   "equalizer", "batch_size", "grad_accum", "alpha", "dropout", "max_length", "warmup_ratio",
-                   "weight_decay", "early_stopping", "schedule"]
+                   "equalizer", *GIVEN, "schedule"]
 SWEEP_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -103,8 +103,7 @@ def plan_cells(plan: Plan | None) -> dict:
 
 
 def given_cells(variant: Variant) -> dict:
-    return {k: getattr(variant.hyper, k) for k in ("batch_size", "grad_accum", "alpha", "dropout", "max_length",
-                                                   "warmup_ratio", "weight_decay", "early_stopping")}
+    return {k: getattr(variant.hyper, k) for k in GIVEN}
 
 
 def measured_speed(shared: Shared, state: Session) -> float | None:
@@ -510,14 +509,15 @@ def hyper_form():
             for f in FIELDS:
                 if f.name not in FIRST:
                     form[f.name] = _field_input(f, defaults[f.name])
-            form["early_stopping"] = gr.Checkbox(False, label="Early stopping (on the held-out loss)")
+            for f in SWITCHES:
+                form[f.name] = gr.Checkbox(defaults[f.name], label=f.label.capitalize(), info=f.help)
     return name, form
 
 
 def _field_input(f, value):
     if f.auto:
-        return gr.Textbox(value, label=f"{f.label.capitalize()} (auto or a number)")
-    return gr.Number(value, label=f.label.capitalize(), step=1 if f.whole else None)
+        return gr.Textbox(value, label=f"{f.label.capitalize()} (auto or a number)", info=f.help)
+    return gr.Number(value, label=f.label.capitalize(), step=1 if f.whole else None, info=f.help)
 
 
 def earlier_runs_panel():

@@ -103,3 +103,49 @@ def test_the_auto_schedule_gives_a_small_set_a_dozen_passes_at_a_high_rate_and_a
     assert chosen(72, learning_rate=1e-4, rank=4)[:3] == (12.0, 1e-4, 4)
     hyper, reason = auto_schedule(Hyper(max_steps=40, learning_rate=1e-3, rank=8), 72)
     assert reason is None and hyper.epochs is None
+
+
+def test_every_hyperparameter_has_a_flag_a_form_field_and_a_sweep_column_with_one_message(tmp_path):
+    import argparse
+    from dataclasses import fields
+
+    from adapters.cli.main import build_parser
+    from adapters.hyperform import NAMES, hyper_from_form
+    from adapters.limits import Limits
+    from adapters.variants import hyper_params, load_sweep
+
+    declared = [name for name, _ in hyper_params()]
+    assert declared == [f.name for f in fields(Hyper)]  # every field declares how users give it
+    train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    dests = {a.dest for a in train._actions}
+    assert set(declared) <= dests and set(NAMES) == set(declared)
+    # A sweep file takes every field (one variant setting each, the others at their defaults).
+    sweep = tmp_path / "all.json"
+    values = {"rank": 4, "learning_rate": 1e-3, "epochs": 2.0, "max_steps": 5, "alpha": 8.0, "batch_size": 2,
+              "grad_accum": 2, "max_length": 64, "dropout": 0.1, "warmup_ratio": 0.1, "weight_decay": 0.01,
+              "save_steps": 5, "seed": 3, "early_stopping": True}
+    assert set(values) == set(declared)
+    sweep.write_text(json.dumps([{"name": "all", "hyper": values}]))
+    assert load_sweep(sweep)[0].hyper == Hyper(**values)
+    # The same bad value, three ways in: the same message.
+    for name, bad, message in (("rank", 100_000, "rank=100,000: over the limit of 512"),
+                               ("learning_rate", 5, "learning rate=5: over the limit of 1"),
+                               ("batch_size", 0, "batch size=0: must be at least 1"),
+                               ("dropout", "lots", "dropout='lots': not a number")):
+        sweep.write_text(json.dumps([{"name": "bad", "hyper": {name: bad}}]))
+        with pytest.raises(LoraEqError) as from_sweep:
+            load_sweep(sweep)
+        with pytest.raises(LoraEqError) as from_form:
+            hyper_from_form({name: str(bad)}, Limits())
+        flag = dict(hyper_params())[name].option(name)
+        if isinstance(bad, str):
+            with pytest.raises(SystemExit):  # argparse refuses a word for a number flag itself
+                build_parser().parse_args(["train", "--out", "x", flag, bad])
+            continue
+        args = build_parser().parse_args(["train", "--out", str(tmp_path / "r"), flag, str(bad)])
+        from adapters.cli.train import hyper_values
+
+        with pytest.raises(LoraEqError) as from_cli:
+            hyper_values(args)
+        assert str(from_cli.value) == str(from_form.value) == message, (from_cli.value, from_form.value)
+        assert str(from_sweep.value).endswith(f"variant 1 'bad': {message}")

@@ -136,7 +136,7 @@ def _split(args: argparse.Namespace) -> dict:
     from ..data.split import split_heldout
 
     ds = _load(args)
-    split = split_heldout(ds, args.fraction, args.seed, args.group, args.mode)
+    split = split_heldout(ds, args.fraction, args.split_seed, args.group, args.mode)
     out = {"path": ds.path, "rows_valid": ds.rows_valid, "rows_rejected": ds.rows_rejected, **split.to_json()}
     if args.out:
         folder = Path(args.out)
@@ -167,7 +167,7 @@ def _register_split(dsub) -> None:
     p = dsub.add_parser("split", help="hold out a stratified, seeded share of the rows for the proof")
     _add_file_flags(p)
     p.add_argument("--fraction", type=float, default=0.1, help="share held out (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split (default 0)")
     p.add_argument("--group", default=None, help="metadata field whose rows belong together, e.g. fact_id")
     p.add_argument("--mode", choices=MODES, default="paraphrase", help="with --group: paraphrase (default) or disjoint")
     p.add_argument("--out", default=None, metavar="DIR", help="write train.jsonl and heldout.jsonl here")

@@ -16,28 +16,34 @@ from ..errors import LoraEqError
 from .common import add_bands_flag, add_data_flags, add_model_flags, data_mapping, format_table, read_data
 
 
+def add_hyper_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per hyperparameter, made from its declaration on `Hyper` (`variants.Param`)."""
+    from ..variants import Hyper, hyper_params
+
+    defaults = Hyper()
+    for name, param in hyper_params():
+        default = getattr(defaults, name)
+        if param.switch:
+            p.add_argument(param.option(name), dest=name, action="store_true", default=None,
+                           help=param.help.replace("%", "%%"))
+            continue
+        shown = "auto: the auto schedule chooses from the data" if param.auto else f"{default:g}"
+        p.add_argument(param.option(name), dest=name, type=int if param.whole else float, default=None,
+                       metavar=name.upper(), help=f"{param.help} (default {shown})".replace("%", "%%"))
+
+
+def hyper_values(args: argparse.Namespace) -> dict:
+    """The hyperparameters given as flags (not the defaults), checked as the form and sweep files are."""
+    from ..variants import check_value, hyper_params
+
+    return {name: check_value(name, getattr(args, name)) for name, _ in hyper_params()
+            if getattr(args, name, None) is not None}
+
+
 def _variants_from_args(args: argparse.Namespace):
     from ..variants import Hyper, Variant, load_sweep
 
-    overrides = {
-        k: v
-        for k, v in {
-            "max_steps": args.max_steps,
-            "epochs": args.epochs,
-            "rank": args.rank,
-            "learning_rate": args.lr,
-            "batch_size": args.batch_size,
-            "max_length": args.max_length,
-            "save_steps": args.save_steps,
-            "alpha": args.alpha,
-            "dropout": args.dropout,
-            "warmup_ratio": args.warmup_ratio,
-            "grad_accum": args.grad_accum,
-            "weight_decay": args.weight_decay,
-            "early_stopping": True if args.early_stopping else None,
-        }.items()
-        if v is not None
-    }
+    overrides = hyper_values(args)
     if args.sweep:
         variants = load_sweep(args.sweep)
         for v in variants:
@@ -81,7 +87,7 @@ def _train(args: argparse.Namespace) -> tuple[dict, int]:
         variants = _variants_from_args(args)
         group = None if args.group.lower() == "none" else args.group
         spec = DataSpec(args.data, format=args.format, mapping=data_mapping(args), heldout=heldout_arg(args.heldout),
-                        group=group, seed=args.seed, task=args.task)
+                        group=group, seed=args.split_seed, task=args.task)
         classify = args.task == "classification"
         model = args.model or ("minilm" if classify else None)
         start_run(out, spec, variants, model=model, precision=args.precision, bands=args.bands,
@@ -212,28 +218,13 @@ def register(sub) -> None:
     target.add_argument("--out", help="run folder to create (with --data)")
     target.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an existing run folder (with --sweep/--preset: add those variants to it first)")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="optimizer steps per variant; overrides --epochs (default: the auto schedule's choice)")
-    p.add_argument("--epochs", type=float, default=None, help="default: the auto schedule's choice for the data")
-    p.add_argument("--rank", type=int, default=None, help="default: the auto schedule's choice (16)")
-    p.add_argument("--lr", type=float, default=None, help="default: the auto schedule's choice for the data")
-    p.add_argument("--early-stopping", action="store_true",
-                   help="stop when the held-out loss (measured during training) stops improving; keep the best weights")
-    p.add_argument("--batch-size", type=int, default=None, help=f"examples per optimizer step (default {d.batch_size})")
-    p.add_argument("--max-length", type=int, default=None,
-                   help=f"tokens per example; longer ones are cut and reported (default {d.max_length})")
-    p.add_argument("--save-steps", type=int, default=None, help=f"checkpoint interval in steps (default {d.save_steps})")
-    p.add_argument("--alpha", type=float, default=None, help=f"LoRA alpha at strength 1 (default {d.alpha:g}; scaling alpha / rank)")
-    p.add_argument("--dropout", type=float, default=None, help=f"LoRA dropout (default {d.dropout:g})")
-    p.add_argument("--warmup-ratio", type=float, default=None, help=f"share of the steps spent warming up (default {d.warmup_ratio:g})")
-    p.add_argument("--grad-accum", type=int, default=None, help=f"gradient accumulation steps (default {d.grad_accum})")
-    p.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d.weight_decay:g})")
+    add_hyper_flags(p)
     p.add_argument("--heldout", default="auto",
                    help="held-out fraction for the proof (default auto: 10%% of the rows, at least 50, at most 25%%)")
     p.add_argument("--group", default="auto", metavar="FIELD",
                    help="keep rows sharing this field together in the split (e.g. fact_id: held-out rows are "
                         "paraphrases of trained facts); default auto: fact_id when every row has one; none: off")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split (default 0)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split (default 0)")
     p.add_argument("--task", default="causal", choices=("causal", "classification"),
                    help="classification: rows of text (+ text_pair) and label on an encoder (default model: minilm); "
                         "a linear probe is trained first as the base")
