@@ -123,9 +123,11 @@ class SessionArea:
         """The session's kept work, where it is well formed; a value that is not (an older or damaged
         file) keeps its default. Paths and run names in it are checked again where they are used."""
         saved = read_json(self.folder(session, create=False) / WORK_FILE)
+        followed = session.run  # the run this browser's signed token names wins over the kept one
         for key, types in KEPT.items():
             if key in saved and isinstance(saved[key], types):
                 setattr(session, key, saved[key])
+        session.run = followed or session.run
         if session.run and not (RUN_NAME.match(session.run) and (self.folder(session) / session.run).is_dir()):
             session.run = None
 
