@@ -197,3 +197,20 @@ def test_a_reload_restores_the_data_the_grid_the_variants_and_the_run(shared, st
     forged = saved["token"][:-1] + ("1" if saved["token"].endswith("0") else "0")
     stranger, _ = app.restore(shared, {"token": forged}, Session(), SimpleNamespace(username=None))
     assert stranger.id != state.id and stranger.variants == [] and stranger.run is None  # a forged token: nothing
+
+
+def test_the_forms_defaults_make_the_variant_loraeq_train_makes_with_no_flags(shared, state):
+    """With no flags and an untouched form, the web app and the CLI train the same variant: the
+    auto schedule on the uniform grid (what `loraeq train --data F --out R` trains)."""
+    from adapters.cli.main import build_parser
+    from adapters.cli.train import _variants_from_args
+    from adapters.equalizer import Equalizer
+
+    defaults = form_from_hyper(Hyper())
+    more = [defaults[n] for n in tab_train.MORE]
+    tab_train.add_variant(shared, "uniform", *(defaults[n] for n in tab_train.FIRST), state, *more)
+    web = state.variants[0]
+    (cli,) = _variants_from_args(build_parser().parse_args(["train", "--data", "x.jsonl", "--out", "r"]))
+    assert Hyper(**web["hyper"]) == cli.hyper == Hyper() and Hyper().is_auto
+    eq = Equalizer.from_json(web["equalizer"])
+    assert cli.equalizer == "uniform" and {v for row in eq.strengths for v in row} == {1.0}
