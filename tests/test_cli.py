@@ -133,6 +133,28 @@ def test_every_help_renders_and_every_flag_has_help(capsys):
         assert not bare, f"loraeq {' '.join(path)}: no help for {bare}"
 
 
+# The pipeline: model -> data -> shape -> train -> compare (its votes, chat, battles, eval sets,
+# classify) -> prove -> export -> the web app's users. A new command takes its place here.
+PIPELINE_ORDER = ["analyze", "data", "suggest", "train", "status", "cancel", "compare", "vote", "leaderboard",
+                  "chat", "arena", "evalset", "classify", "eval", "export", "users"]
+
+
+def test_top_level_help_lists_every_command_in_pipeline_order_one_line_each(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert stopped.value.code == 0
+    commands = {path[0] for path, _ in _commands() if len(path) == 1}
+    assert sorted(commands) == sorted(PIPELINE_ORDER), "a command is missing from PIPELINE_ORDER, or gone"
+    # A command's line: its name, then its help on the same line, within 80 columns.
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("    ") and line.split()[0] in commands]
+    assert listed == PIPELINE_ORDER, listed
+    for name in PIPELINE_ORDER:
+        (line,) = [line for line in out.splitlines() if line.split()[:1] == [name] and line.startswith("    ")]
+        assert len(line.split()) > 1 and len(line) <= 80, line
+
+
 def test_every_command_that_needs_input_says_so_in_one_line(capsys):
     """No arguments at all, and each value-taking flag given without its value: exit 2, one line."""
     runs_bare = []

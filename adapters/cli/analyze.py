@@ -57,7 +57,8 @@ def register(sub) -> None:
     from ..analysis import STATISTICS
     from ..variants import DEFAULT_BANDS
 
-    p = sub.add_parser("analyze", help="map where the model's weights can be tuned (layers x module roles)")
+    p = sub.add_parser("analyze", help="map where the model's weights can be tuned (layers x roles)",
+                       description="Map where the model's weights can be tuned: layers x module roles.")
     add_model_flags(p)
     add_bands_flag(p, f"group the layers into N bands (default {DEFAULT_BANDS})")
     p.add_argument("--stat", default="spectral", choices=STATISTICS + ("params",), help="statistic for the table")

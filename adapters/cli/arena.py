@@ -32,7 +32,8 @@ def _render(data: dict, args) -> str:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("arena", help="rank a run's columns by their blind battles (Bradley-Terry, 95%% intervals)")
+    p = sub.add_parser("arena", help="rank a run's columns by blind battles (Bradley-Terry)",
+                       description="Rank a run's columns by their blind battles (Bradley-Terry, 95% intervals).")
     p.add_argument("run_dir", help="a run folder (loraeq train --out)")
     p.add_argument("--csv", default=None, metavar="OUT", help="also write the ranking as CSV")
     p.add_argument("--rounds", type=int, default=500, help="bootstrap rounds for the intervals")

@@ -115,7 +115,8 @@ def _chat(args: argparse.Namespace) -> dict:
 def register(sub) -> None:
     from .compare import add_engine_flags
 
-    p = sub.add_parser("chat", help="chat in the terminal with the base and its variants / adapters side by side")
+    p = sub.add_parser("chat", help="chat in the terminal with the base and every variant",
+                       description="Chat in the terminal with the base and its variants / adapters side by side.")
     add_engine_flags(p)
     p.add_argument("--system", default=None, help="a system prompt (change it with /system)")
     p.add_argument("--layout", default="auto", choices=("auto", "side", "stacked"),

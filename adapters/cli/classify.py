@@ -68,7 +68,8 @@ def _ci(ci: list[float]) -> str:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("classify", help="a classification run's probe and variants on a text, or scored on an eval set")
+    p = sub.add_parser("classify", help="label a text (or score a set) with a classification run",
+                       description="A classification run's probe and variants on a text, or scored on an eval set.")
     p.add_argument("run_dir", help="a run folder made by `loraeq train --task classification`")
     p.add_argument("--text", help="the text to classify")
     p.add_argument("--pair", default=None, help="its second text (text_pair), for pair tasks")

@@ -209,7 +209,8 @@ def _render_leaderboard(data: dict, args) -> str:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compare", help="answer one prompt with the base and every variant, side by side, scored")
+    p = sub.add_parser("compare", help="answer a prompt with the base and every variant, scored",
+                       description="Answer one prompt with the base and every variant, side by side, scored.")
     add_engine_flags(p)
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--reference", default=None, help="a reference answer to score similarity against")

@@ -123,7 +123,8 @@ def _render(data: dict, args) -> str:
 def register(sub) -> None:
     from ..loading import PRECISIONS
 
-    p = sub.add_parser("evalset", help="run an eval set (rows or a promptfoo config) on the base and every variant")
+    p = sub.add_parser("evalset", help="run an eval set (rows or promptfoo) on every column",
+                       description="Run an eval set (rows or a promptfoo config) on the base and every variant.")
     p.add_argument("run_dir", help="a run folder (loraeq train --out)")
     p.add_argument("--set", required=True, metavar="FILE",
                    help="JSONL / JSON / CSV / Parquet rows, a promptfoo YAML config, or 'heldout' (the run's split)")

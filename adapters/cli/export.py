@@ -29,7 +29,8 @@ def _export(args: argparse.Namespace) -> dict:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a variant: adapter zip, merged full-precision model, vLLM-safe adapter")
+    p = sub.add_parser("export", help="export a variant: adapter zip, merged model, vLLM-safe",
+                       description="Export a variant: adapter zip, merged full-precision model, vLLM-safe adapter.")
     p.add_argument("variant_dir", help="RUN_DIR/VARIANT, or an outside PEFT adapter folder")
     kind = p.add_mutually_exclusive_group(required=True)
     kind.add_argument("--adapter", action="store_true", help="the PEFT adapter + model card as a zip")

@@ -16,18 +16,33 @@ from ..errors import LoraEqError
 from . import analyze, arena, chat, classify, compare, data, evalset, export, proof, suggest, train, users
 from .common import Parser, add_json_flag, print_result
 
-STAGES = (analyze, data, suggest, train, export, proof, compare, chat, arena, evalset, classify, users)  # in `loraeq --help` order
+# `loraeq --help` lists the commands in this order, the pipeline's: model -> data -> shape -> train ->
+# compare (vote, chat, battles, eval sets, classify) -> prove -> export -> the web app's users.
+STAGES = (analyze, data, suggest, train, compare, chat, arena, evalset, classify, proof, export, users)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="loraeq", description="LoRA EQ: analyze, shape, train, compare and prove LoRA variants.")
+    parser = Parser(prog="loraeq", description="LoRA EQ: analyze, shape, train, compare and prove LoRA variants.",
+                    epilog="The commands are listed in pipeline order: model, data, shape, train, compare, prove, "
+                           "export.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND",
-                                help="one stage of the pipeline (loraeq COMMAND --help for its flags)")
+                                help="one stage of the pipeline; loraeq COMMAND --help: its flags")
     for stage in STAGES:
         stage.register(sub)
+    width = 4 + max(map(len, sub.choices))  # a command's name is indented by 4
+    parser.formatter_class = lambda prog: _OneLinePerCommand(prog, width)
     for p in sub.choices.values():
         add_json_flag(p)
     return parser
+
+
+class _OneLinePerCommand(argparse.HelpFormatter):
+    """Every command's help beside its name: argparse sizes the name column without the commands'
+    indent, so the longest name ("leaderboard") would get a line of its own."""
+
+    def __init__(self, prog: str, names_width: int) -> None:
+        super().__init__(prog, max_help_position=names_width + 2)
+        self._action_max_length = names_width
 
 
 def _quiet_libraries() -> None:

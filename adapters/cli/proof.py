@@ -92,7 +92,8 @@ def _render_eval(data: dict, args) -> str:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="prove what each variant of a run learned: losses, similarity, statistics, verdict")
+    p = sub.add_parser("eval", help="prove what each variant learned: losses, answers, verdict",
+                       description="Prove what each variant of a run learned: losses, similarity, statistics, verdict.")
     p.add_argument("run_dir", help="a run folder made by `loraeq train`")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="measure a seeded sample of N held-out rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples, bootstrap and permutations (default 0)")
