@@ -97,3 +97,12 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def fast_path(name: str):
+    """A mark for the tests of fast path `name` (adapters/fastpath.py): skipped, with the reason,
+    where it does not run here (a library release it was not tested on, or LORAEQ_FAST_PATHS)."""
+    from adapters.fastpath import off_reason
+
+    reason = off_reason(name)
+    return pytest.mark.skipif(reason is not None, reason=f"fast path {name}: {reason}")
