@@ -10,15 +10,20 @@ by the Trainer's `num_items_in_batch`), in a fraction of the memory and without 
 layer's work on prompt tokens.
 
 Models whose logits are more than the output layer's product (soft-capped, scaled, with a router
-loss) keep the model's own loss: `label_only_reason` says why.
+loss) keep the model's own loss: `label_only_reason` says why. This is the `label_loss` fast path
+(fastpath.py): switched off by LORAEQ_FAST_PATHS, or on a transformers release it was not tested
+on (it follows the Trainer's loss arithmetic), the model's own loss runs too.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .fastpath import LABEL_LOSS, note, off_reason
 from .limits import LOSS_CHUNK
 from .tokenize import IGNORE
 
@@ -32,12 +37,23 @@ def _inner(model):
 
 def label_only_reason(model) -> str | None:
     """None when the loss may be computed from the decoder's hidden states and the output layer;
-    otherwise what stands in the way."""
+    otherwise what stands in the way (noted for `fastpath.recording`)."""
+    reason = off_reason(LABEL_LOSS) or _model_reason(model)
+    if reason:
+        note(LABEL_LOSS, reason)
+    return reason
+
+
+def _model_reason(model) -> str | None:
     inner = _inner(model)
     if not (hasattr(inner, "get_decoder") and hasattr(inner, "get_output_embeddings")):
         return f"{type(inner).__name__} has no separate decoder and output layer"
     if inner.get_output_embeddings() is None:
         return f"{type(inner).__name__} has no output layer"
+    decoder = inner.get_decoder()
+    taken = set(inspect.signature(decoder.forward).parameters) if decoder is not None else set()
+    if not {"input_ids", "attention_mask"} <= taken:
+        return f"{type(inner).__name__}'s decoder takes no input_ids and attention_mask"
     config = inner.config
     for name in _LOGIT_CHANGES:
         value = getattr(config, name, None)
@@ -53,6 +69,7 @@ def _chunk_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 def label_only_loss(model, batch: dict, num_items_in_batch=None) -> torch.Tensor:
     """Mean cross-entropy of the labelled next tokens (`labels` != IGNORE), as the model's own
     loss computes it; summed and divided by `num_items_in_batch` when given (gradient accumulation)."""
+    note(LABEL_LOSS, None)
     inner = _inner(model)
     labels = batch["labels"]
     hidden = inner.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),

@@ -17,9 +17,12 @@ forward of every plain LoRA layer (one active adapter, no DoRA or other variant,
 - the two products run in autocast's dtype when autocast is on (as PEFT's modules do under it),
   else in the adapter's dtype; the result comes back in the base layer's dtype.
 
-Layers that are not plain keep PEFT's forward. Only training uses this module; `uninstall` (or
-PEFT's `unload`, which drops the layers) restores PEFT's own forward. Saved adapters are PEFT's,
-untouched: only the computation differs.
+Layers that are not plain (`fastpath.plain_lora_reason`, the test the fused mixer uses too) keep
+PEFT's forward. This is the `lora_train` fast path (fastpath.py): `applies` says why it would not
+run (switched off by LORAEQ_FAST_PATHS, a PEFT release it was not tested on, no plain LoRA layer),
+and then every layer keeps PEFT's forward. Only training uses this module; the `Patch` that
+`install` returns (or PEFT's `unload`, which drops the layers) restores PEFT's own forward. Saved
+adapters are PEFT's, untouched: only the computation differs.
 """
 
 from __future__ import annotations
@@ -31,20 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fastpath import LORA_TRAIN, Patch, note, off_reason, plain_lora_reason
+
 BITS = 16  # random bits per dropout decision
 _LANES = 64 // BITS
-
-
-def _plain_adapter(module: nn.Module) -> str | None:
-    """The one adapter a LoRA layer applies, when it applies exactly one vanilla LoRA, else None."""
-    if module.disable_adapters or module.merged or len(module.active_adapters) != 1:
-        return None
-    name = module.active_adapters[0]
-    if name not in module.lora_A or name in getattr(module, "lora_variant", {}) or module.use_dora.get(name):
-        return None
-    if not isinstance(module.lora_A[name], nn.Linear) or not isinstance(module.lora_B[name], nn.Linear):
-        return None
-    return name
 
 
 def drop_probability(p: float, device_type: str = "cpu") -> float:
@@ -128,10 +121,9 @@ def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 def lora_forward(module: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """A plain LoRA layer's forward through `_LoraUpdate`; anything else through PEFT's."""
-    name = _plain_adapter(module)
-    if name is None or "adapter_names" in kwargs:
+    if "adapter_names" in kwargs or plain_lora_reason(module) is not None:
         return type(module).forward(module, x, *args, **kwargs)
-    module._check_forward_args(x, *args, **kwargs)
+    name = module.active_adapters[0]
     result = module.base_layer(x, *args, **kwargs)
     a, b = module.lora_A[name].weight, module.lora_B[name].weight
     drop = module.lora_dropout[name]
@@ -145,24 +137,39 @@ def lora_forward(module: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.T
 def _lora_layers(model: nn.Module) -> list[nn.Module]:
     """PEFT's LoRA layers over a plain or a bitsandbytes 4-bit linear layer (subclasses, which may
     compute differently, keep their own forward)."""
-    from peft.tuners.lora.layer import Linear
-
+    try:
+        from peft.tuners.lora.layer import Linear
+    except ImportError:  # a PEFT that moved it: no layer is known to be one
+        return []
     kinds = {Linear}
     if any(type(m).__name__ == "Linear4bit" for m in model.modules()):
-        from peft.tuners.lora import bnb
-
+        try:
+            from peft.tuners.lora import bnb
+        except ImportError:  # a bitsandbytes that fails to import: those layers keep PEFT's forward
+            bnb = None
         kinds.add(getattr(bnb, "Linear4bit", Linear))
     return [m for m in model.modules() if type(m) in kinds]
 
 
-def install(model: nn.Module) -> int:
-    """Route every LoRA linear layer of `model` through `lora_forward`; returns how many."""
+def applies(model: nn.Module) -> str | None:
+    """None when `install` routes some LoRA layer of `model` through `lora_forward`; else why not."""
+    off = off_reason(LORA_TRAIN)
+    if off:
+        return off
     layers = _lora_layers(model)
-    for module in layers:
-        module.forward = partial(lora_forward, module)
-    return len(layers)
+    if not layers:
+        return "no PEFT LoRA linear layer"
+    reasons = [plain_lora_reason(m) for m in layers]
+    return None if None in reasons else f"no plain LoRA layer (the first: {reasons[0]})"
 
 
-def uninstall(model: nn.Module) -> None:
-    for module in _lora_layers(model):
-        module.__dict__.pop("forward", None)
+def install(model: nn.Module) -> Patch:
+    """Route every LoRA linear layer of `model` through `lora_forward` where the fast path applies
+    (`Patch.forwards`: how many); its `restore` gives PEFT's forward back."""
+    patch = Patch(LORA_TRAIN)
+    reason = applies(model)
+    note(LORA_TRAIN, reason)
+    if reason is None:
+        for module in _lora_layers(model):
+            patch.replace_forward(module, partial(lora_forward, module))
+    return patch

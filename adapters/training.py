@@ -248,6 +248,7 @@ def _trainer_class(log_path: Path):
     from transformers import Trainer
     from transformers.modeling_layers import GradientCheckpointingLayer
 
+    from .fastpath import LABEL_LOSS, note
     from .label_loss import label_only_loss, label_only_reason
 
     class LabelLossTrainer(Trainer):
@@ -256,7 +257,10 @@ def _trainer_class(log_path: Path):
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             self._fit_activations(inputs["input_ids"])
-            if return_outputs or label_only_reason(model) or self.accelerator.unwrap_model(model) is not model:
+            wrapped = self.accelerator.unwrap_model(model) is not model
+            if wrapped:
+                note(LABEL_LOSS, "the model runs wrapped (DDP), whose own forward must run")
+            if return_outputs or label_only_reason(model) or wrapped:
                 self.loss_is_scaled_for_ga = None
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             self.loss_is_scaled_for_ga = num_items_in_batch is not None
@@ -345,7 +349,8 @@ def resolve_equalizer(base, variant: Variant, bands: int = DEFAULT_BANDS):
 
 def attach_lora(base, variant: Variant, bands: int = DEFAULT_BANDS):
     """The base wrapped in a PeftModel carrying the variant's LoRA config (from its equalizer), its
-    LoRA layers computing through `lora_train` (the same function, faster and smaller to train)."""
+    LoRA layers computing through `lora_train` (the same function, faster and smaller to train)
+    where that fast path applies (fastpath.py), else through PEFT's own."""
     from peft import get_peft_model
 
     from .equalizer import compile_lora_config

@@ -34,12 +34,12 @@ RUNS = ("before", "now", "before-reseeded")
 
 
 def run(mode: str, steps: int) -> list[float]:
+    import os
     import shutil
 
     import torch
     from transformers import PrinterCallback, TrainerCallback
 
-    from adapters import lora_train
     from adapters.label_loss import label_only_loss
     from adapters.loading import load_model
     from adapters.training import (EncodedDataset, PadCollator, TokenCounter, _trainer_class, attach_lora, encode_all,
@@ -51,14 +51,14 @@ def run(mode: str, steps: int) -> list[float]:
     variant = Variant("curve", "uniform", Hyper(rank=8, alpha=16, dropout=0.05, max_steps=steps, batch_size=8,
                                                  max_length=256, learning_rate=2e-4, save_steps=10_000))
     examples = encode_all(base.tokenizer, conversations(), 256)
+    if mode != "now":  # PEFT's own LoRA layers (this worker process only)
+        os.environ["LORAEQ_FAST_PATHS"] = "-lora_train"
     model = attach_lora(base, variant)
     out = Path(tempfile.mkdtemp(prefix="loraeq-curve-"))
     args = training_arguments(variant, out, base, len(examples))
     args.save_strategy = "no"
     trainer_class = _trainer_class(out / "train_log.jsonl")
     if mode != "now":
-        lora_train.uninstall(model)
-
         class Before(trainer_class):
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
                 self.loss_is_scaled_for_ga = num_items_in_batch is not None

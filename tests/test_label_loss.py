@@ -8,9 +8,12 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 import adapters.label_loss as label_loss
+from adapters.fastpath import LABEL_LOSS
 from adapters.label_loss import label_only_loss, label_only_reason
 from adapters.tokenize import IGNORE
-from conftest import tiny_causal_lm
+from conftest import fast_path, tiny_causal_lm
+
+pytestmark = fast_path(LABEL_LOSS)
 
 
 def _batch(seed: int = 0):

@@ -11,8 +11,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from adapters import lora_train
-from conftest import tiny_causal_lm
+from adapters.fastpath import LORA_TRAIN, plain_lora_reason
+from conftest import fast_path, tiny_causal_lm
 
+pytestmark = fast_path(LORA_TRAIN)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -25,7 +27,7 @@ def _pair(dropout: float = 0.0, dtype=torch.float32, **config):
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)
     fast = copy.deepcopy(model)
-    assert lora_train.install(fast) == 7 * 2  # every targeted layer of both decoder layers
+    fast.patch = lora_train.install(fast)
     return model.train(), fast.train()
 
 
@@ -40,6 +42,7 @@ def _loss_and_grads(model, ids, autocast: bool = False):
 @pytest.mark.parametrize("autocast", [False, True])
 def test_without_dropout_the_loss_and_every_lora_gradient_match_peft(autocast):
     peft, fast = _pair()
+    assert fast.patch.forwards == 7 * 2  # every targeted layer of both decoder layers
     ids = torch.randint(0, 128, (3, 17))
     loss_p, grads_p = _loss_and_grads(peft, ids, autocast)
     loss_f, grads_f = _loss_and_grads(fast, ids, autocast)
@@ -107,15 +110,26 @@ def test_with_dropout_training_steps_and_eval_ignores_it():
 
 
 def test_a_non_plain_layer_keeps_peft_forward():
-    peft, fast = _pair(use_dora=True)
+    peft, fast = _pair(use_dora=True)  # no layer is plain: nothing is installed
     ids = torch.randint(0, 128, (2, 7))
     peft.eval(), fast.eval()
     with torch.no_grad():
         assert torch.equal(peft(input_ids=ids).logits, fast(input_ids=ids).logits)
     layer = fast.base_model.model.model.layers[0].self_attn.q_proj
-    assert lora_train._plain_adapter(layer) is None
-    lora_train.uninstall(fast)
-    assert "forward" not in layer.__dict__
+    assert plain_lora_reason(layer) == "a LoRA variant (DoraLinearVariant)"
+    assert lora_train.applies(fast) == "no plain LoRA layer (the first: a LoRA variant (DoraLinearVariant))"
+    assert fast.patch.forwards == 0 and "forward" not in layer.__dict__
+
+    peft, fast = _pair()  # plain, then one layer merged after the install: PEFT's forward for that one
+    for model in (peft, fast):
+        model.eval()
+        model.base_model.model.model.layers[0].self_attn.q_proj.merge()
+    merged = fast.base_model.model.model.layers[0].self_attn.q_proj
+    assert plain_lora_reason(merged) == "adapters merged into the base weights"
+    with torch.no_grad():
+        torch.testing.assert_close(fast(input_ids=ids).logits, peft(input_ids=ids).logits)
+    fast.patch.restore()
+    assert not any("forward" in m.__dict__ for m in fast.modules())
 
 
 def test_nf4_layers_train_through_it_too(tmp_path):
@@ -133,7 +147,7 @@ def test_nf4_layers_train_through_it_too(tmp_path):
     ids = torch.randint(0, 128, (2, 11))
     peft.train()
     loss_p, grads_p = _loss_and_grads(peft, ids)
-    assert lora_train.install(peft) == 14
+    assert lora_train.install(peft).forwards == 14
     loss_f, grads_f = _loss_and_grads(peft, ids)
     assert torch.allclose(loss_f, loss_p, rtol=1e-4)
     for name in grads_p:
