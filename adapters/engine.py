@@ -21,7 +21,8 @@ bitsandbytes repacks NF4 weights for the CPU at the first forward and undoes tha
 whenever the model's state dict is read (PEFT's `load_adapter` reads it), which would shift the
 base's answers; so hand the engine a freshly loaded base. What a 4-bit base decodes with (its NF4
 weights, or a full-precision copy made before the adapters load) is `decoding`
-(decode_precision.py), reported by `info()`.
+(decode_precision.py), reported by `info()`. With the fused mixer's fast path off
+(LORAEQ_FAST_PATHS, fastpath.py) the backend is PEFT's, whatever was asked.
 
 Concurrency: one engine serves many users, but a batch changes the shared model while it runs
 (LoRA layers re-routed, scaled copies set), so batches run one at a time under the engine's lock,
@@ -44,6 +45,7 @@ from .conversation import trim_to_context
 from .decoding import Sampling, decode
 from .equalizer import Equalizer
 from .errors import LoraEqError
+from .fastpath import FUSED_MIXER, note, off_reason
 from .limits import context_length
 from .mixing import BASE_ROW, MIXERS, fusable
 from .runfolder import BASE, RunFolder, VariantInfo, derived_seed
@@ -303,15 +305,22 @@ class CompareEngine:
         return wrapped
 
     def _choose_backend(self, backend: str) -> str:
-        if backend != "auto":
-            if backend == "fused":
-                for name, v in self._variants.items():
-                    reason = fusable(self.model, v.key)
-                    if reason:
-                        raise LoraEqError(f"variant {name!r} uses {reason}: the fused backend needs plain LoRA")
+        if backend == "peft":
             return backend
-        plain = all(fusable(self.model, v.key) is None for v in self._variants.values())
-        return "fused" if plain else "peft"
+        off = off_reason(FUSED_MIXER)
+        if off:  # switched off or an untested PEFT: PEFT's own mixed batches, asked for "fused" or not
+            note(FUSED_MIXER, off)
+            return "peft"
+        if backend == "fused":
+            for name, v in self._variants.items():
+                reason = fusable(self.model, v.key)
+                if reason:
+                    raise LoraEqError(f"variant {name!r} uses {reason}: the fused backend needs plain LoRA")
+            return backend
+        reason = next(filter(None, (fusable(self.model, v.key) for v in self._variants.values())), None)
+        if reason:
+            note(FUSED_MIXER, f"a variant with {reason}")
+        return "peft" if reason else "fused"
 
     # ---- what the engine holds ------------------------------------------------------------------
 

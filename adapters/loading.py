@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .attention import use_packed_attention
+from . import attention
 from .errors import LoraEqError
 from .models import ModelSource, fingerprint, materialize, resolve_source
 
@@ -198,7 +198,7 @@ def load_frozen(model_class, folder, source, precision: str, device: str, **kwar
         model.to(device)
     model.eval()
     model.requires_grad_(False)
-    use_packed_attention(model)
+    attention.install(model)
     return model, tokenizer
 
 

@@ -17,9 +17,15 @@ Two mixers, the same answers:
   is bit for bit what `set_adapter` + a plain forward gives when its rank is the layer's largest
   (tested in fp32, bf16 and NF4). A lower rank padded with zeros is the same sum, but the matmul
   may then take another kernel and differ in the last bits, as the base's own matmuls do between
-  batch sizes; greedy answers stay token-identical in every test and benchmark here. A bitsandbytes
-  4-bit base layer packed for the CPU is called through its kernel directly (`packed4bit.py`: the
-  same bits, without the layer's Python around the call).
+  batch sizes; greedy answers stay token-identical in every test and benchmark here.
+
+The fused mixer is the `fused_mixer` fast path (fastpath.py): `fusable` says why an adapter cannot
+take it (switched off by LORAEQ_FAST_PATHS, a PEFT release it was not tested on, an adapter that is
+not plain LoRA by `fastpath.plain_lora_reason`, the test `lora_train` uses too), and `MIXERS["fused"]`
+gives PEFT's mixer where the fast path is off. Under either mixer a bitsandbytes 4-bit layer packed
+for the CPU is called through its kernel directly (the `packed4bit` fast path: the same bits,
+without the layer's Python around the call). Each mixer's changes to the model are one
+`fastpath.Patch`, which its `close` restores.
 
 Live equalizer: the fused mixer takes a multiplier per row and LoRA layer and multiplies that
 row's scaling by it, so one adapter can answer scaled and as trained in the same batch without a
@@ -38,14 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import packed4bit
 from .errors import LoraEqError
-from .packed4bit import direct_forward
+from .fastpath import FUSED_MIXER, Patch, note, off_reason, plain_lora_reason
 
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in mixed batches
 # PEFT LoRA layer classes whose one-adapter forward casts the update to the output dtype before adding
 # (the bitsandbytes ones); PEFT's plain Linear adds first and casts the sum.
 _CAST_BEFORE_ADD = ("Linear4bit", "Linear8bitLt")
-_FUSABLE = ("Linear",) + _CAST_BEFORE_ADD
 
 Multipliers = dict[nn.Module, float]  # LoRA layer -> factor on its scaling (live_eq.CellMap)
 RowMultipliers = list[Multipliers | None] | None  # one per row; None: every row as trained
@@ -78,25 +84,15 @@ def cache_keyword(model: nn.Module) -> str:
     return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
 
 
-def _not_plain(module: nn.Module, adapter: str) -> str | None:
-    """What keeps one LoRA layer's `adapter` off the fused path, or None."""
-    kind = type(module).__name__
-    if kind not in _FUSABLE or adapter not in module.lora_A:
-        return f"a LoRA layer of kind {kind}"
-    if adapter in getattr(module, "lora_variant", {}):
-        return f"a LoRA variant ({type(module.lora_variant[adapter]).__name__})"
-    if getattr(module, "lora_bias", {}).get(adapter):
-        return "a LoRA bias"
-    if not isinstance(module.lora_A[adapter], nn.Linear) or not isinstance(module.lora_B[adapter], nn.Linear):
-        return "LoRA factors that are not linear layers"
-    return None
-
-
 def fusable(model: nn.Module, adapter: str) -> str | None:
-    """Why `adapter` cannot go through the fused mixer, or None when it can (plain LoRA on linear layers)."""
+    """Why `adapter` cannot go through the fused mixer, or None when it can (plain LoRA on linear
+    layers, the fast path on)."""
+    off = off_reason(FUSED_MIXER)
+    if off:
+        return off
     for module in _lora_modules(model):
         if adapter in module.lora_A or adapter in getattr(module, "lora_embedding_A", {}):
-            reason = _not_plain(module, adapter)
+            reason = plain_lora_reason(module, adapter)
             if reason:
                 return reason
     return None
@@ -133,6 +129,8 @@ class PeftMixer(_Forward):
             raise LoraEqError("PEFT's mixed batches read each adapter's own scaling: scale a copy of it instead")
         self.names = list(row_adapters)
         self._modules = _lora_modules(model)
+        self._patch = Patch("peft_mixer")
+        packed4bit.route(list(_plain_model(model).modules()), self._patch)
 
     def forward(self, **inputs) -> torch.Tensor:
         if not self._modules:  # a base without any adapter
@@ -143,7 +141,7 @@ class PeftMixer(_Forward):
         self.names = [self.names[i] for i in rows.tolist()]
 
     def close(self) -> None:
-        pass
+        self._patch.restore()
 
 
 @dataclass
@@ -194,7 +192,7 @@ def gather_rows(module: nn.Module, row_adapters: list[str], row_multipliers: Row
     if not present:
         return None
     for name in present:
-        reason = _not_plain(module, name)
+        reason = plain_lora_reason(module, name)
         if reason:
             raise LoraEqError(f"adapter {name!r} uses {reason}: use the 'peft' backend")
     factors = [row_multipliers[i].get(module, 1.0) if row_multipliers[i] is not None else 1.0
@@ -225,7 +223,7 @@ class FusedMixer(_Forward):
 
     For the batch, every LoRA layer's `forward` is replaced on the instance (as accelerate's hooks
     do) by its base layer plus the rows' update, which skips PEFT's per-call bookkeeping; `close`
-    puts PEFT's forward back."""
+    puts back what was there."""
 
     def __init__(self, model: nn.Module, row_adapters: list[str], row_multipliers: RowMultipliers = None):
         super().__init__(model)
@@ -236,18 +234,18 @@ class FusedMixer(_Forward):
             rows = gather_rows(module, row_adapters, row_multipliers)
             if rows is not None:
                 self._rows[module] = rows
+        note(FUSED_MIXER, None)
+        self._patch = Patch(FUSED_MIXER)
         for module in self._modules:
             rows = self._rows.get(module)
             # A 4-bit base layer on the CPU: its kernel called directly (`packed4bit`, the same bits).
-            direct = direct_forward(module.base_layer)
+            direct = packed4bit.direct_forward(module.base_layer)
             plain = direct or module.base_layer.forward
-            module.forward = plain if rows is None else partial(_base_plus_update, direct or module.base_layer, rows)
+            self._patch.replace_forward(module, plain if rows is None
+                                        else partial(_base_plus_update, direct or module.base_layer, rows))
         # 4-bit layers that no adapter wraps (or a base without adapters) the same way.
         wrapped = {id(m) for m in self._modules} | {id(m.base_layer) for m in self._modules}
-        others = {m: direct_forward(m) for m in _plain_model(model).modules() if id(m) not in wrapped}
-        self._direct = [m for m, direct in others.items() if direct is not None]
-        for layer in self._direct:
-            layer.forward = others[layer]
+        packed4bit.route([m for m in _plain_model(model).modules() if id(m) not in wrapped], self._patch)
 
     def forward(self, **inputs) -> torch.Tensor:
         return self._logits(_plain_model(self.model), inputs, {})
@@ -257,13 +255,22 @@ class FusedMixer(_Forward):
             r.keep(rows)
 
     def close(self) -> None:
-        for module in [*self._modules, *self._direct]:
-            module.__dict__.pop("forward", None)
-        self._modules, self._rows, self._direct = [], {}, []
+        self._patch.restore()
+        self._modules, self._rows = [], {}
 
 
 def _base_plus_update(base_layer: nn.Module, rows: _LayerRows, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     return rows.add_update(x, base_layer(x, *args, **kwargs))
 
 
-MIXERS = {"fused": FusedMixer, "peft": PeftMixer}
+def fused_or_peft(model: nn.Module, row_adapters: list[str],
+                  row_multipliers: RowMultipliers = None) -> FusedMixer | PeftMixer:
+    """The fused mixer, or PEFT's where the fused mixer's fast path is off (`fastpath.off_reason`)."""
+    off = off_reason(FUSED_MIXER)
+    if off is None:
+        return FusedMixer(model, row_adapters, row_multipliers)
+    note(FUSED_MIXER, off)
+    return PeftMixer(model, row_adapters, row_multipliers)
+
+
+MIXERS = {"fused": fused_or_peft, "peft": PeftMixer}

@@ -12,7 +12,11 @@ on this 2-core box; the layer as a whole 42).
 prepared once, and so the same bits: the first call on each layer checks that against the layer's
 own forward with `torch.equal`, and a layer where it differs, or where anything is not as expected
 (another bitsandbytes release, not packed yet, a gradient wanted, FP4, another dtype), runs its own
-forward. Used by the fused mixer (`mixing.FusedMixer`) for base layers; training never uses it.
+forward. This is the `packed4bit` fast path (fastpath.py): `applies` says why it would not run
+(switched off by LORAEQ_FAST_PATHS, a bitsandbytes release it was not tested on, no native kernel
+in this install: a missing symbol, or bitsandbytes' throw-on-call stub), and then every layer runs
+its own forward. Both mixers (`mixing.py`) route a batch's 4-bit layers here, through their
+`Patch`; training never uses it.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ import weakref
 import torch
 from torch import nn
 
+from .fastpath import PACKED4BIT, Patch, note, off_reason
+
 log = logging.getLogger("loraeq")
 
-# Releases whose CPU op (bitsandbytes/backends/cpu/ops.py) calls the kernel exactly as `_Kernel` does.
-TESTED_RELEASES = ("0.50.",)
 _checked: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()  # layer -> same bits
 
 
@@ -36,22 +40,32 @@ _checked: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary
 # out row stride), declared here so that a call takes plain ints (bitsandbytes wraps each one).
 _SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)
+_SYMBOL = "gemv_4bit_inference_cpu_nf4_bf16"
 
 
 @functools.cache
-def _native_kernel():
-    """bitsandbytes' NF4 x bf16 CPU kernel, or None when this install would not call it directly."""
+def _native_kernel() -> tuple[object | None, str | None]:
+    """(bitsandbytes' NF4 x bf16 CPU kernel, None), or (None, why this install is not called directly)."""
     try:
-        import bitsandbytes
         from bitsandbytes.backends.cpu import ops
     except Exception:  # noqa: BLE001 (no bitsandbytes, or one that fails to import: the layer's own path)
-        return None
-    if not bitsandbytes.__version__.startswith(TESTED_RELEASES):
-        return None
-    if getattr(ops, "gemm_4bit_forward_kernel", None) is not None:  # the Hub kernel is used instead
-        return None
-    kernel = getattr(getattr(ops, "lib", None), "gemv_4bit_inference_cpu_nf4_bf16", None)
-    return None if kernel is None else _SIGNATURE(ctypes.cast(kernel, ctypes.c_void_p).value)
+        return None, "bitsandbytes' CPU backend does not import"
+    if getattr(ops, "gemm_4bit_forward_kernel", None) is not None:
+        return None, "bitsandbytes calls its Hub kernel instead"
+    kernel = getattr(getattr(ops, "lib", None), _SYMBOL, None)
+    # A library built without the symbol (or no native library at all) hands back a Python stub that
+    # throws when called; only a real C function has an address to call.
+    if not isinstance(kernel, ctypes._CFuncPtr):
+        return None, f"bitsandbytes' native library has no {_SYMBOL}"
+    try:
+        return _SIGNATURE(ctypes.cast(kernel, ctypes.c_void_p).value), None
+    except (TypeError, ctypes.ArgumentError) as e:
+        return None, f"{_SYMBOL} cannot be called directly ({e})"
+
+
+def applies() -> str | None:
+    """None when 4-bit layers may be called through the kernel directly here; else why not."""
+    return off_reason(PACKED4BIT) or _native_kernel()[1]
 
 
 class _Kernel:
@@ -63,6 +77,7 @@ class _Kernel:
         self.own = type(layer).forward.__get__(layer)
         self.ready = False
         self.same: bool | None = None  # its output equals the layer's own (checked on the first call)
+        self.noted = False  # why it ran the layer's own forward was noted (fastpath.note)
 
     def _prepare(self) -> bool:
         """The constant arguments, once the layer has been packed (by its first forward)."""
@@ -97,19 +112,34 @@ class _Kernel:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.ready and not self._prepare():
-            return self.own(x)  # (its first forward packs it)
+            # (its first forward packs it, where the CPU has the kernel)
+            return self._own(x, "a layer not packed for the CPU kernel (it takes NF4, bf16, AVX512-BF16)")
         if not self._usable(x):
-            return self.own(x)
+            return self._own(x, "an input that is not bf16 on the CPU without gradients")
         if self.same is None:
-            self.same = _checked.get(self.layer)
-            if self.same is None:
-                expected = self.own(x)
-                self.same = _checked[self.layer] = torch.equal(expected, self._call(x))
-                if not self.same:
-                    log.warning("the direct 4-bit kernel call differs from the layer's own forward there: "
-                                "that layer keeps its own")
+            expected = self._check(x)
+            if expected is not None:
                 return expected
         return self._call(x) if self.same else self.own(x)
+
+    def _check(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Whether the kernel call gives the layer's own bits (compared once per layer); the layer's
+        own output when it was computed for that."""
+        self.same, expected = _checked.get(self.layer), None
+        if self.same is None:
+            expected = self.own(x)
+            self.same = _checked[self.layer] = torch.equal(expected, self._call(x))
+            if not self.same:
+                log.warning("the direct 4-bit kernel call differs from the layer's own forward there: "
+                            "that layer keeps its own")
+        note(PACKED4BIT, None if self.same else "the kernel call differed from the layer's own forward")
+        return expected
+
+    def _own(self, x: torch.Tensor, why: str) -> torch.Tensor:
+        if not self.noted:  # once per layer and batch: this runs at every token
+            note(PACKED4BIT, why)
+            self.noted = True
+        return self.own(x)
 
 
 def is_4bit_linear(module: nn.Module) -> bool:
@@ -120,9 +150,26 @@ def is_4bit_linear(module: nn.Module) -> bool:
 
 def direct_forward(layer: nn.Module) -> _Kernel | None:
     """For a bitsandbytes `Linear4bit`: a callable computing `layer.forward(x)` bit for bit, faster
-    once the layer is packed for the CPU; None for any other layer, or where this install of
-    bitsandbytes is not one whose kernel call is known."""
+    once the layer is packed for the CPU; None for any other layer, or where the fast path does not
+    apply (`applies`)."""
     if not is_4bit_linear(layer):
         return None
-    kernel = _native_kernel()
-    return None if kernel is None else _Kernel(layer, kernel)
+    reason = applies()
+    if reason:
+        note(PACKED4BIT, reason)
+        return None
+    return _Kernel(layer, _native_kernel()[0])
+
+
+def route(layers: list[nn.Module], patch: Patch) -> list[nn.Module]:
+    """Set each bitsandbytes 4-bit layer of `layers` to its direct call, through `patch` (whose
+    `restore` gives them their own forward back); returns the layers routed. Notes why none was
+    when the fast path does not apply and there are 4-bit layers."""
+    four_bit = [layer for layer in layers if is_4bit_linear(layer)]
+    reason = applies() if four_bit else None
+    if reason:
+        note(PACKED4BIT, reason)
+        return []
+    for layer in four_bit:
+        patch.replace_forward(layer, _Kernel(layer, _native_kernel()[0]))
+    return four_bit

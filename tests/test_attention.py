@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from adapters.attention import PACKED, packed_gqa_attention
+from adapters.fastpath import PACKED_ATTENTION
 from adapters.loading import load_model
-from conftest import tiny_causal_lm, tiny_tokenizer
+from conftest import fast_path, tiny_causal_lm, tiny_tokenizer
+
+pytestmark = fast_path(PACKED_ATTENTION)
 
 
 @pytest.fixture

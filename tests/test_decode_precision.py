@@ -8,8 +8,9 @@ import torch
 from adapters.decode_precision import copy_bytes, dequantize, four_bit_layers, plan
 from adapters.engine import BASE, CompareEngine
 from adapters.errors import LoraEqError
+from adapters.fastpath import FUSED_MIXER
 from adapters.loading import load_model
-from conftest import tiny_causal_lm, tiny_tokenizer
+from conftest import fast_path, tiny_causal_lm, tiny_tokenizer
 from test_engine import _random_adapters
 
 MESSAGE = "w1 w2 w3"
@@ -63,6 +64,7 @@ def test_the_copy_multiplies_by_the_weights_the_4bit_layers_use(tiny_folder):
             torch.testing.assert_close(copy(x), want, rtol=2e-2, atol=2e-2)
 
 
+@fast_path(FUSED_MIXER)
 def test_the_engine_decodes_with_a_copy_when_asked_and_says_so(tiny_folder, tmp_path):
     from adapters.decoding import Sampling
 

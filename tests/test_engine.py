@@ -18,8 +18,10 @@ from adapters.decoding import Sampling, pick
 from adapters.engine import BASE, Column, CompareEngine, run_variants
 from adapters.equalizer import Equalizer
 from adapters.errors import LoraEqError
+from adapters.fastpath import FUSED_MIXER
 from adapters.loading import load_model
 from adapters.tokenize import encode_prompt
+from conftest import fast_path
 
 GREEDY = Sampling(max_new_tokens=10)
 MESSAGE = "w1 w2 ?"
@@ -147,6 +149,7 @@ def test_left_padding_keeps_absolute_positions_on_a_gpt2_with_conv1d_lora(tmp_pa
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "nf4"])
+@fast_path(FUSED_MIXER)
 def test_fused_update_is_bit_identical_to_peft_one_adapter_forward(precision, tmp_path):
     """Layer by layer, each row of a fused batch equals PEFT's own `set_adapter` forward of that row,
     including the bf16 / NF4 casts (PEFT's own mixed batches do not manage that in bf16). A rank
@@ -206,6 +209,7 @@ def test_fused_update_is_bit_identical_to_peft_one_adapter_forward(precision, tm
     model.unload()
 
 
+@fast_path(FUSED_MIXER)
 def test_peft_adapter_names_backend_gives_the_same_tokens_and_resets_its_scaled_copies(engine, tiny_run):
     peft_engine = CompareEngine.from_run(tiny_run, backend="peft")
     try:
@@ -466,6 +470,7 @@ def test_compare_scores_every_column_with_the_real_embedder(engine):
     assert all(c.tokens > 0 and c.seconds > 0 for c in result.columns)
 
 
+@fast_path(FUSED_MIXER)
 def test_cli_compare_vote_and_leaderboard(tiny_run, capsys, tmp_path):
     from adapters.cli.main import main
 
@@ -557,6 +562,7 @@ def _random_adapters(base, root, presets, std=0.05) -> dict:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("precision", ["fp32", "nf4"])
+@fast_path(FUSED_MIXER)
 def test_real_model_batched_greedy_equals_plain_generate_and_live_eq_bounds(precision, tmp_path):
     base = load_model(None, precision)
     folders = _random_adapters(base, tmp_path, ["uniform", "attention"])

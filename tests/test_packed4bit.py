@@ -8,10 +8,13 @@ import weakref
 import pytest
 import torch
 
+from adapters.fastpath import PACKED4BIT
 from adapters.loading import load_model
-from adapters.mixing import FusedMixer
+from adapters.mixing import FusedMixer, PeftMixer
 from adapters.packed4bit import _Kernel, direct_forward
-from conftest import tiny_causal_lm, tiny_tokenizer
+from conftest import fast_path, tiny_causal_lm, tiny_tokenizer
+
+pytestmark = fast_path(PACKED4BIT)
 
 
 def _nf4_base(tmp_path, model_type: str):
@@ -76,12 +79,13 @@ def test_a_direct_call_that_differed_would_be_dropped_for_the_layers_own(tmp_pat
     assert "differs from the layer's own forward" in caplog.text
 
 
-def test_the_fused_mixer_routes_4bit_layers_to_the_direct_call_and_puts_them_back(tmp_path):
+@pytest.mark.parametrize("mixer_class", [FusedMixer, PeftMixer])
+def test_either_mixer_routes_4bit_layers_to_the_direct_call_and_puts_them_back(tmp_path, mixer_class):
     base = _nf4_base(tmp_path, "llama")
     ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
     with torch.no_grad():
         expected = base.model(ids).logits[:, -1].float()
-        mixer = FusedMixer(base.model, ["__base__", "__base__"])
+        mixer = mixer_class(base.model, ["__base__", "__base__"])
         assert all(isinstance(m.__dict__.get("forward"), _Kernel) for m in _layers(base.model))
         got = mixer.forward(input_ids=ids, attention_mask=torch.ones_like(ids))
         mixer.close()
