@@ -3,7 +3,9 @@
 Each subcommand is a thin wrapper over a library function, registered by its stage module: it
 parses flags, calls the function and prints the result, as exactly one JSON object on stdout with
 `--json`, or as a readable table. Bad input (a `LoraEqError`, or a bad flag) exits 2 with one line
-on stderr naming the problem. No stage module imports this one.
+on stderr naming the problem. The JSON of `train`, `compare`, `evalset` and `eval` also says which
+fast paths ran (`fast_paths`: name -> "ran" or why not; adapters/fastpath.py). No stage module
+imports this one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from .common import Parser, add_json_flag, print_result
 # `loraeq --help` lists the commands in this order, the pipeline's: model -> data -> shape -> train ->
 # compare (vote, chat, battles, eval sets, classify) -> prove -> export -> the web app's users.
 STAGES = (analyze, data, suggest, train, compare, chat, arena, evalset, classify, proof, export, users)
+# Commands whose JSON says which fast paths ran (`fast_paths`: name -> "ran" or why not; fastpath.py).
+REPORT_FAST_PATHS = ("train", "compare", "evalset", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,14 +89,20 @@ def call(argv: list[str]) -> tuple[int, str]:
 
 
 def _run(args: argparse.Namespace) -> tuple[int, str]:
+    from .. import fastpath
+
     _quiet_libraries()
     try:
-        outcome = args.handler(args)
+        fastpath.switched_on()  # a bad LORAEQ_FAST_PATHS is refused before any work
+        with fastpath.recording() as record:
+            outcome = args.handler(args)
     except LoraEqError as e:
         return 2, f"loraeq: error: {e}"
     except KeyboardInterrupt:
         return 130, "loraeq: interrupted"
     result, code = outcome if isinstance(outcome, tuple) else (outcome, 0)
+    if args.command in REPORT_FAST_PATHS and isinstance(result, dict):
+        result = {**result, "fast_paths": fastpath.report(record)}
     from ..runtime import is_main_process
 
     if is_main_process():  # under `accelerate launch`, one report for the whole job
