@@ -124,7 +124,8 @@ def test_cli_and_compare_tab_choose_the_decoding_and_show_it(tmp_path, capsys, m
     with pytest.raises(LoraEqError, match="not 4-bit"):
         tab_compare.set_decoding(full, "bf16", other)
     assert other.decoding == "auto"  # a refused copy leaves the columns as they were
-    assert tab_compare.decoding_line(shared, Session()) == ""
+    # No run, no adapter: the base alone is a column, and says what it decodes with.
+    assert tab_compare.decoding_line(shared, Session()).startswith("*decoding with ")
 
 
 def test_engines_are_kept_per_decoding_and_without_a_run_per_base(monkeypatch):
