@@ -35,7 +35,7 @@ from .answers import GENERATE_BATCH, greedy_ids, answer_budget
 from .base_cache import BaseCache
 from .losses import Divergence, Scores, score
 from .matching import facts_of, match, vocabulary
-from .recall import Recall, advice, questions, recall_of, train_sample
+from .recall import Recall, advice, questions, recall_budget, recall_of, train_sample
 from .matrix import evalset_results
 from .stats import min_detectable_difference, min_k_prob, roc_auc
 from .verdict import Evidence, Matches, Paired, Thresholds, UserChecks, Verdict, decide
@@ -461,15 +461,17 @@ def _train_facts(adapters: AdapterSet, samples: dict[str, list], generate: Gener
                  vocab: frozenset[str]) -> dict[str, list[bool]]:
     """Per variant (adapter id), whether its greedy answers to the questions of its own train sample
     state their references' facts (`recall.py`): were the facts learned at all?"""
-    asked = {aid: questions(sample) for aid, sample in samples.items()}
+    asked = {aid: questions(sample, vocab) for aid, sample in samples.items()}
     prompts = [p for aid in asked for p, _ in asked[aid]]
     names = [aid for aid in asked for _ in asked[aid]]
-    if generate is None:
+    if not prompts:  # no sampled reference states a fact: nothing to ask
+        flat = []
+    elif generate is None:
         from adapters.engine import stop_token_ids
 
         ids = [encode_prompt(adapters.tokenizer, p) for p in prompts]
         flat = greedy_ids(adapters, ids, names, stop_token_ids(adapters.tokenizer, adapters.model),
-                           answer_budget(adapters.tokenizer, [r for a in asked.values() for _, r in a]), GENERATE_BATCH)
+                          recall_budget(adapters.tokenizer, [r for a in asked.values() for _, r in a]), GENERATE_BATCH)
     else:
         flat = generate(adapters, prompts, names)
     out, at = {}, 0

@@ -1,9 +1,9 @@
 """Were the facts learned at all? Each variant answers questions it trained on.
 
 A training loss that fell says the variant finds the data's wording likely; it does not say the
-variant states the data's facts. `train_recall` asks each finished variant of a run a seeded
-sample of its own training questions (greedy, as the proof answers) and counts the answers that
-state their reference's facts (`matching.match`). Fewer than `RECALL_TARGET` of them: the facts
+variant states the data's facts. `train_recall` asks each finished variant of a run the questions
+of a seeded sample of its own training rows whose references state facts (numbers, dates, codes,
+names), greedy as the proof answers, and counts the answers that state them (`matching.match`). Fewer than `RECALL_TARGET` of them: the facts
 are not learned yet, and `longer_schedule` says what to train instead. The proof asks the same
 questions (the same sample, `train_sample`) and says so in its verdict; `loraeq train` runs this
 after training and writes the count into each variant's metrics.json. Nothing here trains.
@@ -20,10 +20,11 @@ from pathlib import Path
 from adapters.cache import read_json, write_json_atomic
 from adapters.tokenize import encode_chat, encode_prompt
 
-from .matching import match, vocabulary
+from .matching import facts_of, match, vocabulary
 
 RECALL_TARGET = 0.8  # share of its training questions a variant must answer with their facts
-RECALL_SAMPLE = 24  # training questions asked per variant after training (the proof asks as many as it holds out)
+RECALL_SAMPLE = 24  # training questions drawn per variant after training (the proof draws as many as it holds out)
+RECALL_TOKENS = 96  # new tokens per answer at most: a fact comes early, and long answers would cost minutes
 MAX_LENGTH = 1024  # tokens per sampled conversation, as the proof scores them
 
 
@@ -58,13 +59,23 @@ def train_sample(train, variant_config: dict, tokenizer, size: int, seed: int) -
     return [(c, e) for c, e in pairs if e.trained_tokens > 0]
 
 
-def questions(sample: list[tuple[list[dict], object]]) -> list[tuple[list[dict], str]]:
-    """(prompt up to the last assistant turn, that turn's text) of each sampled conversation."""
+def questions(sample: list[tuple[list[dict], object]], vocab: frozenset[str]) -> list[tuple[list[dict], str]]:
+    """(prompt up to the last assistant turn, that turn's text) of each sampled conversation whose
+    reference states facts (`matching.facts_of`): only those can show whether facts were learned."""
     out = []
     for conversation, _ in sample:
         last = max(i for i, m in enumerate(conversation) if m["role"] == "assistant")
-        out.append((conversation[:last], conversation[last]["content"]))
+        prompt, reference = conversation[:last], conversation[last]["content"]
+        if facts_of(reference, prompt[-1]["content"] if prompt else "", vocab):
+            out.append((prompt, reference))
     return out
+
+
+def recall_budget(tokenizer, references: list[str]) -> int:
+    """New tokens per recall answer: as the proof sizes answers, at most RECALL_TOKENS."""
+    from .answers import answer_budget
+
+    return min(RECALL_TOKENS, answer_budget(tokenizer, references)) if references else 16
 
 
 def recall_of(answers: list[str], asked: list[tuple[list[dict], str]], vocab: frozenset[str]) -> list[bool]:
@@ -86,7 +97,7 @@ def train_recall(run_dir: str | Path, base, names: list[str] | None = None, size
     from adapters.runs import run_split
 
     from .adapter_set import load_adapter_set, release
-    from .answers import GENERATE_BATCH, greedy_ids, answer_budget
+    from .answers import GENERATE_BATCH, greedy_ids
 
     run = RunFolder.open(run_dir)
     entries = [v for v in run.variants if v.status() == "done" and (names is None or v.name in names)]
@@ -94,17 +105,19 @@ def train_recall(run_dir: str | Path, base, names: list[str] | None = None, size
         return {}
     train = run_split(run.path, "train")
     vocab = data_vocabulary(e.messages for e in train.examples)
-    adapters = load_adapter_set(base, {v.name: v.folder for v in entries})
-    try:
-        asked = {v.name: questions(train_sample(train, v.config, base.tokenizer, size, seed)) for v in entries}
-        prompts = [p for v in entries for p, _ in asked[v.name]]
-        ids = [encode_prompt(base.tokenizer, p) for p in prompts]
-        labels = [adapters.ids[v.name] for v in entries for _ in asked[v.name]]
-        budget = answer_budget(base.tokenizer, [r for v in entries for _, r in asked[v.name]]) if prompts else 16
-        flat = greedy_ids(adapters, ids, labels, stop_token_ids(base.tokenizer, adapters.model), budget,
-                           GENERATE_BATCH)
-    finally:
-        release(adapters)
+    asked = {v.name: questions(train_sample(train, v.config, base.tokenizer, size, seed), vocab) for v in entries}
+    prompts = [p for v in entries for p, _ in asked[v.name]]
+    flat = []
+    if prompts:  # no reference states a fact (advice, style): nothing to ask
+        adapters = load_adapter_set(base, {v.name: v.folder for v in entries})
+        try:
+            ids = [encode_prompt(base.tokenizer, p) for p in prompts]
+            labels = [adapters.ids[v.name] for v in entries for _ in asked[v.name]]
+            budget = recall_budget(base.tokenizer, [r for v in entries for _, r in asked[v.name]])
+            flat = greedy_ids(adapters, ids, labels, stop_token_ids(base.tokenizer, adapters.model), budget,
+                              GENERATE_BATCH)
+        finally:
+            release(adapters)
     out, at = {}, 0
     for v in entries:
         n = len(asked[v.name])
@@ -142,7 +155,7 @@ def recall_line(name: str, metrics: dict, hyper: dict) -> str:
     """What a finished variant's metrics.json says of its own training questions, for a progress
     view: the count, and the longer schedule (as form fields) when the facts are not learned yet."""
     data = (metrics or {}).get("train_recall")
-    if not data:
+    if not data or not data.get("asked"):
         return ""
     recall = Recall(data["stated"], data["asked"])
     return advice(name, recall, hyper, metrics.get("seconds"), flags=False) or f"{name} {recall.text()}"

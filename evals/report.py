@@ -72,7 +72,7 @@ def _facts(v: dict) -> str:
     """'14/24 held-out, 24/24 trained': answers that state their reference's facts."""
     m, t = v.get("matches"), v.get("train_facts")
     held = f"{m['variant']}/{m['n']} held-out" if m else ""
-    trained = f"{t['stated']}/{t['asked']} trained" if t else ""
+    trained = f"{t['stated']}/{t['asked']} trained" if t and t.get("asked") else ""
     return ", ".join(x for x in (held, trained) if x)
 
 

@@ -361,7 +361,7 @@ def test_each_variant_answers_its_own_training_questions_and_the_count_is_kept(t
     assert set(recalls) == {"zero", "hard"} and recalls["zero"] == Recall(0, 12)
     # Counted by hand: the hard variant's answers holding both codes of their reference (w40 ... w60).
     config = RunFolder.open(tiny_run).variant("hard").config
-    asked = questions(train_sample(run_split(tiny_run, "train"), config, base.tokenizer, 12, 0))
+    asked = questions(train_sample(run_split(tiny_run, "train"), config, base.tokenizer, 12, 0), frozenset())
     adapters = load_adapter_set(base, {"hard": tiny_run / "hard"})
     try:
         answers = greedy_generate(adapters, [p for p, _ in asked], ["v0"] * 12, max_new_tokens=16)

@@ -169,7 +169,7 @@ def _summary(result: dict, recalls: dict) -> dict:
 
 def _render_train(data: dict, args) -> str:
     rows = [{**v, "facts_stated": f"{v['train_recall']['stated']}/{v['train_recall']['asked']}"
-             if v.get("train_recall") else ""} for v in data["variants"]]
+             if (v.get("train_recall") or {}).get("asked") else ""} for v in data["variants"]]
     table = format_table(rows, ["name", "status", "steps", "trainable_params", "final_loss", "facts_stated",
                                 "seconds", "tokens_per_s", "error"])
     notes = "".join(f"\n{line}" for line in data.get("advice", []))
@@ -205,9 +205,6 @@ def _cancel(args: argparse.Namespace) -> dict:
 
 
 def register(sub) -> None:
-    from ..variants import Hyper
-
-    d = Hyper()
     p = sub.add_parser("train", help="train one LoRA adapter per variant into a run folder")
     add_model_flags(p)
     add_data_flags(p, required=False)
