@@ -7,7 +7,7 @@ Five places give a library's own result faster or in less memory (each module sa
 - `lora_train`: LoRA's training step on a PEFT layer as one autograd function;
 - `label_loss`: the training loss computed at the labelled positions only;
 - `packed_attention`: a decoded token's grouped query heads packed per key/value head;
-- `fused_mixer`: every row's LoRA update in two batched matmuls (mixing.py).
+- `fused_mixer`: every row's LoRA update in two batched matmuls (adapter_rows.py).
 
 The contract:
 
@@ -72,11 +72,11 @@ class FastPath:
 
 
 PATHS = (
-    FastPath("packed4bit", "packed4bit.py", ("bitsandbytes",), "bitsandbytes' CPU NF4 kernel called directly"),
-    FastPath("lora_train", "lora_train.py", ("peft",), "LoRA's training step as one autograd function"),
-    FastPath("label_loss", "label_loss.py", ("transformers",), "the training loss at labelled positions only"),
-    FastPath("packed_attention", "attention.py", ("transformers",), "one decoded token's query heads packed"),
-    FastPath("fused_mixer", "mixing.py", ("peft",), "every row's LoRA update in two batched matmuls"),
+    FastPath("packed4bit", "infer/packed4bit.py", ("bitsandbytes",), "bitsandbytes' CPU NF4 kernel called directly"),
+    FastPath("lora_train", "train/lora_train.py", ("peft",), "LoRA's training step as one autograd function"),
+    FastPath("label_loss", "train/label_loss.py", ("transformers",), "the training loss at labelled positions only"),
+    FastPath("packed_attention", "base/attention.py", ("transformers",), "one decoded token's query heads packed"),
+    FastPath("fused_mixer", "infer/adapter_rows.py", ("peft",), "every row's LoRA update in two batched matmuls"),
 )
 NAMES = tuple(p.name for p in PATHS)
 PACKED4BIT, LORA_TRAIN, LABEL_LOSS, PACKED_ATTENTION, FUSED_MIXER = NAMES

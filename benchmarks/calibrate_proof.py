@@ -65,7 +65,7 @@ def states_key(answer: str, key: str) -> bool:
 
 def parse_variant(text: str):
     """'NAME:key=value,key=value' -> a Variant with those hyperparameters (uniform equalizer)."""
-    from adapters.variants import Hyper, Variant
+    from adapters.shape.variants import Hyper, Variant
 
     name, _, rest = text.partition(":")
     hyper = {}
@@ -96,8 +96,8 @@ def old_verdict(v: dict, report: dict) -> str:
 
 
 def measure(path: Path, base, variants, workdir: Path, answers_out=None) -> list[dict]:
-    from adapters.dataspec import DataSpec, start_run
-    from adapters.runs import run_queue, run_split
+    from adapters.train.dataspec import DataSpec, start_run
+    from adapters.train.runs import run_queue, run_split
     from evals.matching import matches_by_key_words
     from evals.proof import evaluate_run
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="folder for runs and answers.jsonl (default: a temporary one)")
     args = p.parse_args(argv)
 
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     base = load_model(None, args.precision)
     workdir = Path(args.out or tempfile.mkdtemp(prefix="loraeq-calibrate-"))

@@ -4,7 +4,7 @@
 
 On the embedded SmolLM2-135M with four adapters (equalizer presets, random non-zero B factors, as
 compare_speed.py makes them), base + 4 variants answer a 4-turn conversation greedily in one
-batched call per turn, each column from its own history (adapters/conversation.py `respond`). The 4th turn
+batched call per turn, each column from its own history (adapters/infer/conversation.py `respond`). The 4th turn
 is timed against one single-turn ask whose one message is cut to the same prompt length in tokens
 (the mean over the columns of the 4th turn's prompt), with the same columns and settings. The
 figure is seconds per generated token (all columns' tokens together); `ratio` = multi-turn /
@@ -45,7 +45,7 @@ def per_token(engine, message: str, columns, history, sampling) -> tuple[float, 
 
 def single_turn_message(tokenizer, length: int) -> str:
     """A single user message whose chat prompt is `length` tokens long (or the closest below)."""
-    from adapters.tokenize import encode_prompt
+    from adapters.base.tokenize import encode_prompt
 
     ids = tokenizer(FILLER, add_special_tokens=False)["input_ids"]
     overhead = len(encode_prompt(tokenizer, [{"role": "user", "content": ""}]))
@@ -55,11 +55,11 @@ def single_turn_message(tokenizer, length: int) -> str:
 def main(argv=None) -> dict:
     from compare_speed import random_adapters
 
-    from adapters.conversation import Conversation, respond
-    from adapters.decoding import Sampling
-    from adapters.engine import CompareEngine
-    from adapters.loading import load_model
-    from adapters.tokenize import encode_prompt
+    from adapters.base.loading import load_model
+    from adapters.base.tokenize import encode_prompt
+    from adapters.infer.conversation import Conversation, respond
+    from adapters.infer.decoding import Sampling
+    from adapters.infer.engine import CompareEngine
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--precision", default="fp32")

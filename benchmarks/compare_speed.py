@@ -41,8 +41,9 @@ def random_adapters(base, root: Path, presets=PRESETS, std: float = 0.05) -> dic
     """PEFT adapters compiled from equalizer presets, with seeded random non-zero B factors."""
     from peft import get_peft_model
 
-    from adapters.analysis import layer_bands, tuning_map
-    from adapters.equalizer import compile_lora_config, preset
+    from adapters.base.analysis import tuning_map
+    from adapters.base.bands import layer_bands
+    from adapters.shape.equalizer import compile_lora_config, preset
 
     tmap = tuning_map(base.model)
     folders = {}
@@ -79,8 +80,8 @@ def model_bytes(model: torch.nn.Module) -> int:
 
 def loop_answers(engine, tokens: int) -> dict[str, list[int]]:
     """Plain PEFT: one column at a time with set_adapter / disable_adapter and generate."""
-    from adapters.engine import BASE, conversation
-    from adapters.tokenize import encode_prompt
+    from adapters.base.tokenize import encode_prompt
+    from adapters.infer.engine import BASE_COLUMN, conversation
 
     model = engine.model
     ids = torch.tensor([encode_prompt(engine.tokenizer, conversation(PROMPT, None, None))])
@@ -89,7 +90,7 @@ def loop_answers(engine, tokens: int) -> dict[str, list[int]]:
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, do_sample=False,
                       eos_token_id=sorted(engine.stop_ids), pad_token_id=engine.tokenizer.pad_token_id)
         with torch.no_grad():
-            if column.variant == BASE:
+            if column.variant == BASE_COLUMN:
                 with model.disable_adapter():
                     generated = model.generate(**kwargs)
             else:
@@ -101,7 +102,7 @@ def loop_answers(engine, tokens: int) -> dict[str, list[int]]:
 
 
 def batched_answers(engine, tokens: int, backend: str) -> dict[str, list[int]]:
-    from adapters.decoding import Sampling
+    from adapters.infer.decoding import Sampling
 
     engine.backend = backend
     try:
@@ -118,8 +119,8 @@ def timed(fn, *args) -> tuple[float, float, dict]:
 
 
 def measure_speed(precision: str, tokens: int, rounds: int) -> dict:
-    from adapters.engine import CompareEngine
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
+    from adapters.infer.engine import CompareEngine
 
     base = load_model(None, precision)
     folders = random_adapters(base, Path(tempfile.mkdtemp(prefix="loraeq-bench-")))
@@ -160,8 +161,8 @@ def measure_speed(precision: str, tokens: int, rounds: int) -> dict:
 def measure_memory() -> dict:
     from peft import PeftModel
 
-    from adapters.engine import CompareEngine
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
+    from adapters.infer.engine import CompareEngine
 
     base = load_model(None, "nf4")
     folders = random_adapters(base, Path(tempfile.mkdtemp(prefix="loraeq-bench-")))

@@ -62,7 +62,7 @@ def measure(rows: int, tokens: bool) -> dict:
             "cpus": os.cpu_count(),
         }
         if tokens:
-            from adapters.loading import load_tokenizer
+            from adapters.base.loading import load_tokenizer
 
             tok = load_tokenizer()
             started = time.perf_counter()

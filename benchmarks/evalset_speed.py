@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from compare_speed import random_adapters
 
-    from adapters.decoding import Sampling
-    from adapters.engine import CompareEngine
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
+    from adapters.infer.decoding import Sampling
+    from adapters.infer.engine import CompareEngine
     from evals.evalrun import run_evalset
     from evals.evalset import EvalSet
     from evals.scores import compare

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def measure(precision: str) -> dict:
-    from adapters.analysis import analyze, analyze_loaded
-    from adapters.loading import load_model
+    from adapters.base.analysis import analyze, analyze_loaded
+    from adapters.base.loading import load_model
 
     os.environ["LORAEQ_CACHE"] = tempfile.mkdtemp(prefix="loraeq-bench-")
     t = time.perf_counter()

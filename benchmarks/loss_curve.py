@@ -2,7 +2,7 @@
 
     python benchmarks/loss_curve.py [--steps 18] [--json]
 
-`adapters/lora_train.py` computes LoRA's update as one function, its dropout masks from another
+`adapters/train/lora_train.py` computes LoRA's update as one function, its dropout masks from another
 generator, and the label-only loss now runs under the Trainer's bf16 autocast: the curve must stay
 within the noise of the one training computed before. Three runs on the Dolly sample (batch 8, up
 to 256 tokens, rank 8, dropout 0.05, learning rate 2e-4), each in its own process, the same LoRA
@@ -38,14 +38,21 @@ def run(mode: str, steps: int) -> list[float]:
     import shutil
 
     import torch
+    from train_speed import conversations
     from transformers import PrinterCallback, TrainerCallback
 
-    from adapters.label_loss import label_only_loss
-    from adapters.loading import load_model
-    from adapters.training import (EncodedDataset, PadCollator, TokenCounter, _trainer_class, attach_lora, encode_all,
-                                   training_arguments)
-    from adapters.variants import Hyper, Variant
-    from train_speed import conversations
+    from adapters.base.loading import load_model
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.label_loss import label_only_loss
+    from adapters.train.training import (
+        EncodedDataset,
+        PadCollator,
+        TokenCounter,
+        _trainer_class,
+        attach_lora,
+        encode_all,
+        training_arguments,
+    )
 
     base = load_model(None, "auto")
     variant = Variant("curve", "uniform", Hyper(rank=8, alpha=16, dropout=0.05, max_steps=steps, batch_size=8,

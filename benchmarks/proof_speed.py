@@ -38,8 +38,8 @@ UNCACHED_TARGET_S = 300.0
 
 def make_run(run_dir: Path, precision: str) -> None:
     from adapters.data import load_dataset, split_heldout
-    from adapters.runs import create_run, data_info, run_queue
-    from adapters.variants import Hyper, Variant
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.runs import create_run, data_info, run_queue
 
     dataset = load_dataset(DATA)
     split = split_heldout(dataset, fraction=0.3, seed=0, group="fact_id")
@@ -61,7 +61,7 @@ def make_run(run_dir: Path, precision: str) -> None:
 def timed_eval(run_dir: Path, rows: int, *extra: str) -> tuple[float, dict]:
     """Seconds of one `loraeq eval` in its own process, and its JSON."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "adapters.cli", "eval", str(run_dir), "--limit", str(rows), "--json",
+    done = subprocess.run([sys.executable, "-m", "loraeq", "eval", str(run_dir), "--limit", str(rows), "--json",
                            *extra], cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:

@@ -80,8 +80,8 @@ def conversations(data: Path | None, n: int) -> tuple[list[list[dict]], str]:
 def measure(precision: str, data: Path | None, examples: int, exact: bool = False) -> dict:
     import torch
 
-    from adapters.loading import load_model
-    from adapters.suggest import autocast_dtype, suggest_equalizer
+    from adapters.base.loading import load_model
+    from adapters.shape.suggest import autocast_dtype, suggest_equalizer
 
     chats, source = conversations(data, examples)
     base = load_model(None, precision)

@@ -7,7 +7,7 @@ safetensors copy, so GGUF dequantization does not count), then `train_variant` r
 at batch 8 on rows that fill 512 tokens (Dolly answers joined until the cut, so nearly every
 position is labelled: the worst case for memory). Reported per case: RSS after loading, peak RSS
 during training (sampled every 20 ms), seconds per step. Cases:
-- `default`: as LoRA EQ trains (the loss over labelled positions, adapters/label_loss.py; each
+- `default`: as LoRA EQ trains (the loss over labelled positions, adapters/train/label_loss.py; each
   layer's activations recomputed for a batch over the activation budget, limits.py);
 - `no-recompute`: the labelled-positions loss, the budget lifted (every activation kept);
 - `before`: the model's own loss over every position's logits, every activation kept.
@@ -68,10 +68,10 @@ class PeakRss:
 def worker(case: str, steps: int, precision: str) -> dict:
     import psutil
 
-    import adapters.label_loss as label_loss
-    from adapters.loading import load_model
-    from adapters.training import train_variant
-    from adapters.variants import Hyper, Variant
+    import adapters.train.label_loss as label_loss
+    from adapters.base.loading import load_model
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.training import train_variant
 
     if case in ("no-recompute", "before"):
         os.environ["LORAEQ_ACTIVATION_BUDGET_GB"] = "1e5"

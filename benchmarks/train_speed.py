@@ -7,8 +7,8 @@ projection) on the same model (the embedded SmolLM2-135M-Instruct) and the same 
 sample in datasets/, cut at 256 tokens), batch 8, for the same number of steps. Each side runs in
 its own process, the way a user would run it:
 
-- ours: the trainer of `adapters.training.train_variant` (loss only at labelled positions, under
-  the Trainer's autocast; LoRA layers through `adapters/lora_train.py`; the activations of as few
+- ours: the trainer of `adapters.train.training.train_variant` (loss only at labelled positions, under
+  the Trainer's autocast; LoRA layers through `adapters/train/lora_train.py`; the activations of as few
   layers recomputed as the budget needs: none for 8 x 256 with the default 2.5 GB), started through
   LoRA EQ's own launcher environment (fast malloc preloaded, precision `auto`, length-grouped batches);
 - TRL: `SFTTrainer(model, train_dataset, peft_config, args=SFTConfig(...))` with SFTConfig's
@@ -87,12 +87,20 @@ def conversations() -> list[list[dict]]:
 
 
 def run_ours(steps: int) -> dict:
-    from adapters.loading import load_model
-    from adapters.runtime import active_allocator
-    from adapters.training import (EncodedDataset, PadCollator, TokenCounter, _trainer_class, attach_lora, encode_all,
-                                   training_arguments)
-    from adapters.variants import Hyper, Variant
     from transformers import PrinterCallback
+
+    from adapters.base.loading import load_model
+    from adapters.runtime import active_allocator
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.training import (
+        EncodedDataset,
+        PadCollator,
+        TokenCounter,
+        _trainer_class,
+        attach_lora,
+        encode_all,
+        training_arguments,
+    )
 
     base = load_model(None, "auto")
     variant = Variant("bench", "uniform", Hyper(rank=8, alpha=16, dropout=0.05, max_steps=steps + WARMUP,
@@ -118,12 +126,12 @@ def run_ours(steps: int) -> dict:
 
 def run_trl(steps: int) -> dict:
     """What a user writes from TRL's quickstart: defaults everywhere but the shared settings."""
-    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from adapters.loading import load_model  # only to find the same cached model folder
+    from adapters.base.loading import load_model  # only to find the same cached model folder
+    from datasets import Dataset
 
     folder = load_model(None, "fp32").folder
     model = AutoModelForCausalLM.from_pretrained(folder)

@@ -2,7 +2,7 @@
 
 One frozen base is wrapped once in a `PeftModel` and each variant's adapter is loaded next to the
 others under a short id (`v0`, `v1`, ...: PEFT module keys cannot hold the dots a variant name may
-have). Callers pick a model per row with PEFT's `adapter_names=[...]`, where `BASE` ("__base__")
+have). Callers pick a model per row with PEFT's `adapter_names=[...]`, where `BASE_ROW` ("__base__")
 means the base itself, so nothing switches a shared active adapter. `release` takes the LoRA
 layers out again and the base modules come back as they were. This file computes nothing.
 """
@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.errors import LoraEqError
-
-BASE = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
+from adapters.infer.adapter_rows import BASE_ROW
 
 
 @dataclass
@@ -27,19 +26,19 @@ class AdapterSet:
     ids: dict[str, str] = field(default_factory=dict)  # variant name -> adapter id
 
     def __post_init__(self) -> None:
-        if BASE in self.ids.values():
-            raise LoraEqError(f"{BASE!r} is reserved for the base model")
+        if BASE_ROW in self.ids.values():
+            raise LoraEqError(f"{BASE_ROW!r} is reserved for the base model")
         if len(set(self.ids.values())) != len(self.ids):
             raise LoraEqError("two variants share one adapter id")
 
     @property
     def names(self) -> list[str]:
         """Adapter ids of the base and every variant, base first."""
-        return [BASE, *self.ids.values()]
+        return [BASE_ROW, *self.ids.values()]
 
 
 def load_adapter_set(base, folders: dict[str, Path]) -> AdapterSet:
-    """Wrap the loaded base (`adapters.loading.LoadedModel`) and load each variant's adapter folder."""
+    """Wrap the loaded base (`adapters.base.loading.LoadedModel`) and load each variant's adapter folder."""
     from peft import PeftModel
 
     if not folders:

@@ -8,10 +8,11 @@ Nothing here scores or judges an answer.
 
 from __future__ import annotations
 
+from adapters.base.tokenize import encode_prompt
 from adapters.errors import LoraEqError
-from adapters.tokenize import encode_prompt
+from adapters.infer.adapter_rows import BASE_ROW
 
-from .adapter_set import BASE, AdapterSet
+from .adapter_set import AdapterSet
 
 GENERATE_BATCH = 64  # rows per decode: bigger batches amortize the per-step overhead
 
@@ -31,9 +32,9 @@ def greedy_generate(
     same way for every adapter: a row's answer then depends on its adapter and its prompt's batch
     only, never on which other variants share the call. So an adapter that is numerically the base
     (a 0-step LoRA) answers exactly like the base, and the base's answers can be cached
-    (`base_cache.py`). Decoding is `adapters.decoding.decode` through the fused mixer (plain LoRA;
+    (`base_cache.py`). Decoding is `adapters.infer.decoding.decode` through the fused mixer (plain LoRA;
     PEFT's own per-row path otherwise): a finished row leaves the batch at once."""
-    from adapters.engine import stop_token_ids
+    from adapters.infer.engine import stop_token_ids
 
     if len(prompts) != len(adapter_names):
         raise LoraEqError(f"{len(prompts)} prompts for {len(adapter_names)} adapter names")
@@ -48,14 +49,14 @@ def greedy_generate(
 def greedy_ids(adapters: AdapterSet, ids: list[list[int]], adapter_names: list[str], stop_ids: set[int],
                 max_new_tokens: int, batch_size: int) -> list[str]:
     """`greedy_generate` on prompts already encoded."""
-    from adapters.decoding import Sampling, decode
-    from adapters.mixing import MIXERS, fusable
+    from adapters.infer.adapter_rows import MIXERS, fusable
+    from adapters.infer.decoding import Sampling, decode
 
     tok = adapters.tokenizer
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
     answers = [""] * len(ids)
     for name, batch in plan_answer_batches(ids, adapter_names, batch_size):
-        backend = "fused" if name == BASE or fusable(adapters.model, name) is None else "peft"
+        backend = "fused" if name == BASE_ROW or fusable(adapters.model, name) is None else "peft"
         mixer = MIXERS[backend](adapters.model, [name] * len(batch))
         tokens: list[list[int]] = [[] for _ in batch]
         try:

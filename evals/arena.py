@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.conversation import Conversation
-from adapters.csvfile import write_csv
 from adapters.errors import LoraEqError
+from adapters.files.csvfile import write_csv
+from adapters.infer.conversation import Conversation
 
 from .votes import DB_NAME, VoteStore, _write, connect
 

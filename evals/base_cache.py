@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from adapters.base.tokenize import Encoded
 from adapters.cache import cache_dir, read_json, write_json_atomic
-from adapters.tokenize import Encoded
 
 from .losses import Scores
 
@@ -38,7 +38,7 @@ class BaseCache:
 
     @classmethod
     def for_base(cls, base) -> "BaseCache":
-        """For a loaded base (`adapters.loading.LoadedModel`)."""
+        """For a loaded base (`adapters.base.loading.LoadedModel`)."""
         return cls(base.fingerprint, base.precision, str(base.device))
 
     def _path(self, kind: str, payload: object):

@@ -3,14 +3,14 @@ eval sets' pass rates against the base.
 
 Read from the run folder through the readers that write them (`RunFolder.report`, the report's
 `headlines`, `matrix.evalset_results` and the report's `evalset_lines`), as plain lines that
-`adapters.export.model_card` lists. This module measures nothing and writes no file.
+`adapters.share.export.model_card` lists. This module measures nothing and writes no file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.runfolder import BASE, RunFolder
+from adapters.train.runfolder import BASE_COLUMN, RunFolder
 
 from .matrix import evalset_results
 from .report import evalset_lines, headlines
@@ -27,6 +27,6 @@ def card_results(variant_dir: str | Path) -> list[str]:
     report = run.report()
     lines = [f"proof: {line}" for line, v in zip(headlines(report), report.get("variants", []))
              if v.get("name") == name] if report.get("variants") else []
-    sets = [{**es, "columns": [c for c in es["columns"] if c["name"] in (BASE, name)]}
+    sets = [{**es, "columns": [c for c in es["columns"] if c["name"] in (BASE_COLUMN, name)]}
             for es in evalset_results(run.path)]
     return lines + evalset_lines({"evalsets": sets})

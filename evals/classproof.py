@@ -14,7 +14,7 @@ verdict words are `verdict.py`'s, with the same alpha (0.01); the rules, in orde
 4. inconclusive: anything else (the report says how many changed rows a test at alpha needs).
 
 `score` also scores eval sets (rows with a known label) per column. Nothing here trains or loads
-a model itself beyond `adapters.classify.Classifier`; the report files are report.json/.md/.html.
+a model itself beyond `adapters.train.classify.Classifier`; the report files are report.json/.md/.html.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from adapters.cache import write_json_atomic
-from adapters.classify import PROBE, Classifier
 from adapters.data.classes import LabeledRow, rows
 from adapters.errors import LoraEqError
-from adapters.runfolder import RunFolder, report_paths
+from adapters.train.classify import PROBE, Classifier
+from adapters.train.runfolder import RunFolder, report_paths
 
 from .stats import mcnemar_exact_p
 from .verdict import Thresholds, Verdict, format_p
@@ -176,7 +176,7 @@ def evaluate_classification(run_dir: str | Path, seed: int = 0, classifier: Clas
 
 
 def _heldout(run: RunFolder):
-    from adapters.runs import run_split
+    from adapters.train.runs import run_split
 
     return run_split(run.path, "heldout")
 

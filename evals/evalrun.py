@@ -28,7 +28,7 @@ import numpy as np
 from adapters.cache import write_json_atomic
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
-from adapters.runfolder import BASE
+from adapters.train.runfolder import BASE_COLUMN
 
 from .checks import Check, Evidence, judge
 from .evalset import EvalCase, EvalSet
@@ -93,7 +93,7 @@ def run_evalset(engine, evalset: EvalSet, folder: str | Path, *, variants: list[
                 seed: int = 0, check_seconds: float | None = None) -> dict:
     """Answer, judge and save `evalset` (see the module doc); returns the summary.
     `check_seconds`: each check's time limit per cell (default `Limits.check_seconds`)."""
-    from adapters.decoding import Sampling
+    from adapters.infer.decoding import Sampling
 
     if not evalset.cases:
         raise LoraEqError(f"{evalset.source}: no valid case to run")
@@ -130,7 +130,7 @@ def run_evalset(engine, evalset: EvalSet, folder: str | Path, *, variants: list[
 def answer_cases(engine, cases: list[EvalCase], columns, sampling, batch_prompts: int, job: Job | None,
                  stage: str = "answers") -> list:
     """Per case, its columns' answers; `batch_prompts` cases per batch, shortest first."""
-    from adapters.engine import conversation
+    from adapters.infer.engine import conversation
 
     order = sorted(range(len(cases)), key=lambda i: sum(len(m["content"]) for m in cases[i].messages))
     answers: list = [None] * len(cases)
@@ -200,7 +200,7 @@ def judge_cells(cases: list[EvalCase], columns, answers: list, probes: dict, sam
     styles = _style_scores(cases, answers, probes, embed_fn)
     cells = []
     for i, (case, row) in enumerate(zip(cases, answers)):
-        base_text = next((a.text for a in row if a.variant == BASE), None)
+        base_text = next((a.text for a in row if a.variant == BASE_COLUMN), None)
         for j, (column, answer) in enumerate(zip(columns, row)):
             if job is not None:
                 job.check_cancel()
@@ -225,7 +225,7 @@ def _style_scores(cases: list[EvalCase], answers: list, probes: dict, embed_fn: 
 def _cell(case: EvalCase, column, answer, evidence: Evidence, vectors: _Vectors, base_text, sampling,
           seconds: float | None = None) -> dict:
     results = [judge(c, answer.text, evidence, seconds) for c in case.checks]
-    similarity_base = None if column.variant == BASE or base_text is None else \
+    similarity_base = None if column.variant == BASE_COLUMN or base_text is None else \
         round(vectors.cosine(answer.text, base_text), 6)
     return {
         "case": case.id, "prompt": case.prompt, "history": case.history, "system": case.system,

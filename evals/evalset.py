@@ -18,7 +18,7 @@ does not set) is kept in `rejected` with its number and reason, nothing is dropp
 promptfoo assertion we do not run is listed in `unsupported` with its test, and the case runs its
 other checks. A file that cannot be read at all (broken YAML) raises `LoraEqError`, and so does
 one past the limits: more rows (or prompts x tests) than `Limits.rows`, a YAML file too big or
-whose aliases expand too far (adapters/yamlfile.py).
+whose aliases expand too far (adapters/files/yamlfile.py).
 Nothing here generates or judges answers.
 """
 
@@ -31,9 +31,9 @@ from pathlib import Path
 
 from adapters.data.readers import read_file
 from adapters.errors import LoraEqError
+from adapters.files.yamlfile import load_yaml
 from adapters.limits import Limits, check_rows
-from adapters.runfolder import split_path
-from adapters.yamlfile import load_yaml
+from adapters.train.runfolder import split_path
 
 from .checks import Check, Unsupported, parse_check, style_examples
 

@@ -1,6 +1,6 @@
 """Per-example answer losses of the base and every variant, and how far each variant moved from the base.
 
-For a list of encoded conversations (`adapters.tokenize.encode_chat`: labels on assistant tokens
+For a list of encoded conversations (`adapters.base.tokenize.encode_chat`: labels on assistant tokens
 only) each model named by an adapter id gets, per example, the mean negative log-likelihood of the
 assistant tokens and each token's log-probability (for Min-K% Prob). Batches are right-padded and
 sorted by length; one forward per batch and model, the model picked with PEFT's
@@ -19,10 +19,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from adapters.base.tokenize import IGNORE, Encoded
 from adapters.errors import LoraEqError
-from adapters.tokenize import IGNORE, Encoded
+from adapters.infer.adapter_rows import BASE_ROW
 
-from .adapter_set import BASE, AdapterSet
+from .adapter_set import AdapterSet
 from .stats import kl_divergence
 
 # A batch holds at most this many input tokens and this many answer positions (whose logits,
@@ -135,15 +136,15 @@ def score(
     from the base, which must then be among `names`."""
     if not encoded:
         raise LoraEqError("nothing to score")
-    if divergence and BASE not in names:
-        raise LoraEqError(f"the divergence from the base needs {BASE!r} among the models scored")
+    if divergence and BASE_ROW not in names:
+        raise LoraEqError(f"the divergence from the base needs {BASE_ROW!r} among the models scored")
     spans = [_answer_span(e) for e in encoded]
     batches = plan_batches([len(e.input_ids) for e in encoded], [b - a for a, b in spans])
     keep = _keeps_logits(adapters.model)
-    order = [BASE] + [n for n in names if n != BASE] if BASE in names else list(names)
+    order = [BASE_ROW] + [n for n in names if n != BASE_ROW] if BASE_ROW in names else list(names)
     losses = {n: [None] * len(encoded) for n in order}
     logprobs = {n: [None] * len(encoded) for n in order}
-    moved = {n: _Moved() for n in order if n != BASE} if divergence else {}
+    moved = {n: _Moved() for n in order if n != BASE_ROW} if divergence else {}
     for done, batch in enumerate(batches):
         ids, labels, mask = _pad([encoded[i] for i in batch], adapters.tokenizer.pad_token_id)
         window = range(min(spans[i][0] for i in batch), max(spans[i][1] for i in batch))
@@ -158,7 +159,7 @@ def score(
                     lp = token_lp[row][answer[row]].numpy().astype(np.float64)
                     logprobs[name][i] = lp
                     losses[name][i] = float(-lp.mean())
-                if name == BASE and divergence:
+                if name == BASE_ROW and divergence:
                     base_logits = logits
                 elif divergence:
                     moved[name].add(base_logits, logits, answer)

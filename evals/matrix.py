@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from adapters.cache import read_json
-from adapters.csvfile import write_csv
 from adapters.errors import LoraEqError
-from adapters.runfolder import BASE, read_log
+from adapters.files.csvfile import write_csv
+from adapters.train.runfolder import BASE_COLUMN, read_log
 
 from .stats import bootstrap_ci, mcnemar_exact_p, paired_permutation_p
 from .votes import VoteStore, canonical_settings, wilson_interval
@@ -134,12 +134,12 @@ def summarize(cells: list[dict], columns: list[str] | None = None, seed: int = 0
     """One summary per column, in `columns` order (default: as the cells first name them)."""
     columns = columns or list(dict.fromkeys(c["column"] for c in cells))
     by_column = {name: {c["case"]: c for c in cells if c["column"] == name} for name in columns}
-    base = by_column.get(BASE)
+    base = by_column.get(BASE_COLUMN)
     out = []
     for name in columns:
         mine = by_column[name]
         judged = [verdict(c) for c in mine.values() if verdict(c) is not None]
-        other = None if name == BASE else base
+        other = None if name == BASE_COLUMN else base
         out.append({"name": name, **_rate(judged), **_similarity(list(mine.values()), seed),
                     **_against_base(mine, other, seed), "by_check": _by_check(mine, other),
                     "overrides": sum(1 for c in mine.values() if c.get("override"))})

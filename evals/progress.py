@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from adapters.runfolder import RunFolder, read_log
+from adapters.train.runfolder import RunFolder, read_log
 
 PROGRESS_FILE = "proof_progress.jsonl"
 # What runs between two of the proof's calls (the first while the models load), in its order, with

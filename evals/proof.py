@@ -26,17 +26,18 @@ from typing import Callable
 
 import numpy as np
 
+from adapters.base.tokenize import Encoded, encode_chat, encode_prompt
 from adapters.errors import LoraEqError
-from adapters.runfolder import RunFolder, VariantInfo
-from adapters.tokenize import Encoded, encode_chat, encode_prompt
+from adapters.infer.adapter_rows import BASE_ROW
+from adapters.train.runfolder import RunFolder, VariantInfo
 
-from .adapter_set import BASE, AdapterSet, load_adapter_set, release
-from .answers import GENERATE_BATCH, greedy_ids, answer_budget
+from .adapter_set import AdapterSet, load_adapter_set, release
+from .answers import GENERATE_BATCH, answer_budget, greedy_ids
 from .base_cache import BaseCache
 from .losses import Divergence, Scores, score
 from .matching import facts_of, match, vocabulary
-from .recall import Recall, advice, questions, recall_budget, recall_of, train_sample
 from .matrix import evalset_results
+from .recall import Recall, advice, questions, recall_budget, recall_of, train_sample
 from .stats import min_detectable_difference, min_k_prob, roc_auc
 from .verdict import Evidence, Matches, Paired, Thresholds, UserChecks, Verdict, decide
 
@@ -265,11 +266,11 @@ def evaluate_run(
 ) -> Report:
     """Measure every finished variant of the run against its base, decide, and write the report.
 
-    `base` may be the run's base already loaded (`adapters.loading.load_model`), to save loading it.
+    `base` may be the run's base already loaded (`adapters.base.loading.load_model`), to save loading it.
     With `base_cache`, the base's answers (default generation only) and train-sample scores are
     read from, or kept in, `base_cache.BaseCache`: the same numbers, without computing them again."""
-    from adapters.loading import load_model
-    from adapters.runs import run_split
+    from adapters.base.loading import load_model
+    from adapters.train.runs import run_split
 
     run = RunFolder.open(run_dir)
     run_dir = run.path
@@ -304,10 +305,10 @@ def evaluate_run(
         n_resamples=n_resamples,
         thresholds=thresholds,
         rows=rows,
-        base_answers=measured.answers[BASE],
-        base_similarities=measured.similarity[BASE],
-        base_matched=measured.matched[BASE],
-        base_heldout_losses=measured.heldout[BASE].loss.tolist(),
+        base_answers=measured.answers[BASE_ROW],
+        base_similarities=measured.similarity[BASE_ROW],
+        base_matched=measured.matched[BASE_ROW],
+        base_heldout_losses=measured.heldout[BASE_ROW].loss.tolist(),
         variants=variants,
         skipped=skipped,
         notes=notes,
@@ -350,7 +351,7 @@ class _Clock:
 
 def _measure(adapters: AdapterSet, run_dir: Path, entries: list[VariantInfo], rows, generate, seed, progress,
              clock, cache: BaseCache | None) -> _Measured:
-    from adapters.runs import run_split
+    from adapters.train.runs import run_split
 
     stages = 4
     cached: list[str] = []
@@ -417,7 +418,7 @@ def data_vocabulary(rows: list[Row], train=None) -> frozenset[str]:
 def user_checks(evalsets: list[dict], name: str) -> tuple[UserChecks, ...]:
     """The run's eval sets as the verdict of variant `name` uses them: its passes against the
     base's on the same prompts (sets not run on this variant, or without a base column, left out)."""
-    from adapters.runfolder import BASE as BASE_COLUMN
+    from adapters.train.runfolder import BASE_COLUMN
 
     out = []
     for es in evalsets:
@@ -433,22 +434,22 @@ def _default_answers(adapters: AdapterSet, prompts: list[list[dict]], max_new_to
                      cache: BaseCache | None, cached: list[str]) -> list[str]:
     """`greedy_generate` for every model (base first), all prompts each; the base's answers come
     from `cache` when it has them (they do not depend on the variants: see `greedy_generate`)."""
-    from adapters.engine import stop_token_ids
+    from adapters.infer.engine import stop_token_ids
 
     ids = [encode_prompt(adapters.tokenizer, p) for p in prompts]
     stop_ids = stop_token_ids(adapters.tokenizer, adapters.model)
     key = (ids, max_new_tokens, GENERATE_BATCH, stop_ids)
     base_answers = cache.answers(*key) if cache is not None else None
-    todo = [name for name in adapters.names if not (name == BASE and base_answers is not None)]
+    todo = [name for name in adapters.names if not (name == BASE_ROW and base_answers is not None)]
     flat = greedy_ids(adapters, ids * len(todo), [name for name in todo for _ in prompts], stop_ids, max_new_tokens,
                        GENERATE_BATCH)
     n = len(prompts)
     by_name = {name: flat[i * n : (i + 1) * n] for i, name in enumerate(todo)}
     if base_answers is not None:
-        by_name[BASE] = base_answers
+        by_name[BASE_ROW] = base_answers
         cached.append("answers")
     elif cache is not None:
-        cache.keep_answers(*key, by_name[BASE])
+        cache.keep_answers(*key, by_name[BASE_ROW])
     return [answer for name in adapters.names for answer in by_name[name]]
 
 
@@ -467,7 +468,7 @@ def _train_facts(adapters: AdapterSet, samples: dict[str, list], generate: Gener
     if not prompts:  # no sampled reference states a fact: nothing to ask
         flat = []
     elif generate is None:
-        from adapters.engine import stop_token_ids
+        from adapters.infer.engine import stop_token_ids
 
         ids = [encode_prompt(adapters.tokenizer, p) for p in prompts]
         flat = greedy_ids(adapters, ids, names, stop_token_ids(adapters.tokenizer, adapters.model),
@@ -495,10 +496,10 @@ def _train_scores(adapters: AdapterSet, samples: dict[str, list], cache: BaseCac
     out = {}
     for key, ids in groups.items():
         base = cache.scores(encoded[key]) if cache is not None else None
-        scores, _ = score(adapters, encoded[key], ids if base is not None else [BASE, *ids])
+        scores, _ = score(adapters, encoded[key], ids if base is not None else [BASE_ROW, *ids])
         if base is None and cache is not None:
-            cache.keep_scores(encoded[key], scores[BASE])
-        out.update({i: (base if base is not None else scores[BASE], scores[i]) for i in ids})
+            cache.keep_scores(encoded[key], scores[BASE_ROW])
+        out.update({i: (base if base is not None else scores[BASE_ROW], scores[i]) for i in ids})
         if base is not None and "train losses" not in cached:
             cached.append("train losses")
     return out
@@ -507,11 +508,11 @@ def _train_scores(adapters: AdapterSet, samples: dict[str, list], cache: BaseCac
 def _prove(variant: VariantInfo, m: _Measured, index: int, t: Thresholds, n_resamples: int,
            seed: int, checks: tuple[UserChecks, ...] = ()) -> VariantProof:
     aid = m.ids[variant.name]
-    held_b, held_v = m.heldout[BASE], m.heldout[aid]
+    held_b, held_v = m.heldout[BASE_ROW], m.heldout[aid]
     train_b, train_v = m.train[aid]
     pair = partial(Paired.of, n_resamples=n_resamples, seed=seed + index)
     evidence = Evidence(
-        similarity=pair(m.similarity[BASE], m.similarity[aid]),
+        similarity=pair(m.similarity[BASE_ROW], m.similarity[aid]),
         heldout_loss=pair(held_b.loss, held_v.loss),
         train_loss=pair(train_b.loss, train_v.loss),
         kl_to_base=m.divergence[aid].kl_mean,
@@ -520,7 +521,7 @@ def _prove(variant: VariantInfo, m: _Measured, index: int, t: Thresholds, n_resa
         membership_auc=membership_auc(train_b, train_v, held_b, held_v),
         min_k_auc=roc_auc([min_k_prob(x, MIN_K) for x in train_v.token_logprobs],
                           [min_k_prob(x, MIN_K) for x in held_v.token_logprobs]),
-        matches=Matches.of(m.matched[BASE], m.matched[aid], m.facts),
+        matches=Matches.of(m.matched[BASE_ROW], m.matched[aid], m.facts),
         checks=checks,
         train_facts=(sum(m.train_facts[aid]), len(m.train_facts[aid])),
     )
@@ -536,7 +537,7 @@ def _prove(variant: VariantInfo, m: _Measured, index: int, t: Thresholds, n_resa
         train_losses_base=train_b.loss.tolist(),
         similarities=m.similarity[aid],
         matched=m.matched[aid],
-        power=power(m.similarity[BASE], m.similarity[aid], t.alpha),
+        power=power(m.similarity[BASE_ROW], m.similarity[aid], t.alpha),
         answers=m.answers[aid],
         loss_curve=[[r["step"], r["loss"]] for r in log if "loss" in r and "step" in r],
         heldout_curve=[[r["step"], r["heldout_loss"]] for r in log if "heldout_loss" in r],

@@ -17,8 +17,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.base.tokenize import encode_chat, encode_prompt
 from adapters.cache import read_json, write_json_atomic
-from adapters.tokenize import encode_chat, encode_prompt
 
 from .matching import facts_of, match, vocabulary
 
@@ -49,8 +49,8 @@ class Recall:
 def train_sample(train, variant_config: dict, tokenizer, size: int, seed: int) -> list[tuple[list[dict], object]]:
     """A seeded sample of `size` distinct rows from what this variant trained on (its mix, if any):
     (conversation, encoded) pairs, rows without an assistant token left out."""
-    from adapters.runs import training_stream
-    from adapters.variants import Variant
+    from adapters.shape.variants import Variant
+    from adapters.train.runs import training_stream
 
     stream = training_stream(train, Variant.from_json(variant_config))
     unique = list({json.dumps(c, sort_keys=True): c for c in stream}.values())
@@ -92,9 +92,9 @@ def train_recall(run_dir: str | Path, base, names: list[str] | None = None, size
                  seed: int = 0) -> dict[str, Recall]:
     """Each finished variant (or those in `names`) answers `size` of its own training questions;
     how many answers state their facts. `base` is the run's base, loaded."""
-    from adapters.engine import stop_token_ids
-    from adapters.runfolder import RunFolder
-    from adapters.runs import run_split
+    from adapters.infer.engine import stop_token_ids
+    from adapters.train.runfolder import RunFolder
+    from adapters.train.runs import run_split
 
     from .adapter_set import load_adapter_set, release
     from .answers import GENERATE_BATCH, greedy_ids
@@ -163,7 +163,7 @@ def recall_line(name: str, metrics: dict, hyper: dict) -> str:
 
 def record(run_dir: str | Path, recalls: dict[str, Recall]) -> None:
     """Each variant's recall into its metrics.json, next to what training wrote."""
-    from adapters.runfolder import RunFolder
+    from adapters.train.runfolder import RunFolder
 
     run = RunFolder.open(run_dir)
     for v in run.variants:

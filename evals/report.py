@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 from adapters.cache import write_json_atomic
-from adapters.runfolder import report_paths
+from adapters.train.runfolder import report_paths
 
 from .verdict import format_p
 

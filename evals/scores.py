@@ -85,10 +85,10 @@ class Comparison:
 
 def scored(answers: list, sampling, *, reference: str | None = None, system: str | None = None,
            embed_fn: Embed = embed) -> list[ScoredColumn]:
-    """Engine answers (adapters.engine.Answer, e.g. a finished stream's `answers`) with their scores."""
-    from adapters.runfolder import BASE
+    """Engine answers (adapters.infer.engine.Answer, e.g. a finished stream's `answers`) with their scores."""
+    from adapters.train.runfolder import BASE_COLUMN
 
-    base_index = next((i for i, a in enumerate(answers) if a.variant == BASE), None)  # never scaled
+    base_index = next((i for i, a in enumerate(answers) if a.variant == BASE_COLUMN), None)  # never scaled
     scores = score_answers([a.text for a in answers], base_index=base_index, reference=reference, embed_fn=embed_fn)
     return [
         ScoredColumn(
@@ -116,8 +116,8 @@ def compare(
     sampling=None,
     embed_fn: Embed = embed,
 ) -> Comparison:
-    """Answer `prompt` in every column of `engine` (adapters.engine.CompareEngine) and score each answer."""
-    from adapters.decoding import Sampling
+    """Answer `prompt` in every column of `engine` (adapters.infer.engine.CompareEngine) and score each answer."""
+    from adapters.infer.decoding import Sampling
 
     sampling = sampling or Sampling()
     answers = engine.answer(prompt, columns, history=history, system=system, sampling=sampling)
@@ -127,12 +127,12 @@ def compare(
 
 def score_turn(turn, sampling, *, reference: str | None = None, system: str | None = None,
                embed_fn: Embed = embed) -> None:
-    """Fill in the scores and vote settings of a finished chat turn's replies (adapters.conversation.Turn):
+    """Fill in the scores and vote settings of a finished chat turn's replies (adapters.infer.conversation.Turn):
     similarity to the base's reply (the column labelled "base") and to `reference`."""
-    from adapters.runfolder import BASE
+    from adapters.train.runfolder import BASE_COLUMN
 
     labels = list(turn.replies)
-    base_index = labels.index(BASE) if BASE in labels else None
+    base_index = labels.index(BASE_COLUMN) if BASE_COLUMN in labels else None
     scores = score_answers([r.text for r in turn.replies.values()], base_index=base_index, reference=reference,
                            embed_fn=embed_fn)
     for reply, s in zip(turn.replies.values(), scores):

@@ -1,7 +1,7 @@
 """Votes and the leaderboard: the user's pass / fail on each answer, kept in the run folder.
 
 A vote says pass or fail (with an optional note) on one answer: a prompt (in a chat, the
-column's conversation so far: `adapters.conversation.conversation_key`, the message alone on a first
+column's conversation so far: `adapters.infer.conversation.conversation_key`, the message alone on a first
 turn), a column (variant, or "variant@eq" for a live-scaled view) and the settings it was
 produced with (`answer_settings`: the one schema of the web app and the CLI, so one answer is
 one key), stamped with the
@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
-from adapters.csvfile import write_csv
 from adapters.errors import LoraEqError
-from adapters.runfolder import BASE, RunFolder, config_fingerprint, derived_seed
+from adapters.files.csvfile import write_csv
+from adapters.train.runfolder import BASE_COLUMN, RunFolder, config_fingerprint, derived_seed
 
 DB_NAME = "votes.sqlite"
 VERDICTS = ("pass", "fail")
@@ -112,7 +112,7 @@ def answer_settings(sampling, *, seed: int | None = None, system: str | None = N
                     scales: dict | None = None) -> dict:
     """The settings an answer was made with, as a vote keys them: one schema for every caller.
 
-    `sampling` is an `adapters.decoding.Sampling` (or its JSON); `seed` is the answer's own sampling
+    `sampling` is an `adapters.infer.decoding.Sampling` (or its JSON); `seed` is the answer's own sampling
     seed (`Answer.seed`), kept only when sampling, since a greedy answer does not depend on it; an
     empty system prompt is none; `scales` is a live-scaled column's grid (Equalizer JSON). A
     reference answer is not part of it: it scores the answer but does not change it."""
@@ -187,10 +187,10 @@ class VoteStore:
         for "base"; a live-scaled view ("name@eq") is its variant's (the grid is in the settings)."""
         name = variant.rsplit("@", 1)[0] if "@" in variant else variant
         run = RunFolder.open(self.run_dir)
-        if name == BASE:
+        if name == BASE_COLUMN:
             return "base-" + run.base_fingerprint()
         if name in self.adapters:
-            from adapters.outside import adapter_fingerprint
+            from adapters.share.adapter_sources import adapter_fingerprint
 
             return adapter_fingerprint(Path(self.adapters[name]))
         folders = run.adapters()

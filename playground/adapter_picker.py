@@ -2,7 +2,7 @@
 
 A user adds a finished variant of one of this session's runs, an uploaded PEFT adapter zip, a
 folder on the server (only under the roots the operator set in `LORAEQ_ADAPTER_ROOTS`; the field
-is hidden when there are none) or a Hub adapter id. `adapters/outside.py` fetches the adapter and
+is hidden when there are none) or a Hub adapter id. `adapters/share/adapter_sources.py` fetches the adapter and
 checks it against the base; an accepted one is copied into the session's own folder
 (`adapters/NAME`) and recorded in `session.adapters`, which the engine (`Shared.engine_for`) loads
 next to the run's variants. A refusal is one line (`guard.handler`) and changes nothing.
@@ -19,9 +19,16 @@ import pandas as pd
 
 from adapters.errors import LoraEqError
 from adapters.limits import check_text
-from adapters.outside import (accept, adapter_folder, configured_roots, extract_zip, hub_adapter, local_path,
-                              run_variant)
-from adapters.runfolder import RunFolder
+from adapters.share.adapter_sources import (
+    accept,
+    adapter_folder,
+    configured_roots,
+    extract_zip,
+    hub_adapter,
+    local_path,
+    run_variant,
+)
+from adapters.train.runfolder import RunFolder
 from playground.guard import handler, public_message
 from playground.sessions import Session
 from playground.shared import Shared

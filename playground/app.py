@@ -21,11 +21,22 @@ import anyio
 import gradio as gr
 from starlette.middleware import Middleware
 
+from adapters.base.loading import PRECISIONS
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
-from adapters.loading import PRECISIONS
-from playground import (queueing, tab_classify, tab_compare, tab_data, tab_evalsets, tab_export, tab_model,
-                        tab_proof, tab_runs, tab_train)
+from playground import (
+    queueing,
+    tab_classify,
+    tab_compare,
+    tab_data,
+    tab_evalsets,
+    tab_export,
+    tab_model,
+    tab_proof,
+    tab_runs,
+    tab_train,
+    workspace,
+)
 from playground.gate import Gate, UploadLedger
 from playground.guard import handler, public_message, shield
 from playground.jobs import JobQueue, workers_folder
@@ -79,7 +90,7 @@ def build_app(shared: Shared, oauth: bool = False) -> gr.Blocks:
 
 def is_encoder(shared: Shared, state: Session) -> bool:
     """Whether the session's base is an encoder (a classifier) rather than a causal LM."""
-    return tab_model.current(shared, state).model.kind == "encoder"
+    return workspace.current(shared, state).model.kind == "encoder"
 
 
 def tabs_for_kind(shared: Shared, state: Session):
@@ -224,7 +235,7 @@ def on_space() -> bool:
 
 def defaults_line(model: str | None) -> str:
     """Where the base and the embedding model come from: the embedded wheels, or the Hub ids."""
-    from adapters.models import resolve_source
+    from adapters.base.models import resolve_source
     from evals.similarity import HUB_ID, embedder_source
 
     embeddings = HUB_ID if embedder_source() == HUB_ID else "embedded all-MiniLM-L6-v2"
@@ -233,7 +244,7 @@ def defaults_line(model: str | None) -> str:
 
 def unavailable_app(model: str | None, message: str) -> gr.Blocks:
     """A page that says why the app could not start (the base model did not load), instead of none."""
-    from adapters.models import resolve_source
+    from adapters.base.models import resolve_source
 
     name = resolve_source(model).id
     with gr.Blocks(title="LoRA EQ: cannot start") as demo:

@@ -29,7 +29,7 @@ from playground.jobs import resident_bytes, stop_group
 POLL_SECONDS = 0.02
 GB = 1 << 30
 # Imported once in the fork server, so that each child starts with the readers in memory.
-PRELOAD = ["__main__", "adapters.data", "adapters.dataspec", "evals.evalset", "adapters.variants",
+PRELOAD = ["__main__", "adapters.data", "adapters.train.dataspec", "evals.evalset", "adapters.shape.variants",
            "transformers.tokenization_utils_fast"]
 
 

@@ -89,7 +89,7 @@ class Job:
 
 
 class JobQueue:
-    """Runs `python -m adapters.cli ARGV` jobs one after another in worker processes, serving
+    """Runs `python -m loraeq ARGV` jobs one after another in worker processes, serving
     users' lines in turn."""
 
     def __init__(self, max_waiting: int = 64, memory_limit: int = 8 * GB, limits: Limits | None = None,
@@ -214,7 +214,7 @@ class JobQueue:
 
     def _run_here(self, job: Job) -> None:
         """The job's command in this process, inside the GPU function of its kind (ZeroGPU)."""
-        from adapters.cli.main import call
+        from loraeq.main import call
 
         try:
             job.returncode, job.stderr_tail = gpu.run_on_gpu(job.kind, call, list(job.argv))
@@ -227,7 +227,7 @@ class JobQueue:
     def _run_worker(self, job: Job) -> None:
         try:
             job.process = subprocess.Popen(
-                [sys.executable, "-m", "adapters.cli", *job.argv],
+                [sys.executable, "-m", "loraeq", *job.argv],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,

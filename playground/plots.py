@@ -10,7 +10,7 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 
-from adapters.analysis import Analysis
+from adapters.base.analysis import Analysis
 
 matplotlib.use("Agg")  # headless: figures are rendered to images, never to a window
 

@@ -28,7 +28,7 @@ GROUPS = {
     "chat": "generation",
     "suggest": "heavy",
     "load_model": "heavy",
-    "set_decoding": "heavy",
+    "set_decode_precision": "heavy",
     "export_merged": "heavy",
 }
 

@@ -5,9 +5,11 @@ keeps it across reloads as a token signed with a server secret (HMAC-SHA256), so
 restore only a session it was given. A session's files live in its own folder under the runs
 area: `ROOT/<session id>/` for an anonymous session, `ROOT/users/<login>/` once the server has
 seen a login (--auth or Hugging Face OAuth; taken from the request, never from what a page
-sends), so a logged-in user finds their runs from any browser. Its runs are named by the server (`run-<time>-<random>`, never reused) and a client
-names a run only by that name, which is resolved inside the session's folder and refused if it
-leads anywhere else. This module does not serve files (`downloads.py`) or decide limits
+sends), so a logged-in user finds their runs from any browser. Its runs are named by the server
+(`run-<time>-<random>`, never reused) and a client names a run only by that name, which is resolved
+inside the session's folder and refused if it leads anywhere else. The session's work (its data,
+grid, variants, the run it follows) is kept in its folder, so a reload picks it up again. This
+module does not hand files to a browser (`shared.Downloads` does) or decide limits
 (`adapters/limits.py`).
 """
 
@@ -26,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.cache import read_json, write_json_atomic
-from adapters.conversation import Conversation
 from adapters.errors import LoraEqError
+from adapters.infer.conversation import Conversation
 from evals.arena import BattleRound
 
 WORK_FILE = "session.json"  # the session's work that a reload restores (never served)
@@ -53,7 +55,7 @@ class Session:
     variants: list[dict] = field(default_factory=list)
     run: str | None = None  # the name of the run this session follows
     adapters: dict[str, str] = field(default_factory=dict)  # name -> adapter folder the server accepted
-    decoding: str = "auto"  # what a 4-bit base decodes with in Compare (adapters.decode_precision.DECODINGS)
+    decode_precision: str = "auto"  # what a 4-bit base decodes with in Compare (adapters.infer.decode_precision.DECODINGS)
     chat: Conversation | None = None  # the Compare tab's conversation: shared user turns, each column's replies
     battle: BattleRound | None = None  # the blind battle in progress (or just decided)
     battle_rng: random.Random | None = None  # draws battle pairs; made on first use (never shared between sessions)
@@ -71,7 +73,7 @@ class Session:
 # The chat and the battle are not kept: they hold a conversation in progress, not settings.
 KEPT = {"model": (str, type(None)), "precision": (str,), "data": (dict, type(None)), "data_rows": (int,),
         "equalizer": (dict, type(None)), "mix": (dict,), "variants": (list,), "run": (str, type(None)),
-        "adapters": (dict,), "decoding": (str,)}
+        "adapters": (dict,), "decode_precision": (str,)}
 
 
 class SessionArea:

@@ -19,12 +19,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.analysis import Analysis, analyze_loaded
-from adapters.encoder import load_base
+from adapters.base.analysis import Analysis, analyze_loaded
+from adapters.base.encoder import load_base
+from adapters.base.loading import LoadedModel
 from adapters.errors import LoraEqError
-from adapters.decoding import Sampling
+from adapters.infer.decoding import Sampling
 from adapters.limits import Limits, check_new_tokens, check_number
-from adapters.loading import LoadedModel
 from playground import gpu
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
@@ -147,7 +147,7 @@ class Shared:
         its generation runs inside the GPU function (`gpu.py`)."""
         run = self.run_path(session)
         engine = self.engines.get(run, session.adapters, model=session.model or self.default_model,
-                                  precision=session.precision or self.default_precision, decoding=session.decoding)
+                                  precision=session.precision or self.default_precision, decode_precision=session.decode_precision)
         return gpu.on_gpu(engine)
 
     def require_run(self, session: Session, what: str = "train at least one variant first (Equalizer & Train)") -> Path:
@@ -167,17 +167,17 @@ class EngineRegistry:
         self._lock = threading.Lock()
 
     def get(self, run_dir: str | Path | None, adapters: dict[str, str] | None = None, *,
-            model: str | None = None, precision: str = "auto", decoding: str = "auto"):
+            model: str | None = None, precision: str = "auto", decode_precision: str = "auto"):
         """The engine for a run (None: no run, the base `model` alone) plus outside adapters,
-        decoding as asked (adapters.decode_precision). Without a run the base is the session's
+        decode precision as asked (adapters.infer.decode_precision). Without a run the base is the session's
         model and precision, so they are part of the key (a run names its own base)."""
         base = None if run_dir else (model or "default", precision)
-        key = (str(run_dir) if run_dir else None, tuple(sorted((adapters or {}).items())), decoding, base)
+        key = (str(run_dir) if run_dir else None, tuple(sorted((adapters or {}).items())), decode_precision, base)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            engine = _build_engine(run_dir, adapters or {}, model, precision, decoding)
+            engine = _build_engine(run_dir, adapters or {}, model, precision, decode_precision)
             self._items[key] = engine
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)[1].close()
@@ -192,12 +192,12 @@ class EngineRegistry:
             engine.close()
 
 
-def _build_engine(run_dir, adapters: dict[str, str], model: str | None, precision: str, decoding: str):
-    from adapters.engine import CompareEngine
+def _build_engine(run_dir, adapters: dict[str, str], model: str | None, precision: str, decode_precision: str):
+    from adapters.infer.engine import CompareEngine
 
     if run_dir is None:
-        return CompareEngine.from_model(model, dict(adapters), precision=precision, decoding=decoding)
-    return CompareEngine.from_run(run_dir, adapters=dict(adapters), decoding=decoding)
+        return CompareEngine.from_model(model, dict(adapters), precision=precision, decode_precision=decode_precision)
+    return CompareEngine.from_run(run_dir, adapters=dict(adapters), decode_precision=decode_precision)
 
 
 def sampling_for(limits: Limits, engine, temperature, top_p, max_new_tokens, seed) -> Sampling:

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from adapters.conversation import respond
-from adapters.engine import BASE, Column
 from adapters.errors import LoraEqError
+from adapters.infer.conversation import respond
+from adapters.infer.engine import BASE_COLUMN, Column
 from adapters.limits import check_text
 from evals.arena import BattleRound, BattleStore, Rating
 from playground.guard import handler
@@ -37,7 +37,7 @@ def _new_round(state: Session, variants, system: str) -> BattleRound:
         raise LoraEqError("variants: a list of variant names is needed")
     if state.battle_rng is None:
         state.battle_rng = random.Random(secrets.randbits(64))
-    state.battle = BattleRound.draw([BASE] + variants, state.battle_rng, system.strip() or None)
+    state.battle = BattleRound.draw([BASE_COLUMN] + variants, state.battle_rng, system.strip() or None)
     return state.battle
 
 
@@ -77,7 +77,7 @@ def battle_send(shared: Shared, text, variants, t, p, n, s, system, state: Sessi
         battle = _new_round(state, variants or [], system)
     battle.conversation.ask(text)
     columns = [Column(battle.model_a), Column(battle.model_b)]
-    note = pair_note([BASE, *(variants or [])])
+    note = pair_note([BASE_COLUMN, *(variants or [])])
     cleared = ""  # the message box is emptied once (see tab_compare.ask)
     for _ in respond(engine, battle.conversation, columns, sampling):
         yield battle_frame(battle, note) + [cleared, state]

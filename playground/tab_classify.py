@@ -2,7 +2,7 @@
 probabilities side by side, and a labelled eval set -> accuracy and macro-F1 per column.
 
 The columns are the session's classification run: the linear probe (the encoder with only its
-head trained), then every finished LoRA variant. Everything here calls `adapters.classify` and
+head trained), then every finished LoRA variant. Everything here calls `adapters.train.classify` and
 `evals.classproof`; the classifier is loaded for each request (no model state kept per page).
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from adapters.classify import Classifier
 from adapters.errors import LoraEqError
 from adapters.limits import check_text
+from adapters.train.classify import Classifier
 from playground.guard import handler
 from playground.plots import probability_bars
 from playground.sessions import Session
@@ -50,7 +50,7 @@ def classify_text(shared: Shared, text, pair, expected, state: Session):
 
 def vote(shared: Shared, verdict: str, column, state: Session) -> pd.DataFrame:
     """A pass / fail vote on one column's label for the last text (stored as the Compare tab's are)."""
-    from adapters.runfolder import config_fingerprint
+    from adapters.train.runfolder import config_fingerprint
     from evals.votes import VoteStore
 
     last = state.classified
@@ -71,7 +71,7 @@ def leaderboard(run) -> pd.DataFrame:
 def score_set(shared: Shared, file, mapping_text, state: Session) -> pd.DataFrame:
     from adapters.data.classes import load_classification, rows
     from evals.classproof import score
-    from playground.tab_data import parse_mapping, receive, upload_source
+    from playground.workspace import parse_mapping, receive, upload_source
 
     if not file:
         raise LoraEqError("upload a labelled file first (text, optional text_pair, label)")

@@ -3,7 +3,7 @@ message box; each turn streams every column at once, each column answering from 
 Under each reply its scores and pass / fail votes; the inference-time equalizer; the blind battle
 (tab_battle.py); the pass-rate leaderboard beside the battle ranking.
 
-The conversation lives in the session (`adapters.conversation.Conversation`); these handlers only read the
+The conversation lives in the session (`adapters.infer.conversation.Conversation`); these handlers only read the
 form, call the core and draw what it returns."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from adapters.conversation import Conversation, respond
-from adapters.decode_precision import DECODINGS
-from adapters.engine import BASE, Column
-from adapters.equalizer import Equalizer, equalizer_table
 from adapters.errors import LoraEqError
+from adapters.infer.conversation import Conversation, respond
+from adapters.infer.decode_precision import DECODE_PRECISIONS
+from adapters.infer.engine import BASE_COLUMN, Column
 from adapters.limits import check_number, check_text
+from adapters.shape.equalizer import Equalizer, equalizer_table
 from evals.scores import score_turn
 from evals.votes import VoteStore
 from playground import adapter_picker, tab_battle
@@ -74,27 +74,27 @@ def load_variants(shared: Shared, state: Session):
             tab_battle.ranking_frame(run))
 
 
-def set_decoding(shared: Shared, choice, state: Session):
+def set_decode_precision(shared: Shared, choice, state: Session):
     """What a 4-bit base decodes with in this session's columns (the next answer loads it so)."""
-    if choice not in DECODINGS:
-        raise LoraEqError(f"decoding {str(choice)[:40]!r}: choose one of {', '.join(DECODINGS)}")
-    previous, state.decoding = state.decoding, choice
+    if choice not in DECODE_PRECISIONS:
+        raise LoraEqError(f"decode precision {str(choice)[:40]!r}: choose one of {', '.join(DECODE_PRECISIONS)}")
+    previous, state.decode_precision = state.decode_precision, choice
     try:
-        return decoding_line(shared, state), state
+        return decode_precision_line(shared, state), state
     except LoraEqError:
-        state.decoding = previous  # (a copy refused: the columns keep what they had)
+        state.decode_precision = previous  # (a copy refused: the columns keep what they had)
         raise
 
 
-def decoding_line(shared: Shared, state: Session) -> str:
+def decode_precision_line(shared: Shared, state: Session) -> str:
     """What the columns decode with, and why."""
-    return "*" + shared.engine_for(state).decoding.describe() + "*"
+    return "*" + shared.engine_for(state).decode_precision.describe() + "*"
 
 
 def columns_for(shared: Shared, engine, variants, eq_name: str | None, grid: pd.DataFrame) -> list[Column]:
     if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
         raise LoraEqError("variants: a list of variant names is needed")
-    cols = [Column(BASE)] + [Column(v) for v in variants]
+    cols = [Column(BASE_COLUMN)] + [Column(v) for v in variants]
     if eq_name:
         unit = engine.unit_grid(eq_name)
         try:
@@ -227,9 +227,9 @@ def _settings_form() -> SimpleNamespace:
         load = gr.Button("Load my run's variants")
         chosen = gr.CheckboxGroup([], label=f"Variants to show next to the base (up to {MAX_COLUMNS - 1})",
                                   info=NO_VARIANTS)
-        decoding = gr.Dropdown(list(DECODINGS), value="auto", label="Decoding (a 4-bit base: NF4 or a copy)",
-                               elem_id="compare-decoding-choice")
-    decoding_note = gr.Markdown(elem_id="compare-decoding")
+        decode_precision = gr.Dropdown(list(DECODE_PRECISIONS), value="auto", label="Decode precision (a 4-bit base: NF4 or a copy)",
+                               elem_id="compare-decode-precision-choice")
+    decode_precision_note = gr.Markdown(elem_id="compare-decode-precision")
     with gr.Row():
         system = gr.Textbox(label="System prompt (optional)", lines=1)
         reference = gr.Textbox(label="Reference answer (optional, for scoring)")
@@ -242,7 +242,7 @@ def _settings_form() -> SimpleNamespace:
                       open=False):
         eq_variant = gr.Dropdown([], label="Variant to rescale")
         eq_grid = gr.Dataframe(pd.DataFrame(), label="Multipliers (1 = as trained, 0 = off)", interactive=True)
-    return SimpleNamespace(load=load, chosen=chosen, decoding=decoding, decoding_note=decoding_note, system=system, reference=reference, temperature=temperature,
+    return SimpleNamespace(load=load, chosen=chosen, decode_precision=decode_precision, decode_precision_note=decode_precision_note, system=system, reference=reference, temperature=temperature,
                            top_p=top_p, max_new=max_new, seed=seed, eq_variant=eq_variant, eq_grid=eq_grid)
 
 
@@ -252,7 +252,7 @@ def _chat_columns() -> SimpleNamespace:
         for i in range(MAX_COLUMNS):
             with gr.Column(min_width=220, visible=i == 0) as column:  # the base's column shows from the start
                 columns.append(column)
-                bots.append(gr.Chatbot(label=BASE if i == 0 else None, visible=i == 0, elem_id=f"chat-col-{i}",
+                bots.append(gr.Chatbot(label=BASE_COLUMN if i == 0 else None, visible=i == 0, elem_id=f"chat-col-{i}",
                                        height=420, render_markdown=False, feedback_options=None))
                 lines.append(gr.Markdown(visible=False, elem_id=f"chat-info-{i}"))
                 with gr.Row():
@@ -303,10 +303,10 @@ def build(shared: Shared, session: gr.State) -> None:
         csv = gr.DownloadButton("Leaderboard as CSV")
         arena_csv = gr.DownloadButton("Battle ranking as CSV")
     f.load.click(handler(load_variants, shared), [session], [f.chosen, f.eq_variant, f.eq_grid, board, arena_board],
-                 api_name="load_variants").then(handler(decoding_line, shared), [session], f.decoding_note,
+                 api_name="load_variants").then(handler(decode_precision_line, shared), [session], f.decode_precision_note,
                                                 api_name=False)
-    f.decoding.change(handler(set_decoding, shared), [f.decoding, session], [f.decoding_note, session],
-                      api_name="set_decoding")
+    f.decode_precision.change(handler(set_decode_precision, shared), [f.decode_precision, session], [f.decode_precision_note, session],
+                      api_name="set_decode_precision")
     _wire_chat(shared, session, f, c, board)
     tab_battle.wire(shared, session, f, battle, arena_board, arena_csv)
     csv.click(handler(leaderboard_csv, shared), [session], csv, api_name="leaderboard_csv")

@@ -3,41 +3,25 @@ the rows, the held-out split (its size and how it was chosen, which the user can
 
 from __future__ import annotations
 
-import re
-import shutil
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from adapters.data import FORMATS, build_mixture, token_summary, write_rejects
-from adapters.dataspec import AUTO, HELDOUT_MAX_SHARE, HELDOUT_ROWS, HELDOUT_SHARE, DataSpec
 from adapters.errors import LoraEqError
 from adapters.limits import check_number, check_text
-from adapters.variants import Hyper
-from playground.bounded import bounded
+from adapters.shape.variants import Hyper
+from adapters.train.dataspec import AUTO, HELDOUT_MAX_SHARE, HELDOUT_ROWS, HELDOUT_SHARE, DataSpec
 from playground.guard import handler
 from playground.sessions import Session
 from playground.shared import Shared
-from playground.tab_model import current
+from playground.workspace import SAMPLE_NAMES, current, parse_mapping, receive, session_dataset, upload_source
 
-SAMPLES = Path(__file__).resolve().parents[1] / "datasets"
-SAMPLE_NAMES = ["fictional-facts.jsonl", "autumn-voice.jsonl", "dolly-15k-sample.jsonl"]
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 FILE_TYPES = [".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt"]
 ERROR_COLUMNS = ["row", "field", "reason"]
 PREVIEW_COLUMNS = ["row", "category", "user", "assistant"]
 PREVIEW_ROWS = 20
-
-
-def parse_mapping(text: str) -> dict[str, str]:
-    mapping = {}
-    for item in filter(None, (p.strip() for p in (text or "").replace("\n", ",").split(","))):
-        src, sep, dst = item.partition("=")
-        if not sep or not src.strip() or not dst.strip():
-            raise LoraEqError(f"column mapping {item!r}: write it as their_column=our_field")
-        mapping[src.strip()] = dst.strip()
-    return mapping
 
 
 def report_markdown(ds) -> str:
@@ -62,53 +46,6 @@ def issues_frame(ds) -> pd.DataFrame:
 def mix_frame(ds) -> pd.DataFrame:
     return pd.DataFrame([{"category": c, "rows": n, "weight": 1.0, "quota_per_1000": 0}
                          for c, n in ds.categories().items()])
-
-
-def session_spec(shared: Shared, state: Session) -> DataSpec:
-    """The session's data spec: the file it validated, with the format and mapping it was validated with."""
-    if not state.data:
-        raise LoraEqError("validate a data file in the Data tab first")
-    spec = DataSpec.from_json({**state.data, "mix": state.mix or {}})
-    shared.area.inside(state, spec.path)
-    return spec
-
-
-def session_dataset(shared: Shared, state: Session, with_tokens: bool = False):
-    """The session's validated data, read again through its spec (token counts on request), in a
-    child process within the parse limits (`bounded.py`): a big file never holds the server."""
-    spec = session_spec(shared, state)
-    tokenizer = current(shared, state).model.tokenizer if with_tokens else None
-    return bounded(spec.load, tokenizer, limits=shared.limits, what=f"reading {Path(spec.path).name}")
-
-
-def upload_source(file, sample_name) -> Path:
-    if file:
-        return Path(file if isinstance(file, str) else file.name)
-    if sample_name:
-        if sample_name not in SAMPLE_NAMES:
-            raise LoraEqError(f"sample {str(sample_name)[:80]!r}: choose one of {', '.join(SAMPLE_NAMES)}")
-        return SAMPLES / sample_name
-    raise LoraEqError("upload a file or choose a sample dataset first")
-
-
-def receive(shared: Shared, state: Session, source: Path) -> Path:
-    """The session's own copy of an upload, within the upload limits (uploads of others never mix in)."""
-    size = source.stat().st_size
-    limits = shared.limits
-    if size > limits.upload_bytes:
-        raise LoraEqError(f"{source.name}: {size / 2**20:.0f} MB, over the upload limit of {limits.upload_bytes / 2**20:.0f} MB")
-    own = shared.area.uploads(state) / upload_name(source.name)
-    replaced = own.stat().st_size if own.is_file() else 0
-    if shared.area.uploaded_bytes(state) - replaced + size > limits.session_bytes:
-        raise LoraEqError(f"this session's uploads would pass its quota of {limits.session_bytes / 2**20:.0f} MB: "
-                          "delete runs or start a new session")
-    shutil.copyfile(source, own)
-    return own
-
-
-def upload_name(name: str) -> str:
-    clean = _UNSAFE.sub("_", Path(name).name).lstrip(".")[-100:]
-    return clean or "upload.jsonl"
 
 
 def validate(shared: Shared, file, sample_name, fmt: str, mapping_text: str, length, state: Session):

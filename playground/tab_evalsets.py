@@ -14,8 +14,18 @@ import pandas as pd
 from adapters.errors import LoraEqError
 from adapters.limits import check_new_tokens
 from evals.evalset import HELDOUT, load_evalset
-from evals.matrix import (EvalFolder, apply_votes, cells_csv, evalset_dir, list_evalsets, summarize, summary_csv,
-                          summary_rows, timed_out, verdict)
+from evals.matrix import (
+    EvalFolder,
+    apply_votes,
+    cells_csv,
+    evalset_dir,
+    list_evalsets,
+    summarize,
+    summary_csv,
+    summary_rows,
+    timed_out,
+    verdict,
+)
 from evals.votes import VoteStore
 from playground.bounded import bounded
 from playground.guard import handler, public_message
@@ -23,7 +33,7 @@ from playground.jobs import limit_line
 from playground.plots import evalset_heatmap
 from playground.sessions import Session
 from playground.shared import Shared
-from playground.tab_data import receive
+from playground.workspace import receive
 
 MARKS = {True: "✓ pass", False: "✗ fail", None: "·"}
 COLOURS = {"✓": "background-color: #c8f0c8", "✗": "background-color: #f6c6c6"}
@@ -38,7 +48,7 @@ def job_key(run: Path, name: str) -> str:
 
 def choices(shared: Shared, state: Session):
     """The run's finished variants (to choose columns) and its eval-set results (to show one)."""
-    from adapters.runfolder import RunFolder
+    from adapters.train.runfolder import RunFolder
 
     run = shared.require_run(state)
     names = list(RunFolder.open(run).adapters()) + list(state.adapters)  # the run's variants, then added adapters

@@ -9,9 +9,15 @@ from pathlib import Path
 import gradio as gr
 
 from adapters.errors import LoraEqError
-from adapters.export import (export_adapter_zip, export_merged, export_vllm_safe, is_outside, model_card,
-                             split_front_matter)
-from adapters.runs import run_status
+from adapters.share.export import (
+    export_adapter_zip,
+    export_merged,
+    export_vllm_safe,
+    is_outside,
+    model_card,
+    split_front_matter,
+)
+from adapters.train.runs import run_status
 from evals.card import card_results
 from playground.guard import handler
 from playground.sessions import Session
@@ -39,7 +45,7 @@ def variant_folder(shared: Shared, state: Session, name) -> Path:
 
 def merge_base(shared: Shared, state: Session) -> str | None:
     """The base an added adapter is merged into: the run's, else the session's model."""
-    from adapters.runfolder import RunFolder
+    from adapters.train.runfolder import RunFolder
 
     run = shared.run_path(state)
     return RunFolder.open(run).model if run else (state.model or shared.default_model)

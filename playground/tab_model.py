@@ -5,14 +5,15 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from adapters.analysis import STATISTICS
+from adapters.base.analysis import STATISTICS
+from adapters.base.loading import PRECISIONS
 from adapters.errors import LoraEqError
 from adapters.limits import check_text
-from adapters.loading import PRECISIONS
 from playground.guard import handler
 from playground.plots import analysis_heatmap
 from playground.sessions import Session
 from playground.shared import Loaded, Shared
+from playground.workspace import current
 
 CELL_COLUMNS = ["layer", "role", "name", "in_features", "out_features", "params", "lora_params_per_rank", *STATISTICS]
 
@@ -33,8 +34,6 @@ def cells_table(loaded: Loaded) -> pd.DataFrame:
     return frame.round({s: 3 for s in STATISTICS})
 
 
-def current(shared: Shared, session: Session) -> Loaded:
-    return shared.registry.get(session.model or shared.default_model, session.precision or shared.default_precision)
 
 
 def load_base(shared: Shared, text: str, prec: str, stat: str, scaled: bool, state: Session):

@@ -9,7 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from adapters.limits import check_number
-from adapters.runfolder import RunFolder
+from adapters.train.runfolder import RunFolder
 from evals.progress import proof_status
 from playground.guard import handler, public_message
 from playground.jobs import limit_line

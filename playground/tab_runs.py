@@ -4,7 +4,7 @@ variants, or delete it.
 A run is named by the client only by its run name, resolved inside the session's own folder
 (`SessionArea.run_path`), so no one reaches another user's runs. Resume starts the same
 `loraeq train --resume RUN_DIR` job the Train tab starts; nothing here trains or reads a run
-folder's files itself (`adapters.runs.run_status`).
+folder's files itself (`adapters.train.runs.run_status`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from adapters.errors import LoraEqError
-from adapters.runs import run_status
+from adapters.train.runs import run_status
 from playground.guard import handler
 from playground.sessions import Session
 from playground.shared import Shared

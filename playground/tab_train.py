@@ -10,19 +10,27 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from adapters.analysis import layer_bands
-from adapters.dataspec import DataSpec, start_run, with_mix
-from adapters.equalizer import MAX_STRENGTH, PRESETS, Equalizer, equalizer_table, preset
+from adapters.base.bands import DEFAULT_BANDS, layer_bands
 from adapters.errors import LoraEqError
-from adapters.hyperform import FIELDS, NAMES, SWITCHES, form_from_hyper, hyper_from_form
-from adapters.limits import check_hyper, check_number, check_ranks, check_text, check_training_memory, training_memory
-from adapters.plan import Plan, human_count, human_seconds, plan_variant
-from adapters.runfolder import RunFolder
-from adapters.runs import add_variants, request_cancel, run_status
-from adapters.suggest import suggest_equalizer
+from adapters.limits import check_number, check_ranks, check_text
+from adapters.shape.equalizer import MAX_STRENGTH, PRESETS, Equalizer, equalizer_table, preset
+from adapters.shape.hyperparams import FIELDS, NAMES, SWITCHES, form_from_hyper, hyper_from_form
+from adapters.shape.suggest import suggest_equalizer
+from adapters.shape.variants import Hyper, Variant, auto_schedule, load_sweep, safe_name
+from adapters.train.dataspec import start_run
+from adapters.train.plan import (
+    Plan,
+    check_run_size,
+    check_variant,
+    extend_run,
+    human_count,
+    human_seconds,
+    plan_variant,
+)
+from adapters.train.runfolder import RunFolder
+from adapters.train.runs import request_cancel, run_status
+from adapters.train.training import resolve_equalizer
 from evals.recall import recall_line
-from adapters.training import resolve_equalizer
-from adapters.variants import DEFAULT_BANDS, Hyper, Variant, auto_schedule, load_sweep, safe_name
 from playground import gpu
 from playground.bounded import bounded
 from playground.guard import handler, public_message
@@ -30,8 +38,7 @@ from playground.jobs import limit_line
 from playground.plots import cell_at, equalizer_image, loss_curves
 from playground.sessions import Session
 from playground.shared import Shared
-from playground.tab_data import receive, session_dataset, session_spec
-from playground.tab_model import current
+from playground.workspace import current, receive, session_dataset, session_spec
 
 # What a variant will be comes first (schedule, size), where the eye lands; the rest as given after.
 GIVEN = tuple(f.name for f in FIELDS + SWITCHES if not f.auto)  # as given; the auto ones show their plan
@@ -53,7 +60,7 @@ def grid_frame(eq: Equalizer) -> pd.DataFrame:
 
 def variants_frame(shared: Shared, state: Session) -> pd.DataFrame:
     """The session's listed variants: each one's schedule and size for the data (once a file is
-    validated: `adapters.plan`), then the values as given."""
+    validated: `adapters.train.plan`), then the values as given."""
     rows, speed = train_rows(shared, state), measured_speed(shared, state)
     loaded = current(shared, state).model if state.variants else None
     listed = []
@@ -227,8 +234,7 @@ def add_variant(shared: Shared, vname, vrank, vlr, vsteps, vbatch, state: Sessio
     """One variant: the current equalizer plus the form's hyperparameters (`MORE` in order after
     the first four; missing ones keep their defaults)."""
     limits = shared.limits
-    if len(state.variants) >= limits.variants:
-        raise LoraEqError(f"{limits.variants} variants is the limit for one run: train these, then add more")
+    check_run_size(len(state.variants), 1, limits, "the list")
     vname = check_text("variant name", vname, 100)
     values = dict(zip(FIRST, (vrank, vlr, vsteps, vbatch))) | dict(zip(MORE, more))
     hyper = hyper_from_form(values, limits)
@@ -248,28 +254,15 @@ def add_sweep(shared: Shared, file, state: Session):
     if source.suffix.lower() not in SWEEP_SUFFIXES:
         raise LoraEqError(f"{source.name}: a sweep file ends in {', '.join(SWEEP_SUFFIXES)}")
     variants = bounded(load_sweep, receive(shared, state, source), limits=shared.limits, what=f"reading {source.name}")
-    if len(state.variants) + len(variants) > shared.limits.variants:
-        raise LoraEqError(f"{len(variants)} variants in {source.name} + {len(state.variants)} listed: "
-                          f"{shared.limits.variants} is the limit for one run")
+    check_run_size(len(state.variants), len(variants), shared.limits, f"the list with {source.name}")
     loaded = current(shared, state)
     taken = {v["name"] for v in state.variants}
     for v in variants:
-        check_variant(loaded, v, train_rows(shared, state) or 1, shared.limits)
+        check_variant(loaded.model, v, train_rows(shared, state) or 1, shared.limits)
         v.name = safe_name(v.name, taken)
         taken.add(v.name)
     state.variants = [*state.variants, *(v.to_json() for v in variants)]
     return variants_frame(shared, state), state
-
-
-def check_variant(loaded, variant: Variant, rows: int, limits, longest: int | None = None) -> None:
-    """A variant within the limits on this base: hyperparameters, ranks per place, training memory."""
-    hyper = variant.scheduled(rows)[0].hyper
-    check_hyper(hyper, limits)
-    eq = resolve_equalizer(loaded.model, variant)[0]
-    check_ranks(loaded.analysis.cells, eq, hyper.rank)
-    estimate = training_memory(loaded.analysis.cells, eq, hyper, loaded.model.memory_bytes,
-                               loaded.model.model.config, longest)
-    check_training_memory(estimate, limits)
 
 
 def clear_variants(state: Session):
@@ -296,7 +289,7 @@ def start_training(shared: Shared, state: Session):
     variants = [Variant.from_json(v) for v in state.variants]  # the auto schedule resolves in the run
     longest = max(ds.token_counts(), default=None)
     for v in variants:
-        check_variant(loaded, v, spec.train_rows(ds), shared.limits, longest)
+        check_variant(loaded.model, v, spec.train_rows(ds), shared.limits, longest)
     name, run_dir = shared.area.new_run(state)
     try:
         start_run(run_dir, spec, variants, model=state.model or shared.default_model,
@@ -344,14 +337,7 @@ def continue_run(shared: Shared, name, state: Session):
     folder = RunFolder.open(run)
     if state.variants:
         loaded = shared.registry.get(folder.model, folder.precision)
-        variants = [Variant.from_json(v) for v in state.variants]
-        rows = folder.data.get("train_rows") or 1
-        for v in variants:
-            check_variant(loaded, v, rows, shared.limits)
-        if len(folder.variants) + len(variants) > shared.limits.variants:
-            raise LoraEqError(f"{run.name} would hold {len(folder.variants) + len(variants)} variants: "
-                              f"{shared.limits.variants} is the limit for one run")
-        add_variants(run, with_mix(variants, DataSpec.from_json(folder.data["spec"]).mix))
+        extend_run(run, [Variant.from_json(v) for v in state.variants], loaded.model, shared.limits)
         state.variants = []
     elif all(v.finished for v in folder.variants):
         raise LoraEqError(f"{run.name}: every variant is finished; add variants above to train more")

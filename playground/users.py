@@ -1,5 +1,5 @@
 """Who may log in to the web app, and how often they may try: `--auth USER:PASS`, or a users file
-(`--auth @FILE`, `--users FILE`: adapters/userfile.py reads it), whether Hugging Face OAuth is on
+(`--auth @FILE`, `--users FILE`: adapters/files/userfile.py reads it), whether Hugging Face OAuth is on
 (a Space with `hf_oauth: true`), and the slowing of password guessing.
 
 `LoginThrottle` is the policy: after `Limits.login_failures` wrong passwords in a row for one user
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from adapters.errors import LoraEqError
+from adapters.files.userfile import Users, parse_user_line, read_users_file
 from adapters.limits import Limits
-from adapters.userfile import Users, parse_user_line, read_users_file
 
 __all__ = ["LoginThrottle", "Users", "oauth_enabled", "parse_auth", "read_users_file"]
 

@@ -79,14 +79,14 @@ def cache_home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def real_model():
     """The embedded SmolLM2-135M-Instruct in full precision, loaded once per session."""
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     return load_model(None, "fp32")
 
 
 @pytest.fixture(scope="session")
 def real_model_nf4():
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     return load_model(None, "nf4")
 

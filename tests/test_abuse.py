@@ -24,13 +24,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from test_security import _client, _error, _free_port, _rss, _serve, _wait_until, app, owner  # noqa: F401
 
 from adapters.limits import Limits
 from playground.app import build_app, launch_settings, login_check, make_shared
 from playground.jobs import JobQueue, _start_time
 from playground.sessions import Session
 from playground.storage import Keep
-from test_security import _client, _error, _free_port, _rss, _serve, _wait_until, app, owner  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 EVIL = r"^([\s\S]|[\s\S])+(?=[\x00])"  # two identical branches: 2^n ways to fail, no literal to check first
@@ -317,7 +317,7 @@ def test_workers_die_with_the_server_and_a_new_server_stops_leftovers(app, owner
 
     # A worker left behind (started outside any server that still lives) is stopped by the next one.
     dead = _dead_pid()
-    leftover = subprocess.Popen([sys.executable, "-m", "adapters.cli", "evalset", str(owner["run"]), "--set",
+    leftover = subprocess.Popen([sys.executable, "-m", "loraeq", "evalset", str(owner["run"]), "--set",
                                  "heldout", "--json"], cwd=REPO, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers = tmp_path / "workers"
@@ -350,7 +350,7 @@ def guarded(tmp_path_factory):
     """An app with logins from a users file (scrypt lines) and a 3 s first lockout."""
     from conftest import write_tiny_model
 
-    from adapters.userfile import add_user
+    from adapters.files.userfile import add_user
     from playground.users import parse_auth
 
     root = tmp_path_factory.mktemp("logins")
@@ -433,7 +433,7 @@ HOSTILE = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", '=H
 def test_every_csv_the_project_writes_shows_formulas_as_text(tmp_path):
     """Each CSV writer of the project, given cells that start like formulas; and no CSV is written
     anywhere else (a source scan)."""
-    from adapters.runs import RUN_FILE
+    from adapters.train.runs import RUN_FILE
     from evals.arena import BattleStore
     from evals.matrix import cells_csv, summary_csv
     from evals.votes import VoteStore
@@ -464,7 +464,7 @@ def test_every_csv_the_project_writes_shows_formulas_as_text(tmp_path):
             text = source.read_text(encoding="utf-8")
             if any(s in text for s in ("csv.writer(", "csv.DictWriter(", ".to_csv(")):
                 writers.append(source.relative_to(REPO).as_posix())
-    assert writers == ["adapters/csvfile.py"], writers
+    assert writers == ["adapters/files/csvfile.py"], writers
 
 
 def test_every_user_file_states_the_row_limit(tmp_path, monkeypatch):
@@ -472,8 +472,8 @@ def test_every_user_file_states_the_row_limit(tmp_path, monkeypatch):
     LORAEQ_LIMIT_ROWS=3: four rows are refused, naming the limit."""
     from adapters.data import load_dataset
     from adapters.errors import LoraEqError
-    from adapters.userfile import read_users_file
-    from adapters.variants import load_sweep
+    from adapters.files.userfile import read_users_file
+    from adapters.shape.variants import load_sweep
     from evals.evalset import load_evalset
 
     monkeypatch.setenv("LORAEQ_LIMIT_ROWS", "3")

@@ -7,16 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from adapters.analysis import (
-    dense_weight,
-    layer_bands,
-    short_role_names,
-    tuning_map,
-    weight_stats,
-)
-from adapters.errors import LoraEqError
 from conftest import tiny_causal_lm
+
+from adapters.base.analysis import dense_weight, short_role_names, tuning_map, weight_stats
+from adapters.base.bands import layer_bands
+from adapters.errors import LoraEqError
 
 LLAMA_ROLES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FAMILIES = {
@@ -147,7 +142,7 @@ def test_numbered_sub_modules_share_a_cell_within_their_layer():
             super().__init__()
             self.layers = torch.nn.ModuleList([Block() for _ in range(2)])
 
-    from adapters.analysis import _measure
+    from adapters.base.analysis import _measure
 
     model = Model()
     with torch.no_grad():

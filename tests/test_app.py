@@ -9,9 +9,9 @@ import urllib.request
 import pytest
 
 from playground.app import build_app, launch_settings, make_shared, parse_args
-from playground.users import parse_auth
 from playground.plots import analysis_heatmap, cell_at, equalizer_image
 from playground.tab_model import cells_table, model_summary
+from playground.users import parse_auth
 
 
 def _free_port() -> int:
@@ -60,7 +60,7 @@ def test_heatmap_shows_every_layer_and_role(shared):
 
 
 def test_equalizer_clicks_map_back_to_cells(shared):
-    from adapters.equalizer import preset
+    from adapters.shape.equalizer import preset
 
     analysis = shared.registry.get(shared.default_model, "fp32").analysis
     eq = preset("uniform", analysis.roles, [[0], [1]])
@@ -114,7 +114,7 @@ def test_two_sessions_keep_their_uploads_apart(served, shared, tmp_path):
 def _wait_for_finished_variant(run_root, timeout: float = 240.0) -> None:
     import time
 
-    from adapters.runs import run_status
+    from adapters.train.runs import run_status
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -162,8 +162,9 @@ def test_spaces_settings_are_honoured(monkeypatch):
 
 def test_requirements_match_the_package_dependencies():
     """Spaces installs requirements.txt: it must name every runtime dependency of pyproject.toml."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[1]
     deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
@@ -181,8 +182,8 @@ def test_a_mapped_csv_trains_from_the_web_app_and_its_web_and_cli_votes_share_on
 
     from gradio_client import Client, handle_file
 
-    from adapters.cli.main import main
     from evals.votes import VoteStore
+    from loraeq.main import main
 
     data = tmp_path / "theirs.csv"
     with data.open("w", newline="") as f:

@@ -11,7 +11,6 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from adapters.conversation import Conversation
 from adapters.errors import LoraEqError
 from evals.arena import CENTER, SCALE, BattleRound, BattleStore, draw_pair, rank
 
@@ -87,6 +86,7 @@ def test_both_bad_is_its_own_outcome_kept_out_of_ties_and_the_fit():
 
 def test_battles_are_stored_beside_the_votes_and_an_old_database_keeps_its_votes(tmp_path):
     from test_votes import run_dir as make_run
+
     from evals.votes import VoteStore
 
     run = make_run.__wrapped__(tmp_path)
@@ -123,7 +123,7 @@ def test_cli_prints_the_ranking_as_json_and_csv(tmp_path, capsys):
 
     from test_votes import run_dir as make_run
 
-    from adapters.cli.main import main
+    from loraeq.main import main
 
     run = make_run.__wrapped__(tmp_path)
     store = BattleStore(run)

@@ -1,4 +1,4 @@
-"""The packed decode attention of models loaded by LoRA EQ (adapters/attention.py)."""
+"""The packed decode attention of models loaded by LoRA EQ (adapters/base/attention.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-
-from adapters.attention import PACKED, packed_gqa_attention
-from adapters.fastpath import PACKED_ATTENTION
-from adapters.loading import load_model
 from conftest import fast_path, tiny_causal_lm, tiny_tokenizer
+
+from adapters.base.attention import PACKED, packed_gqa_attention
+from adapters.base.loading import load_model
+from adapters.fastpath import PACKED_ATTENTION
 
 pytestmark = fast_path(PACKED_ATTENTION)
 
@@ -52,7 +52,7 @@ def test_packed_attention_agrees_with_transformers_sdpa(dtype, masked):
 
 
 def test_a_loaded_model_decodes_through_it_and_saves_no_trace_of_it(gqa_model_dir, tmp_path, monkeypatch):
-    import adapters.attention as attention
+    import adapters.base.attention as attention
 
     base = load_model(str(gqa_model_dir), "fp32")
     assert base.model.config._attn_implementation == PACKED

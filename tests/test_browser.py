@@ -190,8 +190,8 @@ def _check_against_the_engine(runs: Path, turns: list[str], shown: dict, tokens:
     """Each column's replies in the page are the engine's greedy answers to that column's own
     history, token for token, made as the page makes them (one batched call per turn), and the
     second differs from the answer without the first turn."""
-    from adapters.decoding import Sampling
-    from adapters.engine import CompareEngine
+    from adapters.infer.decoding import Sampling
+    from adapters.infer.engine import CompareEngine
 
     engine = CompareEngine.from_run(next(runs.glob("*/run-*")))
     greedy = Sampling(max_new_tokens=96)  # the form's default

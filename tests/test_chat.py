@@ -5,16 +5,15 @@ column limit, and the served app's chat and battle endpoints (a tiny seeded Llam
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
-
-from adapters.conversation import Conversation, conversation_key, respond, trim_to_context
-from adapters.decoding import Sampling
-from adapters.engine import BASE, Column, CompareEngine
-from adapters.errors import LoraEqError
 from test_app import _wait_for_finished_variant, served, shared  # noqa: F401 (fixtures)
 from test_engine import tiny_run  # noqa: F401 (fixture)
+
+from adapters.errors import LoraEqError
+from adapters.infer.conversation import Conversation, conversation_key, respond, trim_to_context
+from adapters.infer.decoding import Sampling
+from adapters.infer.engine import BASE_COLUMN, Column, CompareEngine
 
 GREEDY = Sampling(max_new_tokens=6)
 
@@ -94,7 +93,7 @@ def engine(tiny_run):  # noqa: F811
 
 
 def _columns():
-    return [Column(BASE), Column("uniform"), Column("early")]
+    return [Column(BASE_COLUMN), Column("uniform"), Column("early")]
 
 
 def test_a_second_turn_answers_from_each_columns_own_history(engine):
@@ -104,7 +103,7 @@ def test_a_second_turn_answers_from_each_columns_own_history(engine):
     conv.ask("w3 w4 ?")
     *_, turn = respond(engine, conv, _columns(), GREEDY)
     assert all(r.done and r.dropped_turns == 0 for r in turn.replies.values())
-    assert turn.replies[BASE].tokens == GREEDY.max_new_tokens
+    assert turn.replies[BASE_COLUMN].tokens == GREEDY.max_new_tokens
     assert len({r.text for r in conv.turns[0].replies.values()}) > 1  # the columns answered differently
     for column in _columns():
         alone = engine.answer("w3 w4 ?", [column], history=conv.history(column.label, 1), sampling=GREEDY)[0]

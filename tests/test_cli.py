@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from adapters.cli.common import format_table
-from adapters.cli.main import main
+from loraeq.common import format_table
+from loraeq.main import main
 
 
 def _run(*args: str, env_cache=None) -> subprocess.CompletedProcess:
@@ -19,7 +19,7 @@ def _run(*args: str, env_cache=None) -> subprocess.CompletedProcess:
     if env_cache:
         env["LORAEQ_CACHE"] = str(env_cache)
     return subprocess.run(
-        [sys.executable, "-m", "adapters.cli", *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-m", "loraeq", *args], capture_output=True, text=True, env=env, timeout=600
     )
 
 
@@ -91,7 +91,7 @@ def _commands(parser=None, path=()):
     """Every (sub)command of `loraeq` as (argv prefix, its parser), walked from the parser itself."""
     import argparse
 
-    from adapters.cli.main import build_parser
+    from loraeq.main import build_parser
 
     parser = parser or build_parser()
     yield path, parser
@@ -191,8 +191,8 @@ def test_missing_values_and_files_are_one_line(tmp_path, capsys):
 
 
 def test_train_without_a_preset_trains_one_uniform_variant(tiny_model_dir, cache_home, tmp_path, capsys):
-    from adapters.equalizer import Equalizer
-    from adapters.runfolder import RunFolder
+    from adapters.shape.equalizer import Equalizer
+    from adapters.train.runfolder import RunFolder
 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"w{i} w{i + 1}", "completion": f"w{i + 2}"}) + "\n"
@@ -208,7 +208,7 @@ def test_train_without_a_preset_trains_one_uniform_variant(tiny_model_dir, cache
 
 
 def test_one_default_max_length(capsys):
-    from adapters.variants import Hyper
+    from adapters.shape.variants import Hyper
 
     for command in (["train"], ["data", "inspect"]):
         with pytest.raises(SystemExit):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli.main import main
+from loraeq.main import main
 
 DATASETS = Path(__file__).resolve().parents[1] / "datasets"
 DOLLY = str(DATASETS / "dolly-15k-sample.jsonl")
@@ -24,7 +24,7 @@ def _json(capsys, argv: list[str]) -> tuple[int, dict]:
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "adapters.cli", *args], capture_output=True, text=True, env=dict(os.environ), timeout=300
+        [sys.executable, "-m", "loraeq", *args], capture_output=True, text=True, env=dict(os.environ), timeout=300
     )
 
 

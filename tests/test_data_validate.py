@@ -182,7 +182,7 @@ def test_lone_surrogate_escape_is_a_row_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm_tokenizer():
-    from adapters.loading import load_tokenizer
+    from adapters.base.loading import load_tokenizer
 
     return load_tokenizer()
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from adapters.decode_precision import copy_bytes, dequantize, four_bit_layers, plan
-from adapters.engine import BASE, CompareEngine
-from adapters.errors import LoraEqError
-from adapters.fastpath import FUSED_MIXER
-from adapters.loading import load_model
 from conftest import fast_path, tiny_causal_lm, tiny_tokenizer
 from test_engine import _random_adapters
+
+from adapters.base.loading import load_model
+from adapters.errors import LoraEqError
+from adapters.fastpath import FUSED_MIXER
+from adapters.infer.decode_precision import copy_bytes, dequantize, four_bit_layers, plan
+from adapters.infer.engine import CompareEngine
 
 MESSAGE = "w1 w2 w3"
 
@@ -33,7 +33,7 @@ def test_auto_on_a_cpu_keeps_the_nf4_weights_and_a_full_precision_base_is_never_
     assert (plan(full, "auto").precision, plan(full, "auto").copied) == ("fp32", False)
     with pytest.raises(LoraEqError, match="loaded in fp32, not 4-bit; load it in bf16"):
         plan(full, "bf16")
-    with pytest.raises(LoraEqError, match="decoding 'fast': choose one of auto, as-loaded"):
+    with pytest.raises(LoraEqError, match="decode precision 'fast': choose one of auto, as-loaded"):
         plan(nf4, "fast")
 
 
@@ -66,13 +66,13 @@ def test_the_copy_multiplies_by_the_weights_the_4bit_layers_use(tiny_folder):
 
 @fast_path(FUSED_MIXER)
 def test_the_engine_decodes_with_a_copy_when_asked_and_says_so(tiny_folder, tmp_path):
-    from adapters.decoding import Sampling
+    from adapters.infer.decoding import Sampling
 
     base = load_model(str(tiny_folder), "nf4")
     folders = _random_adapters(base, tmp_path, ["uniform"])
-    engine = CompareEngine(base, folders, decoding="bf16")
+    engine = CompareEngine(base, folders, decode_precision="bf16")
     try:
-        info = engine.info()["decoding"]
+        info = engine.info()["decode_precision"]
         assert info == {"precision": "bf16", "copy": True, "reason": info["reason"]} and "asked for" in info["reason"]
         assert not four_bit_layers(engine.model) and engine.backend == "fused"
         copied = {a.label: a.token_ids for a in engine.answer(MESSAGE, sampling=Sampling(max_new_tokens=6))}
@@ -80,7 +80,7 @@ def test_the_engine_decodes_with_a_copy_when_asked_and_says_so(tiny_folder, tmp_
         engine.close()
     nf4_engine = CompareEngine(load_model(str(tiny_folder), "nf4"), folders)
     try:
-        assert nf4_engine.info()["decoding"]["precision"] == "nf4" and four_bit_layers(nf4_engine.model)
+        assert nf4_engine.info()["decode_precision"]["precision"] == "nf4" and four_bit_layers(nf4_engine.model)
         nf4 = {a.label: a.token_ids for a in nf4_engine.answer(MESSAGE, sampling=Sampling(max_new_tokens=6))}
     finally:
         nf4_engine.close()
@@ -90,42 +90,43 @@ def test_the_engine_decodes_with_a_copy_when_asked_and_says_so(tiny_folder, tmp_
 def test_cli_and_compare_tab_choose_the_decoding_and_show_it(tmp_path, capsys, monkeypatch):
     import json
 
-    from adapters.cli.main import main
     from conftest import write_tiny_model
+    from test_outside_adapters import make_adapter
+
+    from loraeq.main import main
     from playground import tab_compare
     from playground.app import make_shared
     from playground.sessions import Session
-    from test_outside_adapters import make_adapter
 
     monkeypatch.setenv("LORAEQ_CACHE", str(tmp_path / "cache"))
     model = write_tiny_model(tmp_path / "tiny-llama")
     adapter = make_adapter(tmp_path / "plain-adapter")
     common = ["compare", "--model", str(model), "--adapter", f"plain={adapter}", "--prompt", MESSAGE,
               "--max-new-tokens", "4"]
-    assert main([*common, "--precision", "nf4", "--decoding", "bf16", "--json"]) == 0
-    decoding = json.loads(capsys.readouterr().out)["decoding"]
+    assert main([*common, "--precision", "nf4", "--decode-precision", "bf16", "--json"]) == 0
+    decoding = json.loads(capsys.readouterr().out)["decode_precision"]
     assert decoding["precision"] == "bf16" and decoding["copy"] and "asked for" in decoding["reason"]
     assert main([*common, "--precision", "nf4"]) == 0
     text = capsys.readouterr().out
     assert "(nf4, decoding with nf4: " in text and "decoding is bound by the bytes read" in text
-    assert main([*common, "--precision", "fp32", "--decoding", "bf16"]) == 2
+    assert main([*common, "--precision", "fp32", "--decode-precision", "bf16"]) == 2
     assert "loaded in fp32, not 4-bit" in capsys.readouterr().err
 
     shared = make_shared(str(model), "nf4", str(tmp_path / "runs"))
     state = Session(adapters={"plain": str(adapter)}, precision="nf4")
-    line, state = tab_compare.set_decoding(shared, "fp32", state)
-    assert state.decoding == "fp32" and "decoding with a fp32 copy of the NF4 base" in line
-    assert tab_compare.decoding_line(shared, state) == line  # the same engine, kept
-    with pytest.raises(LoraEqError, match="decoding 'fast'"):
-        tab_compare.set_decoding(shared, "fast", state)
-    assert state.decoding == "fp32"
+    line, state = tab_compare.set_decode_precision(shared, "fp32", state)
+    assert state.decode_precision == "fp32" and "decoding with a fp32 copy of the NF4 base" in line
+    assert tab_compare.decode_precision_line(shared, state) == line  # the same engine, kept
+    with pytest.raises(LoraEqError, match="decode precision 'fast'"):
+        tab_compare.set_decode_precision(shared, "fast", state)
+    assert state.decode_precision == "fp32"
     full = make_shared(str(model), "fp32", str(tmp_path / "runs-fp32"))
     other = Session(adapters={"plain": str(adapter)}, precision="fp32")
     with pytest.raises(LoraEqError, match="not 4-bit"):
-        tab_compare.set_decoding(full, "bf16", other)
-    assert other.decoding == "auto"  # a refused copy leaves the columns as they were
+        tab_compare.set_decode_precision(full, "bf16", other)
+    assert other.decode_precision == "auto"  # a refused copy leaves the columns as they were
     # No run, no adapter: the base alone is a column, and says what it decodes with.
-    assert tab_compare.decoding_line(shared, Session()).startswith("*decoding with ")
+    assert tab_compare.decode_precision_line(shared, Session()).startswith("*decoding with ")
 
 
 def test_engines_are_kept_per_decoding_and_without_a_run_per_base(monkeypatch):
@@ -150,7 +151,7 @@ def test_engines_are_kept_per_decoding_and_without_a_run_per_base(monkeypatch):
     assert engines.get(None, adapters, model=None, precision="nf4") is first
     assert engines.get(None, adapters, model=None, precision="fp32") is not first
     assert engines.get(None, adapters, model="other/model", precision="nf4") is not first
-    assert engines.get(None, adapters, model=None, precision="nf4", decoding="bf16") is not first
+    assert engines.get(None, adapters, model=None, precision="nf4", decode_precision="bf16") is not first
     run = engines.get("/runs/s/run-1", {}, model=None, precision="nf4")
     assert engines.get("/runs/s/run-1", {}, model="other/model", precision="fp32") is run
     assert len(built) == 5

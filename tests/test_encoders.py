@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from adapters.cli.main import main
 from adapters.errors import LoraEqError
+from loraeq.main import main
 
 FAMILIES = ("bert", "roberta", "deberta-v2")
 WORDS = [f"w{i}" for i in range(100)]
@@ -52,8 +52,8 @@ def digest(folder) -> str:
 
 
 def start(run_dir, data, model, variants=None, **spec):
-    from adapters.dataspec import DataSpec, start_run
-    from adapters.variants import Hyper, Variant
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.dataspec import DataSpec, start_run
 
     hyper = Hyper(max_steps=5, learning_rate=1e-2, batch_size=8)
     variants = variants or [Variant("uniform", "uniform", hyper), Variant("attn", "attention", hyper)]
@@ -64,7 +64,7 @@ def start(run_dir, data, model, variants=None, **spec):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A tiny BERT classification run: probe + 2 LoRA variants, 5 steps each."""
-    from adapters.classify import run_classification
+    from adapters.train.classify import run_classification
 
     root = tmp_path_factory.mktemp("enc-run")
     model = write_tiny_encoder(root / "bert")
@@ -78,12 +78,13 @@ def trained_run(tmp_path_factory):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_grid_and_seq_cls_config(family, tmp_path):
-    from adapters.analysis import layer_bands, tuning_map
-    from adapters.encoder import load_encoder
-    from adapters.equalizer import preset
-    from adapters.loading import ENCODER_KIND, model_kind
-    from adapters.classify import lora_config
-    from adapters.variants import Hyper, Variant
+    from adapters.base.analysis import tuning_map
+    from adapters.base.bands import layer_bands
+    from adapters.base.encoder import load_encoder
+    from adapters.base.loading import ENCODER_KIND, model_kind
+    from adapters.shape.equalizer import preset
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.classify import lora_config
 
     folder = write_tiny_encoder(tmp_path / family, family)
     assert model_kind(folder) == ENCODER_KIND
@@ -103,8 +104,8 @@ def test_grid_and_seq_cls_config(family, tmp_path):
 
 
 def test_the_head_is_seeded_and_the_same_for_every_load(tmp_path):
-    from adapters.classify import head_state
-    from adapters.encoder import load_encoder
+    from adapters.base.encoder import load_encoder
+    from adapters.train.classify import head_state
 
     folder = write_tiny_encoder(tmp_path / "bert")
     a, b = (head_state(load_encoder(str(folder), "fp32", ["x", "y"], seed=3).model) for _ in range(2))
@@ -116,10 +117,10 @@ def test_the_head_is_seeded_and_the_same_for_every_load(tmp_path):
 def test_five_steps_move_adapter_and_head_never_the_encoder(family, tmp_path):
     from safetensors.torch import load_file
 
-    from adapters.classify import head_state, train_lora, train_probe
+    from adapters.base.encoder import head_modules, load_encoder
     from adapters.data.classes import LabeledRow
-    from adapters.encoder import head_modules, load_encoder
-    from adapters.variants import Hyper, Variant
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.classify import head_state, train_lora, train_probe
 
     folder = write_tiny_encoder(tmp_path / family, family)
     files = digest(folder)
@@ -149,11 +150,11 @@ def test_five_steps_move_adapter_and_head_never_the_encoder(family, tmp_path):
 
 def test_nf4_encoder_trains_with_a_full_precision_head(tmp_path):
     pytest.importorskip("bitsandbytes")
-    from adapters.analysis import tuning_map
-    from adapters.classify import train_lora
+    from adapters.base.analysis import tuning_map
+    from adapters.base.encoder import load_encoder
     from adapters.data.classes import LabeledRow
-    from adapters.encoder import load_encoder
-    from adapters.variants import Hyper, Variant
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.classify import train_lora
 
     folder = write_tiny_encoder(tmp_path / "bert")
     base = load_encoder(str(folder), "nf4", ["a", "b"], device="cpu")
@@ -170,8 +171,8 @@ def test_nf4_encoder_trains_with_a_full_precision_head(tmp_path):
 
 
 def test_run_trains_probe_then_variants(trained_run):
-    from adapters.runfolder import RunFolder
-    from adapters.runs import run_status
+    from adapters.train.runfolder import RunFolder
+    from adapters.train.runs import run_status
 
     run_dir, _, results = trained_run
     assert [(r["name"], r["status"], r["steps"]) for r in results] == [("probe", "done", 5), ("uniform", "done", 5),
@@ -194,9 +195,9 @@ def test_classifier_columns_match_their_own_models(trained_run):
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from adapters.classify import Classifier, load_head, probabilities
+    from adapters.base.encoder import load_encoder
     from adapters.data.classes import LabeledRow
-    from adapters.encoder import load_encoder
+    from adapters.train.classify import Classifier, load_head, probabilities
 
     run_dir, model, _ = trained_run
     data = [LabeledRow("w1 w20 w30", "a"), LabeledRow("w3 w40", "c", "w2 w2")]
@@ -256,8 +257,8 @@ def test_classification_run_given_to_llm_commands_exits_2(trained_run, command, 
 
 
 def test_decoder_run_given_to_classify_exits_2(tmp_path, capsys):
-    from adapters.dataspec import DataSpec, start_run
-    from adapters.variants import Variant
+    from adapters.shape.variants import Variant
+    from adapters.train.dataspec import DataSpec, start_run
 
     start_run(tmp_path / "llm", DataSpec("datasets/fictional-facts.jsonl"), [Variant("u", "uniform")], model=None,
               precision="fp32")
@@ -323,8 +324,8 @@ def test_every_file_type_and_a_column_mapping(tmp_path):
 
 
 def test_dolly_sample_as_instruction_to_category():
-    from adapters.data.classes import load_classification
     from adapters.data import build_mixture, split_heldout
+    from adapters.data.classes import load_classification
 
     ds = load_classification("datasets/dolly-15k-sample.jsonl", {"instruction": "text", "category": "label"})
     assert ds.rows_valid == 160 and len(ds.categories()) == 8 and ds.categories()["creative_writing"] == 6
@@ -383,7 +384,7 @@ def test_app_shows_classify_for_an_encoder_and_runs_its_handlers(tmp_path, cache
     import time
 
     from adapters.limits import Limits
-    from adapters.runs import run_status
+    from adapters.train.runs import run_status
     from playground import tab_classify, tab_data, tab_train
     from playground.app import is_encoder, make_shared, tabs_for_kind
     from playground.sessions import Session
@@ -457,9 +458,9 @@ def test_train_cli_classification_run(tmp_path, capsys, monkeypatch):
 def test_merged_export_is_a_plain_classifier_with_the_variants_predictions(trained_run, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from adapters.classify import Classifier, probabilities
     from adapters.data.classes import LabeledRow
-    from adapters.export import export_adapter_zip, export_merged
+    from adapters.share.export import export_adapter_zip, export_merged
+    from adapters.train.classify import Classifier, probabilities
 
     run_dir, _, _ = trained_run
     out = export_merged(run_dir / "uniform", tmp_path / "merged")

@@ -13,15 +13,15 @@ import threading
 
 import pytest
 import torch
+from conftest import fast_path
 
-from adapters.decoding import Sampling, pick
-from adapters.engine import BASE, Column, CompareEngine, run_variants
-from adapters.equalizer import Equalizer
+from adapters.base.loading import load_model
+from adapters.base.tokenize import encode_prompt
 from adapters.errors import LoraEqError
 from adapters.fastpath import FUSED_MIXER
-from adapters.loading import load_model
-from adapters.tokenize import encode_prompt
-from conftest import fast_path
+from adapters.infer.decoding import Sampling, pick
+from adapters.infer.engine import BASE_COLUMN, Column, CompareEngine, run_variants
+from adapters.shape.equalizer import Equalizer
 
 GREEDY = Sampling(max_new_tokens=10)
 MESSAGE = "w1 w2 ?"
@@ -44,8 +44,8 @@ def tiny_run(tmp_path_factory):
     from conftest import write_tiny_model
 
     from adapters.data import load_dataset, split_heldout
-    from adapters.runs import create_run, data_info, run_queue
-    from adapters.variants import Hyper, Variant
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.runs import create_run, data_info, run_queue
 
     root = tmp_path_factory.mktemp("engine")
     with pytest.MonkeyPatch.context() as mp:
@@ -85,7 +85,7 @@ def _plain_peft_greedy(base, folders: dict, conversations: dict, stop_ids, n) ->
         ids = torch.tensor([encode_prompt(base.tokenizer, conversation)])
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
                       eos_token_id=sorted(stop_ids), pad_token_id=base.tokenizer.pad_token_id)
-        if label == BASE:
+        if label == BASE_COLUMN:
             with model.disable_adapter():
                 tokens = model.generate(**kwargs)[0, ids.shape[1]:].tolist()
         else:
@@ -107,7 +107,7 @@ def test_batched_greedy_is_token_identical_to_each_column_alone_and_to_plain_gen
     # Different histories per column: the prompts have different lengths, so the batch is left-padded.
     history = {"uniform": [{"role": "user", "content": "w3 ?"}, {"role": "assistant", "content": "w4 w5"}]}
     batched = engine.answer(MESSAGE, history=history, sampling=GREEDY)
-    assert [a.label for a in batched] == [BASE, "uniform", "early"]
+    assert [a.label for a in batched] == [BASE_COLUMN, "uniform", "early"]
     alone = [engine.answer(MESSAGE, [a.label], history=history, sampling=GREEDY)[0] for a in batched]
     assert _ids(batched) == _ids(alone)
 
@@ -117,7 +117,7 @@ def test_batched_greedy_is_token_identical_to_each_column_alone_and_to_plain_gen
     assert _ids(batched) == plain
     # Not vacuous: the trained variants answer differently from the base and from each other.
     ids = _ids(batched)
-    assert ids["uniform"] != ids[BASE] and ids["early"] != ids[BASE] and ids["uniform"] != ids["early"]
+    assert ids["uniform"] != ids[BASE_COLUMN] and ids["early"] != ids[BASE_COLUMN] and ids["uniform"] != ids["early"]
 
 
 def test_left_padding_keeps_absolute_positions_on_a_gpt2_with_conv1d_lora(tmp_path):
@@ -154,11 +154,11 @@ def test_fused_update_is_bit_identical_to_peft_one_adapter_forward(precision, tm
     """Layer by layer, each row of a fused batch equals PEFT's own `set_adapter` forward of that row,
     including the bf16 / NF4 casts (PEFT's own mixed batches do not manage that in bf16). A rank
     padded with zeros (early: rank 1 in layer 1 next to rank 8) is only required to be close."""
+    from conftest import tiny_causal_lm, tiny_tokenizer
     from peft import PeftModel
 
-    from adapters.live_eq import lora_layers
-    from adapters.mixing import gather_rows
-    from conftest import tiny_causal_lm, tiny_tokenizer
+    from adapters.infer.adapter_rows import gather_rows
+    from adapters.shape.live_eq import lora_layers
 
     folder = tmp_path / "tiny"
     tiny_causal_lm("llama", hidden_size=128, intermediate_size=256).save_pretrained(folder)
@@ -215,7 +215,7 @@ def test_peft_adapter_names_backend_gives_the_same_tokens_and_resets_its_scaled_
     try:
         assert peft_engine.backend == "peft" and engine.backend == "fused"
         unit = engine.unit_grid("uniform")
-        columns = [BASE, "uniform", "early", Column("uniform", scales=Equalizer.uniform(unit.roles, unit.bands, 0.5)),
+        columns = [BASE_COLUMN, "uniform", "early", Column("uniform", scales=Equalizer.uniform(unit.roles, unit.bands, 0.5)),
                    Column("uniform", scales=unit.with_cell(0, unit.roles[0], 2.0), name="uniform@q0")]
         before = _scalings(peft_engine)
         peft_ids = _ids(peft_engine.answer(MESSAGE, columns, sampling=GREEDY))
@@ -232,7 +232,7 @@ def test_peft_adapter_names_backend_gives_the_same_tokens_and_resets_its_scaled_
 
 def test_rows_that_stop_leave_the_batch_and_the_others_go_on_unchanged(engine):
     full = _ids(engine.answer(MESSAGE, sampling=GREEDY))
-    stop = full[BASE][2]  # the base's third token becomes an end-of-turn token
+    stop = full[BASE_COLUMN][2]  # the base's third token becomes an end-of-turn token
     saved = set(engine.stop_ids)
     engine.stop_ids = saved | {stop}
     try:
@@ -241,14 +241,14 @@ def test_rows_that_stop_leave_the_batch_and_the_others_go_on_unchanged(engine):
     finally:
         engine.stop_ids = saved
     by_label = {a.label: a for a in batched}
-    assert by_label[BASE].finish_reason == "stop" and by_label[BASE].token_ids == full[BASE][:2]
+    assert by_label[BASE_COLUMN].finish_reason == "stop" and by_label[BASE_COLUMN].token_ids == full[BASE_COLUMN][:2]
     assert stop not in sum((a.token_ids for a in batched), [])  # the stop token is not part of any answer
     assert max(a.tokens for a in batched) > 2  # some row kept going after the base left the batch
     assert _ids(batched) == _ids(alone)
 
 
 def test_max_new_tokens_ends_an_answer_with_reason_length(engine):
-    answers = engine.answer(MESSAGE, [BASE], sampling=Sampling(max_new_tokens=3))
+    answers = engine.answer(MESSAGE, [BASE_COLUMN], sampling=Sampling(max_new_tokens=3))
     assert answers[0].finish_reason == "length" and answers[0].tokens == 3
 
 
@@ -313,7 +313,7 @@ def test_an_abandoned_stream_releases_the_engine(engine):
     stream = iter(engine.stream(MESSAGE, sampling=GREEDY))
     next(stream)
     stream.close()  # what a web server does when the client goes away
-    assert engine.answer(MESSAGE, [BASE], sampling=Sampling(max_new_tokens=2))[0].tokens == 2
+    assert engine.answer(MESSAGE, [BASE_COLUMN], sampling=Sampling(max_new_tokens=2))[0].tokens == 2
 
 
 def test_two_threads_share_one_engine(engine):
@@ -338,7 +338,7 @@ def test_two_threads_share_one_engine(engine):
 
 
 def _scalings(engine) -> dict:
-    from adapters.live_eq import lora_layers
+    from adapters.shape.live_eq import lora_layers
 
     return {(name, key): value for name, m in lora_layers(engine.model) for key, value in m.scaling.items()}
 
@@ -348,10 +348,10 @@ def test_live_eq_all_zero_is_exactly_the_base_and_all_one_the_adapter(engine):
     assert unit.roles and all(v == 1.0 for row in unit.strengths for v in row)
     zero = Equalizer.uniform(unit.roles, unit.bands, 0.0)
     triple = Equalizer.uniform(unit.roles, unit.bands, 3.0)
-    columns = [BASE, "early", "uniform", Column("early", scales=zero, name="early@0"),
+    columns = [BASE_COLUMN, "early", "uniform", Column("early", scales=zero, name="early@0"),
                Column("early", scales=unit, name="early@1"), Column("uniform", scales=triple, name="uniform@3")]
     ids = _ids(engine.answer(MESSAGE, columns, sampling=GREEDY))
-    assert ids["early@0"] == ids[BASE] != ids["early"]
+    assert ids["early@0"] == ids[BASE_COLUMN] != ids["early"]
     assert ids["early@1"] == ids["early"]
     assert ids["uniform@3"] != ids["uniform"]  # the multiplier really reaches the layers
     alone = engine.answer(MESSAGE, ["early", "uniform"], sampling=GREEDY)
@@ -359,7 +359,7 @@ def test_live_eq_all_zero_is_exactly_the_base_and_all_one_the_adapter(engine):
 
 
 def test_adapter_scales_change_only_the_cells_layers_never_compound_and_reset_exactly(engine):
-    from adapters.live_eq import AdapterScales, CellMap, lora_layers
+    from adapters.shape.live_eq import AdapterScales, CellMap, lora_layers
 
     before = _scalings(engine)
     unit = engine.unit_grid("uniform")
@@ -395,7 +395,7 @@ def test_scale_grids_are_checked(engine):
     with pytest.raises(LoraEqError, match="no such roles"):
         engine.answer(MESSAGE, [Column("uniform", scales=Equalizer.uniform(["nope"], unit.bands, 1.0))])
     with pytest.raises(LoraEqError, match="no adapter to scale"):
-        Column(BASE, scales=unit)
+        Column(BASE_COLUMN, scales=unit)
 
 
 # ---- loading, errors, close ------------------------------------------------------------------------
@@ -420,7 +420,7 @@ def test_bad_requests_name_the_bad_value(engine, tiny_run):
         CompareEngine.from_run(tiny_run / "data")
     with pytest.raises(LoraEqError, match="reads at most 128"):
         engine.answer(MESSAGE, sampling=Sampling(max_new_tokens=200))
-    assert engine.answer(MESSAGE, [BASE], sampling=Sampling(max_new_tokens=2))[0].tokens == 2  # still usable
+    assert engine.answer(MESSAGE, [BASE_COLUMN], sampling=Sampling(max_new_tokens=2))[0].tokens == 2  # still usable
 
 
 def test_only_the_chosen_variants_are_loaded_and_close_gives_the_base_back(tiny_run):
@@ -430,7 +430,7 @@ def test_only_the_chosen_variants_are_loaded_and_close_gives_the_base_back(tiny_
     assert alone.variants == [] and alone.answer(MESSAGE, sampling=GREEDY)[0].tokens > 0
     alone.close()
     eng = CompareEngine.from_run(tiny_run, variants=["early"])
-    assert eng.variants == ["early"] and [c.label for c in eng.columns()] == [BASE, "early"]
+    assert eng.variants == ["early"] and [c.label for c in eng.columns()] == [BASE_COLUMN, "early"]
     untouched = load_model(str(eng.base.folder), "fp32").model.state_dict()
     eng.close()
     assert not any(isinstance(m, LoraLayer) for m in eng.base.model.modules())
@@ -439,7 +439,7 @@ def test_only_the_chosen_variants_are_loaded_and_close_gives_the_base_back(tiny_
 
 
 def test_the_kv_cache_goes_by_the_keyword_the_models_forward_takes():
-    from adapters.mixing import cache_keyword
+    from adapters.infer.adapter_rows import cache_keyword
 
     class Renamed(torch.nn.Module):  # transformers releases that renamed it
         def forward(self, input_ids=None, cache=None, use_cache=None):
@@ -458,12 +458,12 @@ def test_the_kv_cache_goes_by_the_keyword_the_models_forward_takes():
 def test_compare_scores_every_column_with_the_real_embedder(engine):
     from evals.scores import compare
 
-    base_text = engine.answer(MESSAGE, [BASE], sampling=GREEDY)[0].text
+    base_text = engine.answer(MESSAGE, [BASE_COLUMN], sampling=GREEDY)[0].text
     unit = engine.unit_grid("uniform")
     zero = Column("uniform", scales=Equalizer.uniform(unit.roles, unit.bands, 0.0))
-    result = compare(engine, MESSAGE, reference=base_text, columns=[BASE, "uniform", zero], sampling=GREEDY)
+    result = compare(engine, MESSAGE, reference=base_text, columns=[BASE_COLUMN, "uniform", zero], sampling=GREEDY)
     cols = {c.variant: c for c in result.columns}
-    assert cols[BASE].similarity_base is None and cols[BASE].similarity_reference == pytest.approx(1.0, abs=1e-5)
+    assert cols[BASE_COLUMN].similarity_base is None and cols[BASE_COLUMN].similarity_reference == pytest.approx(1.0, abs=1e-5)
     assert cols["uniform@eq"].text == base_text and cols["uniform@eq"].similarity_base == pytest.approx(1.0, abs=1e-5)
     assert cols["uniform"].similarity_base < 0.999 and -1 <= cols["uniform"].similarity_reference < 0.999
     assert cols["uniform@eq"].settings["scales"]["strengths"][0][0] == 0.0
@@ -472,14 +472,14 @@ def test_compare_scores_every_column_with_the_real_embedder(engine):
 
 @fast_path(FUSED_MIXER)
 def test_cli_compare_vote_and_leaderboard(tiny_run, capsys, tmp_path):
-    from adapters.cli.main import main
+    from loraeq.main import main
 
     code = main(["compare", str(tiny_run), "--prompt", MESSAGE, "--reference", "w1 w2", "--variants", "uniform",
                  "--scale", "uniform=0", "--max-new-tokens", "6", "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     columns = out["columns"]
-    assert [c["variant"] for c in columns] == [BASE, "uniform", "uniform@eq"]
+    assert [c["variant"] for c in columns] == [BASE_COLUMN, "uniform", "uniform@eq"]
     for c in columns:
         assert {"variant", "text", "similarity_reference", "similarity_base", "tokens", "seconds"} <= set(c)
     assert columns[2]["text"] == columns[0]["text"] != columns[1]["text"]
@@ -494,7 +494,7 @@ def test_cli_compare_vote_and_leaderboard(tiny_run, capsys, tmp_path):
     csv_path = tmp_path / "board.csv"
     assert main(["leaderboard", str(tiny_run), "--csv", str(csv_path), "--json"]) == 0
     board = json.loads(capsys.readouterr().out)["leaderboard"]
-    assert [(r["variant"], r["votes"], r["passes"]) for r in board] == [("uniform", 3, 2), (BASE, 1, 0)]
+    assert [(r["variant"], r["votes"], r["passes"]) for r in board] == [("uniform", 3, 2), (BASE_COLUMN, 1, 0)]
     assert csv_path.read_text().splitlines()[0].startswith("variant,fingerprint,votes")
     assert main(["vote", str(tiny_run), "--prompt", MESSAGE, "--variant", "ghost", "--verdict", "pass"]) == 2
     assert "ghost" in capsys.readouterr().err
@@ -504,8 +504,8 @@ def test_a_vote_on_one_answer_from_the_web_app_and_from_loraeq_vote_is_one_key_a
                                                                                           tmp_path):
     import shutil
 
-    from adapters.cli.main import main
     from evals.votes import VoteStore, answer_settings
+    from loraeq.main import main
 
     run = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("votes.sqlite*"))
     flags = ["--max-new-tokens", "6", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3"]
@@ -515,7 +515,7 @@ def test_a_vote_on_one_answer_from_the_web_app_and_from_loraeq_vote_is_one_key_a
     # The Compare tab: the engine's stream, then one answer_settings call per answer.
     sampling = Sampling(max_new_tokens=6, temperature=0.8, top_p=0.9, seed=3)
     unit = engine.unit_grid("uniform")
-    stream = engine.stream(MESSAGE, [Column(BASE), Column("uniform"),
+    stream = engine.stream(MESSAGE, [Column(BASE_COLUMN), Column("uniform"),
                                      Column("uniform", scales=Equalizer.uniform(unit.roles, unit.bands, 0.5))],
                            sampling=sampling)
     for _ in stream:
@@ -528,7 +528,7 @@ def test_a_vote_on_one_answer_from_the_web_app_and_from_loraeq_vote_is_one_key_a
         assert main(["vote", str(run), "--prompt", MESSAGE, "--variant", column["variant"], "--verdict", "pass",
                      "--settings", json.dumps(column["settings"]), "--voter", "ana", "--json"]) == 0
     votes = store.votes()
-    assert [(v.variant, v.verdict) for v in votes] == [(BASE, "pass"), ("uniform", "pass"), ("uniform@eq", "pass")]
+    assert [(v.variant, v.verdict) for v in votes] == [(BASE_COLUMN, "pass"), ("uniform", "pass"), ("uniform@eq", "pass")]
     assert votes[2].settings["scales"]["strengths"][0][0] == 0.5 and votes[1].settings["seed"] is not None
 
 
@@ -539,8 +539,9 @@ def _random_adapters(base, root, presets, std=0.05) -> dict:
     """PEFT adapters shaped by equalizer presets, with random non-zero B (A is PEFT's seeded init)."""
     from peft import get_peft_model
 
-    from adapters.analysis import layer_bands, tuning_map
-    from adapters.equalizer import compile_lora_config, preset
+    from adapters.base.analysis import tuning_map
+    from adapters.base.bands import layer_bands
+    from adapters.shape.equalizer import compile_lora_config, preset
 
     tmap = tuning_map(base.model)
     folders = {}
@@ -570,19 +571,19 @@ def test_real_model_batched_greedy_equals_plain_generate_and_live_eq_bounds(prec
     try:
         unit = engine.unit_grid("uniform")
         zero = Equalizer.uniform(unit.roles, unit.bands, 0.0)
-        columns = [BASE, "uniform", "attention", Column("uniform", scales=zero, name="uniform@0"),
+        columns = [BASE_COLUMN, "uniform", "attention", Column("uniform", scales=zero, name="uniform@0"),
                    Column("uniform", scales=unit, name="uniform@1")]
         message = "Write one sentence about autumn."
         sampling = Sampling(max_new_tokens=16)
         answers = _ids(engine.answer(message, columns, sampling=sampling))
         conversation = [{"role": "user", "content": message}]
-        plain = _plain_peft_greedy(load_model(None, precision), folders, {k: conversation for k in (BASE, *folders)},
+        plain = _plain_peft_greedy(load_model(None, precision), folders, {k: conversation for k in (BASE_COLUMN, *folders)},
                                    engine.stop_ids, sampling.max_new_tokens)
         assert {k: answers[k] for k in plain} == plain
-        assert answers["uniform"] != answers[BASE] and answers["attention"] != answers[BASE]
-        assert answers["uniform@0"] == answers[BASE] and answers["uniform@1"] == answers["uniform"]
+        assert answers["uniform"] != answers[BASE_COLUMN] and answers["attention"] != answers[BASE_COLUMN]
+        assert answers["uniform@0"] == answers[BASE_COLUMN] and answers["uniform@1"] == answers["uniform"]
         assert engine.backend == "fused"
-        again = _ids(engine.answer(message, [BASE, "uniform"], sampling=sampling))  # nothing drifted in between
-        assert again == {BASE: answers[BASE], "uniform": answers["uniform"]}
+        again = _ids(engine.answer(message, [BASE_COLUMN, "uniform"], sampling=sampling))  # nothing drifted in between
+        assert again == {BASE_COLUMN: answers[BASE_COLUMN], "uniform": answers["uniform"]}
     finally:
         engine.close()

@@ -8,10 +8,13 @@ import warnings
 
 import pytest
 import torch
+from conftest import tiny_causal_lm
 from peft import LoraConfig, get_peft_model
 
-from adapters.analysis import TuningMap, TuningPoint, layer_bands, tuning_map
-from adapters.equalizer import (
+from adapters.base.analysis import TuningMap, TuningPoint, tuning_map
+from adapters.base.bands import layer_bands
+from adapters.errors import LoraEqError
+from adapters.shape.equalizer import (
     PRESETS,
     Equalizer,
     cell_rank_alpha,
@@ -21,8 +24,6 @@ from adapters.equalizer import (
     role_families,
     verify_lora_config,
 )
-from adapters.errors import LoraEqError
-from conftest import tiny_causal_lm
 
 LLAMA_ROLES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2_ROLES = ["c_attn", "c_proj", "c_fc", "mlp.c_proj"]

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from test_engine import engine, tiny_run  # noqa: F401  (module fixtures: a run with two trained variants)
 
-from adapters.cli.main import main
-from adapters.decoding import Sampling
-from adapters.engine import conversation
+from adapters.infer.decoding import Sampling
+from adapters.infer.engine import conversation
 from evals.evalrun import run_evalset
 from evals.evalset import load_evalset
 from evals.matrix import EvalFolder, apply_votes, evalset_dir, summarize
 from evals.votes import VoteStore
+from loraeq.main import main
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = ["w1 w2 ?", "w3 ?", "w4 w5 w6 w7 w8 ?", "hello", "w9 w10 w11 ?"]

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from adapters.errors import LoraEqError
-from adapters.export import fold_scales
+from adapters.share.export import fold_scales
 from tests.conftest import tiny_causal_lm
 
 IDS = torch.tensor([[4, 120, 7, 9, 5, 4, 121, 33, 60]])
@@ -121,10 +121,10 @@ def test_cli_and_export_tab_export_a_trained_variant_vllm_safe(tmp_path, tiny_mo
     trained with a non-uniform equalizer."""
     from peft import PeftModel
 
-    from adapters.cli.main import main
     from adapters.data import load_dataset, split_heldout
-    from adapters.runs import create_run, data_info, run_queue
-    from adapters.variants import Hyper, Variant
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.runs import create_run, data_info, run_queue
+    from loraeq.main import main
 
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"w{i} w{i + 3} ?"},
@@ -185,8 +185,8 @@ def _fact_rows(path, n: int = 24):
 
 def _trained_run(tmp_path, model: str | None, base=None, precision: str = "fp32"):
     from adapters.data import load_dataset, split_heldout
-    from adapters.runs import create_run, data_info, run_queue
-    from adapters.variants import Hyper, Variant
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.runs import create_run, data_info, run_queue
 
     data = _fact_rows(tmp_path / "data.jsonl")
     dataset = load_dataset(data)
@@ -218,9 +218,9 @@ def test_an_export_of_the_embedded_model_names_its_hub_id(tmp_path, real_model, 
     Hub id, never the cache folder PEFT saved, in the zip and in the vLLM-safe copy."""
     import zipfile
 
+    from adapters.base.models import EMBEDDED_HUB_ID
     from adapters.cache import cache_dir
-    from adapters.cli.main import main
-    from adapters.models import EMBEDDED_HUB_ID
+    from loraeq.main import main
 
     run = _trained_run(tmp_path, None, base=real_model)
     saved = json.loads((run / "v" / "adapter_config.json").read_text())["base_model_name_or_path"]
@@ -244,7 +244,7 @@ def test_an_export_loads_anywhere_by_the_users_path_and_its_card_carries_the_res
     import os
     import zipfile
 
-    from adapters.cli.main import main
+    from loraeq.main import main
 
     run = _trained_run(tmp_path, str(tiny_model_dir))
     assert main(["eval", str(run), "--json"]) == 0

@@ -11,14 +11,22 @@ import logging
 
 import pytest
 import torch
+from conftest import fast_path, tiny_causal_lm, write_tiny_model
 from peft import LoraConfig, get_peft_model
 
 from adapters import fastpath, lora_train, packed4bit
 from adapters.errors import LoraEqError
-from adapters.fastpath import (FUSED_MIXER, LORA_TRAIN, NAMES, PACKED4BIT, Patch, off_reason, plain_lora_reason,
-                               switched_on)
-from adapters.mixing import FusedMixer, PeftMixer, fusable, fused_or_peft
-from conftest import fast_path, tiny_causal_lm, write_tiny_model
+from adapters.fastpath import (
+    FUSED_MIXER,
+    LORA_TRAIN,
+    NAMES,
+    PACKED4BIT,
+    Patch,
+    off_reason,
+    plain_lora_reason,
+    switched_on,
+)
+from adapters.infer.adapter_rows import FusedMixer, PeftMixer, fusable, fused_or_peft
 
 
 @pytest.fixture
@@ -43,7 +51,7 @@ def test_the_switch_turns_all_some_or_none_on_and_refuses_an_unknown_name(monkey
 
 
 def test_the_commands_that_report_the_fast_paths_exist():
-    from adapters.cli.main import REPORT_FAST_PATHS, build_parser
+    from loraeq.main import REPORT_FAST_PATHS, build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices
     assert set(REPORT_FAST_PATHS) == {"train", "compare", "evalset", "eval"} <= set(commands)
@@ -133,7 +141,7 @@ def test_an_untested_release_runs_the_librarys_own_path_with_one_logged_line(mon
 def test_the_4bit_call_steps_aside_when_bitsandbytes_hands_back_its_stub(tmp_path, monkeypatch):
     from bitsandbytes.backends.cpu import ops
 
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     folder = write_tiny_model(tmp_path / "tiny")
     base = load_model(str(folder), "nf4")
@@ -179,14 +187,14 @@ def _write_rows(path, n=40):
 
 
 def _cli(capsys, argv: list[str]) -> dict:
-    from adapters.cli.main import main
+    from loraeq.main import main
 
     assert main([*argv, "--json"]) == 0, capsys.readouterr().err
     return json.loads(capsys.readouterr().out)
 
 
 def _losses(run) -> list[float]:
-    from adapters.runfolder import read_log
+    from adapters.train.runfolder import read_log
 
     (log,) = run.glob("*/train_log.jsonl")
     return [r["loss"] for r in read_log(log) if "loss" in r]

@@ -1,5 +1,7 @@
 """The shape of the code, read from its imports (AST, nothing is imported): no cycles, no gradio in
-the core, and only the CLI package of `adapters` reaches into `evals`.
+the core or the CLI, `adapters/` by stage (a stage imports only earlier stages and the shared modules
+at its root), `evals/` above `adapters/`, and the CLI (`loraeq/`) and the web app (`playground/`)
+above both, never imported by them.
 
 Every `import` and `from ... import` counts, at module level or inside a function: a lazy import
 only moves a cycle to run time. `from pkg import name` points at the submodule `pkg.name` when
@@ -14,8 +16,15 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("adapters", "evals", "playground", "app.py")
-CORE = ("adapters", "evals")  # never import gradio
+SOURCES = ("adapters", "evals", "loraeq", "playground", "app.py")
+CORE = ("adapters", "evals", "loraeq")  # never import gradio
+# The stages of `adapters/`, in data-flow order: a module imports only its own and earlier stages,
+# and the shared modules at the package's root (which import no stage).
+STAGES = ("files", "base", "data", "shape", "train", "share", "infer")
+# Which top-level packages each may import (besides itself): the layers above the core. The web app
+# may run the CLI in its own process (on ZeroGPU, where a subprocess gets no GPU).
+LAYERS = {"adapters": set(), "evals": {"adapters"}, "loraeq": {"adapters", "evals"},
+          "playground": {"adapters", "evals", "loraeq"}, "app": {"playground", "adapters"}}
 
 
 def module_files(root: Path, sources=SOURCES) -> dict[str, Path]:
@@ -112,58 +121,92 @@ def _path_within(graph: dict[str, set[str]], group: set[str]) -> list[str]:
         seen.add(step)
 
 
+def stage_of(name: str) -> int | None:
+    """A module's place in `adapters/`'s order: -1 for the shared root modules, None outside."""
+    parts = name.split(".")
+    if parts[0] != "adapters":
+        return None
+    if len(parts) > 2 or (len(parts) == 2 and parts[1] in STAGES):
+        return STAGES.index(parts[1]) if parts[1] in STAGES else None
+    return -1
+
+
 def violations(root: Path, sources=SOURCES) -> list[str]:
     graph, tops = import_graph(root, sources)
     found = [f"import cycle: {' -> '.join(c)}" for c in cycles(graph)]
     for name, names in sorted(tops.items()):
-        if name.split(".")[0] in CORE and "gradio" in names:
+        top = name.split(".")[0]
+        if top in CORE and "gradio" in names:
             found.append(f"{name} imports gradio (the core never does)")
-        in_cli = name == "adapters.cli" or name.startswith("adapters.cli.")
-        if name.split(".")[0] == "adapters" and not in_cli and "evals" in names:
-            found.append(f"{name} imports evals (only adapters/cli/ may)")
+        allowed = LAYERS.get(top, set())
+        for other in sorted(names & set(LAYERS) - allowed - {top}):
+            found.append(f"{name} imports {other} (a layer above it)")
+    for name, edges in sorted(graph.items()):
+        mine = stage_of(name)
+        for target in sorted(edges):
+            theirs = stage_of(target)
+            if mine is not None and theirs is not None and theirs > mine:
+                where = STAGES[theirs]
+                found.append(f"{name} imports {target} (stage {where} comes after "
+                             f"{STAGES[mine] if mine >= 0 else 'the shared root'})")
     return found
 
 
-def test_the_project_has_no_import_cycle_no_gradio_in_the_core_and_no_evals_below_the_cli():
+def test_the_project_has_no_import_cycle_no_gradio_in_the_core_and_its_stages_in_order():
     graph, _ = import_graph(ROOT)
-    assert {"adapters.cli.main", "adapters.runfolder", "evals.votes", "playground.tab_compare", "app"} <= set(graph)
-    assert "adapters.cli.common" in graph["adapters.cli.data"] and "adapters.runfolder" in graph["evals.votes"]
+    assert {"loraeq.main", "adapters.train.runfolder", "evals.votes", "playground.tab_compare", "app"} <= set(graph)
+    assert "loraeq.common" in graph["loraeq.data"] and "adapters.train.runfolder" in graph["evals.votes"]
+    assert {stage_of(n) for n in graph} >= set(range(-1, len(STAGES))) | {None}  # every stage has modules
+    loose = [n for n in graph if stage_of(n) == -1 and n != "adapters" and not n.startswith("adapters.data")]
+    assert len(loose) <= 5, loose  # a few shared modules at the root, the rest by stage
     found = violations(ROOT)
     assert not found, "\n".join(found)
 
 
-def test_the_checks_catch_a_cycle_a_core_gradio_import_and_evals_below_the_cli(tmp_path):
+def test_the_checks_catch_a_cycle_gradio_a_layer_upside_down_and_a_stage_out_of_order(tmp_path):
     def write(rel: str, text: str) -> None:
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
     write("adapters/__init__.py", "")
-    write("adapters/a.py", "from .b import thing\n")
-    write("adapters/b.py", "def thing():\n    from adapters import c\n")  # a lazy import still counts
-    write("adapters/c.py", "import adapters.a\nimport os, gradio as gr\n")
-    write("adapters/cli/__init__.py", "")
-    write("adapters/cli/main.py", "from evals import votes\n")  # allowed: the CLI package
-    write("adapters/cli_d.py", "from evals.votes import VoteStore\n")  # beside the CLI package, not in it
+    write("adapters/errors.py", "")
+    write("adapters/base/__init__.py", "")
+    write("adapters/base/a.py", "from .b import thing\nfrom adapters.errors import E\n")
+    write("adapters/base/b.py", "def thing():\n    from adapters.base import c\n")  # a lazy import still counts
+    write("adapters/base/c.py", "import adapters.base.a\nimport os, gradio as gr\n")
+    write("adapters/train/__init__.py", "")
+    write("adapters/train/run.py", "from adapters.base.a import thing\n")  # an earlier stage: fine
+    write("adapters/shape/__init__.py", "")
+    write("adapters/shape/eq.py", "from adapters.train.run import thing\n")  # a later stage
+    write("adapters/limits.py", "from adapters.shape import eq\n")  # the root imports no stage
+    write("loraeq/__init__.py", "")
+    write("loraeq/main.py", "from evals import votes\nfrom adapters.train import run\n")  # the CLI: above both
+    write("adapters/data/__init__.py", "from evals.votes import VoteStore\n")  # the core reaching up
     write("evals/__init__.py", "")
     write("evals/votes.py", "import os, sqlite3\n")
     write("playground/__init__.py", "import gradio\n")  # allowed: the UI
     write("app.py", "from playground import x\n")
     found = violations(tmp_path)
     assert found == [
-        "import cycle: adapters.a -> adapters.b -> adapters.c -> adapters.a",
-        "adapters.c imports gradio (the core never does)",
-        "adapters.cli_d imports evals (only adapters/cli/ may)",
+        "import cycle: adapters.base.a -> adapters.base.b -> adapters.base.c -> adapters.base.a",
+        "adapters.base.c imports gradio (the core never does)",
+        "adapters.data imports evals (a layer above it)",
+        "adapters.limits imports adapters.shape (stage shape comes after the shared root)",
+        "adapters.limits imports adapters.shape.eq (stage shape comes after the shared root)",
+        "adapters.shape.eq imports adapters.train.run (stage train comes after shape)",
     ], found
-    write("evals/votes.py", "from adapters.cli import main\n")  # the module main, through its package
-    assert "import cycle: adapters.cli.main -> evals.votes -> adapters.cli.main" in violations(tmp_path)
+    write("evals/votes.py", "from loraeq import main\n")  # the module main, through its package
+    found = violations(tmp_path)
+    assert "evals.votes imports loraeq (a layer above it)" in found
+    assert "import cycle: evals.votes -> loraeq.main -> evals.votes" in found
 
 
 def test_reading_runs_and_votes_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, adapters.runfolder, adapters.runs, evals.votes; "
+    code = ("import sys, adapters.train.runfolder, adapters.train.runs, evals.votes; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

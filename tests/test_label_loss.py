@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import fast_path, tiny_causal_lm
 from peft import LoraConfig, get_peft_model
 
-import adapters.label_loss as label_loss
+import adapters.train.label_loss as label_loss
+from adapters.base.tokenize import IGNORE
 from adapters.fastpath import LABEL_LOSS
-from adapters.label_loss import label_only_loss, label_only_reason
-from adapters.tokenize import IGNORE
-from conftest import fast_path, tiny_causal_lm
+from adapters.train.label_loss import label_only_loss, label_only_reason
 
 pytestmark = fast_path(LABEL_LOSS)
 
@@ -81,10 +81,11 @@ def test_models_whose_logits_are_more_than_the_head_keep_their_own_loss():
 
 
 def test_training_follows_the_same_loss_curve_as_the_models_own_loss(tmp_path, cache_home, monkeypatch):
-    from adapters.loading import load_model
-    from adapters.training import read_log, train_variant
-    from adapters.variants import Hyper, Variant
     from conftest import tiny_tokenizer
+
+    from adapters.base.loading import load_model
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.training import read_log, train_variant
 
     folder = tmp_path / "tiny"
     tiny_causal_lm("llama", initializer_range=0.3).save_pretrained(folder)

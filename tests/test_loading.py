@@ -6,13 +6,13 @@ import hashlib
 
 import pytest
 import torch
-
-from adapters import loading
-from adapters.analysis import analyze_loaded
-from adapters.errors import LoraEqError
-from adapters.loading import choose_precision, load_model
-from adapters.models import fingerprint, resolve_source
 from conftest import tiny_causal_lm, tiny_tokenizer
+
+from adapters.base import loading
+from adapters.base.analysis import analyze_loaded
+from adapters.base.loading import choose_precision, load_model
+from adapters.base.models import fingerprint, resolve_source
+from adapters.errors import LoraEqError
 
 
 def _digest(folder):

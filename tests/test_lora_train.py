@@ -1,4 +1,4 @@
-"""LoRA's training function (adapters/lora_train.py): the same outputs and gradients as PEFT's layer
+"""LoRA's training function (adapters/train/lora_train.py): the same outputs and gradients as PEFT's layer
 without dropout (fp32, bf16 autocast, NF4), the exact gradient of its formula with a mask, a mask
 that drops at the asked rate and replays from torch's seed, and PEFT's forward where it is not plain."""
 
@@ -8,11 +8,11 @@ import copy
 
 import pytest
 import torch
+from conftest import fast_path, tiny_causal_lm
 from peft import LoraConfig, get_peft_model
 
-from adapters import lora_train
 from adapters.fastpath import LORA_TRAIN, plain_lora_reason
-from conftest import fast_path, tiny_causal_lm
+from adapters.train import lora_train
 
 pytestmark = fast_path(LORA_TRAIN)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

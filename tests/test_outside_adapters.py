@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapters.decoding import Sampling
-from adapters.engine import BASE, CompareEngine
+from adapters.base.tokenize import encode_prompt
 from adapters.errors import LoraEqError
-from adapters.outside import AdapterSpec, check_adapter, check_name, extract_zip, resolve
-from adapters.tokenize import encode_prompt
+from adapters.infer.decoding import Sampling
+from adapters.infer.engine import BASE_COLUMN, CompareEngine
+from adapters.share.adapter_sources import AdapterSpec, check_adapter, check_name, extract_zip, resolve
 
 MESSAGE = "w1 w2 ?"
 N = 10
@@ -73,8 +73,8 @@ def _plain_generate(model_dir: Path, adapter: Path | None, precision: str = "fp3
     """Greedy tokens of plain transformers + PeftModel on a fresh base (no LoRA EQ engine)."""
     from peft import PeftModel
 
-    from adapters.engine import stop_token_ids
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
+    from adapters.infer.engine import stop_token_ids
 
     base = load_model(str(model_dir), precision)
     stops = stop_token_ids(base.tokenizer, base.model)
@@ -88,11 +88,11 @@ def _plain_generate(model_dir: Path, adapter: Path | None, precision: str = "fp3
 
 @pytest.fixture(scope="module")
 def plain_tokens(files):
-    return {BASE: _plain_generate(files["model"], None), "plain": _plain_generate(files["model"], files["adapter"])}
+    return {BASE_COLUMN: _plain_generate(files["model"], None), "plain": _plain_generate(files["model"], files["adapter"])}
 
 
 def _cli(args: list[str], capsys) -> tuple[int, str, str]:
-    from adapters.cli.main import main
+    from loraeq.main import main
 
     code = main(args)
     captured = capsys.readouterr()
@@ -128,18 +128,18 @@ def test_engine_greedy_equals_plain_peft_generate_in_either_backend(files, plain
     finally:
         engine.close()
     assert answers == plain_tokens
-    assert answers["plain"] != answers[BASE]  # not vacuous: the adapter changes the answer
+    assert answers["plain"] != answers[BASE_COLUMN]  # not vacuous: the adapter changes the answer
 
 
 def test_cli_compare_with_the_adapter_as_a_folder_and_no_run(files, plain_tokens, capsys):
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     code, out, err = _cli(["compare", "--model", str(files["model"]), "--precision", "fp32",
                            "--adapter", f"plain={files['adapter']}", "--prompt", MESSAGE,
                            "--max-new-tokens", str(N), "--json"], capsys)
     assert code == 0, err
     data = json.loads(out)
-    assert [c["variant"] for c in data["columns"]] == [BASE, "plain"]
+    assert [c["variant"] for c in data["columns"]] == [BASE_COLUMN, "plain"]
     assert data["run_dir"] is None and data["adapters"] == {"plain": str(files["adapter"])}
     tokenizer = load_model(str(files["model"]), "fp32").tokenizer
     for c in data["columns"]:
@@ -151,7 +151,7 @@ def test_cli_compare_with_the_adapter_as_a_folder_and_no_run(files, plain_tokens
 def test_the_adapter_loads_and_answers_on_the_nf4_base(files):
     from peft import PeftModel
 
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     engine = CompareEngine.from_model(str(files["model"]), {"plain": files["adapter"]}, precision="nf4")
     try:
@@ -161,7 +161,7 @@ def test_the_adapter_loads_and_answers_on_the_nf4_base(files):
         answers = {a.label: a.token_ids for a in engine.answer(MESSAGE, sampling=GREEDY)}
     finally:
         engine.close()
-    assert answers["plain"] and answers["plain"] != answers[BASE]
+    assert answers["plain"] and answers["plain"] != answers[BASE_COLUMN]
     # The same tokens as plain PEFT on a fresh NF4 base.
     fresh = load_model(str(files["model"]), "nf4")
     peft_model = PeftModel.from_pretrained(fresh.model, files["adapter"])
@@ -177,7 +177,7 @@ def test_the_adapter_loads_and_answers_on_the_nf4_base(files):
 def test_names_are_short_safe_not_base_and_unique():
     assert AdapterSpec.parse("tone=org/adapter") == AdapterSpec("tone", "org/adapter")
     assert check_name("my-adapter.v2") == "my-adapter.v2"
-    for bad in ("", "base", "BASE", "../x", "a/b", "x" * 41, "-x", "x@eq", ".."):
+    for bad in ("", "base", "BASE_COLUMN", "../x", "a/b", "x" * 41, "-x", "x@eq", ".."):
         with pytest.raises(LoraEqError):
             check_name(bad)
     with pytest.raises(LoraEqError, match="already used"):
@@ -290,7 +290,7 @@ def test_a_small_zip_that_unpacks_over_the_limit_is_refused_before_writing(tmp_p
 
 
 def test_pickle_only_is_accepted_when_explicitly_allowed(files, bad):
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     base = load_model(str(files["model"]), "fp32")
     with pytest.raises(LoraEqError, match="pickled"):
@@ -299,7 +299,7 @@ def test_pickle_only_is_accepted_when_explicitly_allowed(files, bad):
 
 
 def test_a_different_base_name_with_fitting_shapes_is_a_warning(files, tmp_path):
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     folder = shutil.copytree(files["adapter"], tmp_path / "named")
     config = json.loads((folder / "adapter_config.json").read_text())
@@ -327,7 +327,7 @@ def test_a_hub_id_offline_loads_from_a_local_hub_cache_and_a_missing_one_is_a_cl
                            "--adapter", "hub=hub:someone/tiny-adapter", "--prompt", MESSAGE, "--max-new-tokens", "4",
                            "--json"], capsys)
     assert code == 0, err
-    assert [c["variant"] for c in json.loads(out)["columns"]] == [BASE, "hub"]
+    assert [c["variant"] for c in json.loads(out)["columns"]] == [BASE_COLUMN, "hub"]
     code, out, err = _cli(["compare", "--model", str(files["model"]), "--adapter", "x=someone/not-cached",
                            "--prompt", MESSAGE], capsys)
     assert code == 2 and "offline" in err and err.count("\n") == 1
@@ -340,7 +340,7 @@ def test_chat_keeps_a_history_per_column_and_obeys_its_commands(files, plain_tok
     script = "\n".join([MESSAGE, "/regen", "w3 ?", "/system w5 w6", "/reset", "/bogus", MESSAGE, "/quit",
                         "never read"]) + "\n"
     proc = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "chat", "--model", str(files["model"]), "--precision", "fp32",
+        [sys.executable, "-m", "loraeq", "chat", "--model", str(files["model"]), "--precision", "fp32",
          "--adapter", f"plain={files['adapter']}", "--max-new-tokens", str(N), "--layout", "stacked"],
         input=script, capture_output=True, text=True, cwd=ROOT, timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -358,20 +358,20 @@ def test_chat_keeps_a_history_per_column_and_obeys_its_commands(files, plain_tok
 
 
 def test_chat_histories_grow_per_column_and_reset(files):
-    from adapters.chat import Chat
+    from adapters.infer.chat import Chat
 
     engine = CompareEngine.from_model(str(files["model"]), {"plain": files["adapter"]}, precision="fp32")
     try:
         chat = Chat(engine, engine.columns(), GREEDY)
         list(chat.send(MESSAGE))
         assert [m["role"] for m in chat.histories["plain"]] == ["user", "assistant"]
-        assert chat.histories["plain"][1]["content"] != chat.histories[BASE][1]["content"]
+        assert chat.histories["plain"][1]["content"] != chat.histories[BASE_COLUMN][1]["content"]
         second = {}
         for d in chat.send("w3 ?"):
             second[d.label] = second.get(d.label, "") + d.text
         # Each column heard its own first answer: the second turn equals asking with that column's history.
         alone = engine.answer("w3 ?", ["plain"], history=chat.histories["plain"][:2], sampling=GREEDY)[0]
-        assert second["plain"] == alone.text and len(chat.histories[BASE]) == 4
+        assert second["plain"] == alone.text and len(chat.histories[BASE_COLUMN]) == 4
         before = {k: list(v) for k, v in chat.histories.items()}
         stream = chat.regen()
         next(stream)
@@ -380,7 +380,7 @@ def test_chat_histories_grow_per_column_and_reset(files):
         regenerated = "".join(d.text for d in chat.regen() if d.label == "plain")
         assert regenerated == second["plain"] and chat.histories == before  # greedy: the same answer again
         chat.reset()
-        assert chat.histories == {BASE: [], "plain": []}
+        assert chat.histories == {BASE_COLUMN: [], "plain": []}
         with pytest.raises(LoraEqError, match="nothing to regenerate"):
             list(chat.regen())
     finally:
@@ -438,7 +438,7 @@ def test_app_takes_an_uploaded_zip_answers_like_plain_peft_and_refuses_bad_adapt
                                                                                      served, tmp_path):
     from gradio_client import Client, handle_file
 
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     shared, url = served
     client = Client(url, verbose=False)
@@ -452,7 +452,7 @@ def test_app_takes_an_uploaded_zip_answers_like_plain_peft_and_refuses_bad_adapt
 
     tokenizer = load_model(str(files["model"]), "fp32").tokenizer
     expected = {k: tokenizer.decode(v, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-                for k, v in {BASE: plain_tokens[BASE], "plain": plain_tokens["plain"]}.items()}
+                for k, v in {BASE_COLUMN: plain_tokens[BASE_COLUMN], "plain": plain_tokens["plain"]}.items()}
     assert _ask(client) == expected
 
     cases = {case: (bad[case] if str(bad[case]).endswith(".zip") else _zip_folder(bad[case], tmp_path / f"{case}.zip"))
@@ -505,8 +505,8 @@ def test_server_folders_only_under_the_operators_roots_and_names_checked(files, 
 def tiny_run(files):
     """A run of the tiny model with one finished variant ('mine', 2 steps)."""
     from adapters.data import load_dataset, split_heldout
-    from adapters.runs import create_run, data_info, run_queue
-    from adapters.variants import Hyper, Variant
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.runs import create_run, data_info, run_queue
 
     data = files["root"] / "data.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"w{i} ?"},
@@ -529,7 +529,7 @@ def test_an_outside_adapter_next_to_a_run_answers_gets_votes_and_runs_an_eval_se
                            "--json"], capsys)
     assert code == 0, err
     columns = {c["variant"]: c for c in json.loads(out)["columns"]}
-    assert list(columns) == [BASE, "mine", "plain", "again"]
+    assert list(columns) == [BASE_COLUMN, "mine", "plain", "again"]
     assert columns["again"]["text"] == columns["mine"]["text"]  # the run's variant taken as a source
     code, out, _ = _cli(["compare", "--model", str(files["model"]), "--precision", "fp32", "--adapter",
                          f"plain={files['adapter']}", "--prompt", MESSAGE, "--max-new-tokens", str(N), "--json"],
@@ -552,7 +552,7 @@ def test_an_outside_adapter_next_to_a_run_answers_gets_votes_and_runs_an_eval_se
                            "--adapter", f"plain={files['adapter']}", "--max-new-tokens", "4", "--json"], capsys)
     assert code == 0, err
     summary = json.loads(out)
-    assert [c["name"] for c in summary["columns"]] == [BASE, "plain"] and summary["cells"] == 4
+    assert [c["name"] for c in summary["columns"]] == [BASE_COLUMN, "plain"] and summary["cells"] == 4
 
     code, _, err = _cli(["compare", str(tiny_run), "--adapter", f"mine={files['adapter']}", "--prompt", MESSAGE],
                         capsys)
@@ -574,7 +574,7 @@ def test_an_outside_adapter_exports_as_a_zip_and_merged(files, plain_tokens, cap
     code, _, err = _cli(["export", str(files["adapter"]), "--merged", "--base", str(files["model"]),
                          "--out", str(tmp_path / "m")], capsys)
     assert code == 0, err
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     tokenizer = load_model(str(files["model"]), "fp32").tokenizer
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
@@ -604,7 +604,7 @@ def test_the_app_offers_added_adapters_to_eval_sets_and_export(files, served, mo
 
 
 def test_columns_side_by_side_fit_the_width_and_wrap():
-    from adapters.cli.chat import render_turn
+    from loraeq.chat import render_turn
 
     text = render_turn(["base", "tone"], ["one two three four five six seven eight", "short"], "side", 40)
     lines = text.splitlines()

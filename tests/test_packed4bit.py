@@ -7,12 +7,12 @@ import weakref
 
 import pytest
 import torch
-
-from adapters.fastpath import PACKED4BIT
-from adapters.loading import load_model
-from adapters.mixing import FusedMixer, PeftMixer
-from adapters.packed4bit import _Kernel, direct_forward
 from conftest import fast_path, tiny_causal_lm, tiny_tokenizer
+
+from adapters.base.loading import load_model
+from adapters.fastpath import PACKED4BIT
+from adapters.infer.adapter_rows import FusedMixer, PeftMixer
+from adapters.infer.packed4bit import _Kernel, direct_forward
 
 pytestmark = fast_path(PACKED4BIT)
 
@@ -69,7 +69,7 @@ def test_a_direct_call_that_differed_would_be_dropped_for_the_layers_own(tmp_pat
     layer = _layers(base.model)[1]
     if not getattr(layer.weight.quant_state, "packing_format_for_cpu", False):
         pytest.skip("this CPU has no packed 4-bit kernel")
-    monkeypatch.setattr("adapters.packed4bit._checked", weakref.WeakKeyDictionary())
+    monkeypatch.setattr("adapters.infer.packed4bit._checked", weakref.WeakKeyDictionary())
     monkeypatch.setattr(_Kernel, "_call", lambda self, x: torch.zeros(*x.shape[:-1], self.n, dtype=torch.bfloat16))
     direct = direct_forward(layer)
     x = torch.randn(2, 1, layer.in_features).to(torch.bfloat16)

@@ -1,4 +1,4 @@
-"""What a variant will be before it trains (adapters/plan.py): its size counted from the compiled
+"""What a variant will be before it trains (adapters/train/plan.py): its size counted from the compiled
 LoraConfig matches what PEFT builds, a grid far from the uniform preset's size is flagged, and the
 schedule is the auto schedule's and the Trainer's."""
 
@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.equalizer import Equalizer, compile_lora_config, preset
-from adapters.plan import adapter_size, plan_variant
-from adapters.training import planned_steps
-from adapters.variants import Hyper, Variant
+from adapters.shape.equalizer import Equalizer, compile_lora_config, preset
+from adapters.shape.variants import Hyper, Variant
+from adapters.train.plan import adapter_size, plan_variant
+from adapters.train.training import planned_steps
 from tests.conftest import tiny_causal_lm
 
 
 @pytest.fixture
 def base(tiny_model_dir, cache_home):
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     return load_model(str(tiny_model_dir), "fp32")
 
@@ -23,7 +23,7 @@ def base(tiny_model_dir, cache_home):
 def _peft_trainable(base, eq, rank):
     from peft import get_peft_model
 
-    from adapters.analysis import tuning_map
+    from adapters.base.analysis import tuning_map
 
     config = compile_lora_config(eq, tuning_map(base.model), rank=rank, alpha=16)
     model = get_peft_model(tiny_causal_lm("llama"), config)
@@ -31,7 +31,8 @@ def _peft_trainable(base, eq, rank):
 
 
 def test_the_size_is_what_peft_builds_and_a_far_grid_is_flagged(base):
-    from adapters.analysis import layer_bands, tuning_map
+    from adapters.base.analysis import tuning_map
+    from adapters.base.bands import layer_bands
 
     tmap = tuning_map(base.model)
     flat = preset("uniform", tmap, layer_bands(tmap.layers, 2))

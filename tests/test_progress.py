@@ -9,12 +9,12 @@ import json
 import numpy as np
 from test_engine import engine, tiny_run  # noqa: F401  (module fixtures: a run with two trained variants)
 
-from adapters.cli.main import main
-from adapters.decoding import Sampling
+from adapters.infer.decoding import Sampling
 from evals.evalrun import run_evalset, starting
 from evals.evalset import load_evalset
 from evals.matrix import PROGRESS, EvalFolder
 from evals.progress import PROGRESS_FILE, STAGES, proof_status
+from loraeq.main import main
 from playground.tab_evalsets import progress_line
 
 

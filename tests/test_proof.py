@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from adapters.cli.main import main
+from adapters.base.loading import load_model
+from adapters.base.tokenize import IGNORE, encode_chat
 from adapters.data import load_dataset, split_heldout
 from adapters.errors import LoraEqError
-from adapters.loading import load_model
-from adapters.runs import create_run, data_info, run_queue
-from adapters.tokenize import IGNORE, encode_chat
-from adapters.variants import Hyper, Variant
-from evals.adapter_set import BASE, load_adapter_set, release
-from evals.losses import plan_batches, score
+from adapters.infer.adapter_rows import BASE_ROW
+from adapters.shape.variants import Hyper, Variant
+from adapters.train.runs import create_run, data_info, run_queue
+from evals.adapter_set import load_adapter_set, release
 from evals.answers import greedy_generate
+from evals.losses import plan_batches, score
 from evals.proof import evaluate_run
 from evals.verdict import Evidence, Matches, Paired, Thresholds, UserChecks, decide
+from loraeq.main import main
 
 JSON_KEYS = {"name", "verdict", "heldout_loss_base", "heldout_loss", "similarity_base", "similarity", "diff_ci",
              "p_value", "kl_to_base"}
@@ -138,11 +139,11 @@ def test_losses_match_a_plain_forward_and_batching(tiny_run):
     encoded = [encode_chat(base.tokenizer, c) for c in convs]
     adapters = load_adapter_set(base, {"hard": tiny_run / "hard"})
     try:
-        scores, moved = score(adapters, encoded, [BASE, "v0"], divergence=True)
+        scores, moved = score(adapters, encoded, [BASE_ROW, "v0"], divergence=True)
     finally:
         release(adapters)
     merged = PeftModel.from_pretrained(load_model(spec, "fp32").model, str(tiny_run / "hard")).merge_and_unload()
-    for model, key in ((base.model, BASE), (merged, "v0")):
+    for model, key in ((base.model, BASE_ROW), (merged, "v0")):
         for i, e in enumerate(encoded[:5]):
             ids, labels = torch.tensor([e.input_ids]), torch.tensor([e.labels])
             with torch.no_grad():
@@ -166,9 +167,9 @@ def test_greedy_generate_answers_each_adapter_as_if_alone(tiny_run):
     adapters = load_adapter_set(base, {"zero": tiny_run / "zero", "hard": tiny_run / "hard"})
     prompts = [[{"role": "user", "content": f"w{i} w{i + 1} ?"}] for i in range(4)]
     try:
-        mixed = greedy_generate(adapters, prompts * 3, [BASE] * 4 + ["v0"] * 4 + ["v1"] * 4, max_new_tokens=6)
+        mixed = greedy_generate(adapters, prompts * 3, [BASE_ROW] * 4 + ["v0"] * 4 + ["v1"] * 4, max_new_tokens=6)
         alone = greedy_generate(adapters, prompts, ["v1"] * 4, max_new_tokens=6, batch_size=1)
-        base_alone = greedy_generate(adapters, prompts[::-1], [BASE] * 4, max_new_tokens=6)[::-1]
+        base_alone = greedy_generate(adapters, prompts[::-1], [BASE_ROW] * 4, max_new_tokens=6)[::-1]
     finally:
         release(adapters)
     assert mixed[:4] == mixed[4:8]  # the 0-step adapter answers like the base
@@ -186,7 +187,7 @@ def test_injected_generate_is_used(tiny_run):
 
     report = evaluate_run(tiny_run, generate=fake, write=False, limit=6)
     # The held-out questions for every model, then each variant's own training questions.
-    assert calls == [([BASE, "v0", "v1"], 18), (["v0", "v1"], 12)]
+    assert calls == [([BASE_ROW, "v0", "v1"], 18), (["v0", "v1"], 12)]
     assert report.base_answers == [r.prompt[-1]["content"] for r in report.rows]
     assert len(report.rows) == 6
     assert [v.evidence.train_facts[1] for v in report.variants] == [6, 6]
@@ -350,11 +351,9 @@ def test_paired_and_thresholds_check_their_values():
 
 
 def test_each_variant_answers_its_own_training_questions_and_the_count_is_kept(tiny_run):
-    from adapters.runfolder import RunFolder
-    from evals.recall import Recall, advice, longer_schedule, record, train_recall
-
-    from adapters.runs import run_split
-    from evals.recall import questions, train_sample
+    from adapters.train.runfolder import RunFolder
+    from adapters.train.runs import run_split
+    from evals.recall import Recall, advice, longer_schedule, questions, record, train_recall, train_sample
 
     base = load_model(RunFolder.open(tiny_run).model, "fp32")
     recalls = train_recall(tiny_run, base, size=12)

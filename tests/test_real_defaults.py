@@ -22,13 +22,13 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from adapters.cli.main import main
+from adapters.base.loading import load_model
 from adapters.data.synthetic import catalog_probes, invented_catalog, invented_facts
-from adapters.dataspec import DataSpec, start_run
-from adapters.loading import load_model
-from adapters.runs import add_variants, run_queue, run_split
-from adapters.variants import Hyper, Variant
+from adapters.shape.variants import Hyper, Variant
+from adapters.train.dataspec import DataSpec, start_run
+from adapters.train.runs import add_variants, run_queue, run_split
 from evals.proof import evaluate_run
+from loraeq.main import main
 
 pytestmark = pytest.mark.integration
 

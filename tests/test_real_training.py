@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapters.cli.main import main
+from loraeq.main import main
 
 pytestmark = pytest.mark.integration
 

@@ -15,13 +15,13 @@ import zipfile
 import pytest
 import torch
 
+from adapters.base.loading import load_model
 from adapters.data import load_dataset, split_heldout
 from adapters.errors import LoraEqError
-from adapters.export import export_adapter_zip, export_merged
-from adapters.loading import load_model
-from adapters.runs import create_run, data_info, request_cancel, run_queue, run_status
-from adapters.training import read_log
-from adapters.variants import Hyper, Variant
+from adapters.shape.variants import Hyper, Variant
+from adapters.share.export import export_adapter_zip, export_merged
+from adapters.train.runs import create_run, data_info, request_cancel, run_queue, run_status
+from adapters.train.training import read_log
 
 
 def _write_data(path, n=40):
@@ -107,7 +107,7 @@ def test_kill_9_then_resume(tmp_path, tiny_model_dir, cache_home):
         {"name": "second", "equalizer": "mlp", "hyper": {"max_steps": 90, "batch_size": 2, "save_steps": 10}},
     ]))
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "adapters.cli", "train", "--data", str(data), "--sweep", str(sweep),
+    cmd = [sys.executable, "-m", "loraeq", "train", "--data", str(data), "--sweep", str(sweep),
            "--out", str(run), "--model", str(tiny_model_dir), "--precision", "fp32", "--bands", "2", "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300
@@ -126,7 +126,7 @@ def test_kill_9_then_resume(tmp_path, tiny_model_dir, cache_home):
     first_adapter = _sha(run / "first" / "adapter_model.safetensors")
     first_metrics = (run / "first" / "metrics.json").read_text()
 
-    again = subprocess.run([sys.executable, "-m", "adapters.cli", "train", "--resume", str(run), "--json"],
+    again = subprocess.run([sys.executable, "-m", "loraeq", "train", "--resume", str(run), "--json"],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     out = json.loads(again.stdout)
@@ -174,8 +174,8 @@ def test_model_card_front_matter_and_its_use_snippet_runs(tiny_run, tmp_path):
 
     import yaml
 
-    from adapters.export import model_card, split_front_matter
-    from adapters.models import EMBEDDED_HUB_ID, ModelSource
+    from adapters.base.models import EMBEDDED_HUB_ID, ModelSource
+    from adapters.share.export import model_card, split_front_matter
 
     run = tiny_run([Variant("v", "uniform", Hyper(max_steps=2, batch_size=4))])
     run_queue(run)
@@ -212,7 +212,7 @@ def test_the_train_command_runs_distributed(tmp_path, tiny_model_dir, cache_home
     data = _write_data(tmp_path / "data.jsonl")
     run = tmp_path / "run"
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "-m", "adapters.cli", "train", "--data", str(data), "--preset", "uniform",
+        [torchrun, "--nproc_per_node", "2", "-m", "loraeq", "train", "--data", str(data), "--preset", "uniform",
          "--out", str(run), "--model", str(tiny_model_dir), "--precision", "fp32", "--max-steps", "4", "--json"],
         capture_output=True, text=True, timeout=600,
     )

@@ -306,7 +306,7 @@ def test_tokens_are_signed_and_runs_resolve_only_inside_the_session(tmp_path):
     assert SessionArea(tmp_path / "runs").restore(Session(), token)  # the secret outlives a restart
     assert oct((tmp_path / "runs" / ".session-secret").stat().st_mode & 0o777) == "0o600"
     assert area.run_path(a) == path.resolve()
-    for bad in ("../" + a.id, "run-x", str(path), f"run-20260101-000000-abcdef"):
+    for bad in ("../" + a.id, "run-x", str(path), "run-20260101-000000-abcdef"):
         with pytest.raises(Exception):
             area.run_path(b, bad)
     assert area.new_run(a)[0] != name

@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from adapters.errors import LoraEqError
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea
 from playground.shared import ModelRegistry, Shared
-from playground.storage import GB, Janitor, Keep, plan_removals, anonymous_folders, runs_location, sweep
+from playground.storage import GB, Janitor, Keep, anonymous_folders, plan_removals, runs_location, sweep
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
@@ -148,8 +148,8 @@ def shared(tmp_path, cache_home):
 def _planned_run(shared: Shared, session: Session, model_dir, tmp_path, steps: int = 2) -> str:
     """A run written as the Train tab writes it (its plan and data), not trained yet."""
     from adapters.data import load_dataset, split_heldout
-    from adapters.runs import create_run, data_info
-    from adapters.variants import Hyper, Variant
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.runs import create_run, data_info
 
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"w{i} w{i + 2} ?"},
@@ -205,7 +205,7 @@ def test_a_logged_in_users_runs_are_theirs_from_any_browser(shared, tiny_model_d
 
 
 def test_resume_trains_the_unfinished_variants_as_a_job(shared, tiny_model_dir, tmp_path):
-    from adapters.runs import run_status
+    from adapters.train.runs import run_status
     from playground import tab_runs
 
     session = Session()

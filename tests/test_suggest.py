@@ -9,13 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from adapters.analysis import dense_weight, layer_bands, tuning_map
-from adapters.equalizer import Equalizer, compile_lora_config
-from adapters.errors import LoraEqError
-from adapters.suggest import _spread, autocast_dtype, normalized, suggest_equalizer
-from adapters.tokenize import encode_chat
 from conftest import tiny_causal_lm, tiny_tokenizer
+
+from adapters.base.analysis import dense_weight, tuning_map
+from adapters.base.bands import layer_bands
+from adapters.base.tokenize import encode_chat
+from adapters.errors import LoraEqError
+from adapters.shape.equalizer import Equalizer, compile_lora_config
+from adapters.shape.suggest import _spread, autocast_dtype, normalized, suggest_equalizer
 
 WORDS = [f"w{i}" for i in range(40)] + ["hello", "paris", "?"]
 
@@ -188,7 +189,7 @@ def test_suggestion_json_round_trips_and_compiles():
 
 
 def test_nf4_base_gives_nearly_the_fp32_suggestion_and_stays_untouched(tiny_model_dir, cache_home):
-    from adapters.loading import load_model
+    from adapters.base.loading import load_model
 
     chats = _chats(10, 6)
     nf4 = load_model(str(tiny_model_dir), "nf4")
@@ -227,8 +228,9 @@ def test_real_model_suggestion(real_model):
 
 
 def test_grouped_cells_measure_their_own_layer_members_only():
-    from adapters.suggest import _cell_modules
     from test_equalizer import _ToyMoE
+
+    from adapters.shape.suggest import _cell_modules
 
     model = _ToyMoE()
     modules = _cell_modules(model, tuning_map(model))
@@ -237,8 +239,8 @@ def test_grouped_cells_measure_their_own_layer_members_only():
 
 
 def test_the_suggestion_keeps_the_uniform_presets_parameter_count_unless_asked_otherwise():
-    from adapters.equalizer import MAX_STRENGTH, cell_rank_alpha
-    from adapters.suggest import keep_size
+    from adapters.shape.equalizer import MAX_STRENGTH, cell_rank_alpha
+    from adapters.shape.suggest import keep_size
 
     loaded = _tiny()
     tmap = tuning_map(loaded.model)

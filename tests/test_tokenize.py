@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from adapters.tokenize import IGNORE, encode_chat, encode_prompt, render
 from conftest import tiny_tokenizer
+
+from adapters.base.tokenize import IGNORE, encode_chat, encode_prompt, render
 
 CHAT = [
     {"role": "system", "content": "w1 w2"},

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from adapters.cli.main import main
 from adapters.errors import LoraEqError
-from adapters.hyperform import FIELDS, form_from_hyper, hyper_from_form
 from adapters.limits import Limits
-from adapters.runfolder import RunFolder
-from adapters.variants import Hyper
-from playground import tab_data, tab_train
+from adapters.shape.hyperparams import FIELDS, form_from_hyper, hyper_from_form
+from adapters.shape.variants import Hyper
+from adapters.train.runfolder import RunFolder
+from loraeq.main import main
+from playground import tab_data, tab_train, workspace
 from playground.app import make_shared
 from playground.sessions import Session
 
@@ -133,11 +133,11 @@ def test_earlier_runs_continue_resume_and_copy(shared, state):
 
 def test_an_unfinished_run_resumes(shared, state):
     """A run whose job never ran (the server restarted): Continue trains its queued variants."""
-    from adapters.dataspec import start_run
-    from adapters.variants import Variant
+    from adapters.shape.variants import Variant
+    from adapters.train.dataspec import start_run
 
     name, run = shared.area.new_run(state)
-    start_run(run, tab_data.session_spec(shared, state), [Variant("later", "uniform", Hyper(rank=2, max_steps=2))],
+    start_run(run, workspace.session_spec(shared, state), [Variant("later", "uniform", Hyper(rank=2, max_steps=2))],
               model=shared.default_model, precision="fp32")
     assert RunFolder.open(run).variants[0].status() == "queued"
     tab_train.continue_run(shared, name, state)
@@ -170,9 +170,9 @@ def test_a_reload_restores_the_data_the_grid_the_variants_and_the_run(shared, st
     each tab's `restore_view`."""
     from types import SimpleNamespace
 
-    from playground import app
-
     from gradio.utils import deep_hash
+
+    from playground import app
 
     tab_train.set_cell(shared, 0, "q_proj", 0.0, state)
     tab_data.split_view(shared, "0.2", "none", state)
@@ -202,9 +202,9 @@ def test_a_reload_restores_the_data_the_grid_the_variants_and_the_run(shared, st
 def test_the_forms_defaults_make_the_variant_loraeq_train_makes_with_no_flags(shared, state):
     """With no flags and an untouched form, the web app and the CLI train the same variant: the
     auto schedule on the uniform grid (what `loraeq train --data F --out R` trains)."""
-    from adapters.cli.main import build_parser
-    from adapters.cli.train import _variants_from_args
-    from adapters.equalizer import Equalizer
+    from adapters.shape.equalizer import Equalizer
+    from loraeq.main import build_parser
+    from loraeq.train import _variants_from_args
 
     defaults = form_from_hyper(Hyper())
     more = [defaults[n] for n in tab_train.MORE]

@@ -6,14 +6,15 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_causal_lm, tiny_tokenizer
 from safetensors.torch import load_file
 
-from adapters.analysis import layer_bands, tuning_map
-from adapters.equalizer import Equalizer
-from adapters.loading import load_model
-from adapters.training import encode_all, read_log, train_variant
-from adapters.variants import Hyper, Variant
-from conftest import tiny_causal_lm, tiny_tokenizer
+from adapters.base.analysis import tuning_map
+from adapters.base.bands import layer_bands
+from adapters.base.loading import load_model
+from adapters.shape.equalizer import Equalizer
+from adapters.shape.variants import Hyper, Variant
+from adapters.train.training import encode_all, read_log, train_variant
 
 MEMORIZE = [
     [{"role": "user", "content": f"w{i} w{i + 1} ?"}, {"role": "assistant", "content": f"w{i + 20} w{i + 40} paris"}]

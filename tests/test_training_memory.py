@@ -4,12 +4,12 @@ the base given back without it, and the memory estimate that the app checks foll
 from __future__ import annotations
 
 import pytest
-
-from adapters.limits import LOSS_CHUNK, activation_bytes, activation_budget, layers_to_recompute, needs_checkpointing
-from adapters.loading import load_model
-from adapters.training import read_log, train_variant
-from adapters.variants import Hyper, Variant
 from conftest import tiny_causal_lm, tiny_tokenizer
+
+from adapters.base.loading import load_model
+from adapters.limits import LOSS_CHUNK, activation_budget, activation_bytes, layers_to_recompute, needs_checkpointing
+from adapters.shape.variants import Hyper, Variant
+from adapters.train.training import read_log, train_variant
 
 ROWS = [[{"role": "user", "content": f"w{i} w{i + 1} ?"}, {"role": "assistant", "content": f"w{i + 20} w{i + 40} paris"}]
         for i in range(8)]
@@ -75,7 +75,7 @@ def test_a_partly_recomputed_model_trains_the_same_losses(tmp_path, cache_home, 
     base = load_model(str(folder), "fp32")
     plain, none = _train(base, tmp_path / "plain")
     assert none == []
-    from adapters.training import encode_all
+    from adapters.train.training import encode_all
 
     widths = {len(e.input_ids) for e in encode_all(base.tokenizer, ROWS, 512)}
     assert len(widths) == 1  # every batch is 4 rows of one width
@@ -111,7 +111,7 @@ def test_the_estimate_covers_what_the_real_backward_keeps(precision):
     must cover it, without asking for much more (it decides how many layers recompute)."""
     import torch
 
-    from adapters.training import attach_lora, detach_lora
+    from adapters.train.training import attach_lora, detach_lora
 
     base = load_model(None, precision)
     model = attach_lora(base, Variant("v", "uniform", Hyper(rank=8, alpha=16, dropout=0.05)))

@@ -15,12 +15,12 @@ import gradio as gr
 import pytest
 
 from adapters.errors import LoraEqError
+from adapters.files.userfile import hash_password
+from adapters.limits import Limits
 from playground.app import build_app, launch_settings, make_shared, restore
 from playground.jobs import JobQueue
 from playground.sessions import Session, SessionArea, login_name, user_folder_name
 from playground.shared import ModelRegistry, Shared
-from adapters.limits import Limits
-from adapters.userfile import hash_password
 from playground.users import LoginThrottle, oauth_enabled, parse_auth, read_users_file
 
 # ---- who may log in ------------------------------------------------------------------------------
@@ -50,7 +50,7 @@ def test_users_add_writes_a_salted_scrypt_line_and_old_lines_load_with_a_warning
     digest = hashlib.sha256(b"old-pw").hexdigest()
     users.write_text(f"# team\nbob:sha256:{digest}\neve:plain-pw\n")
     for password in ("first-pw", "ann-pw"):  # the second run replaces ann's line
-        done = subprocess.run([sys.executable, "-m", "adapters.cli", "users", "add", "ann", "--file", str(users)],
+        done = subprocess.run([sys.executable, "-m", "loraeq", "users", "add", "ann", "--file", str(users)],
                               input=f"{password}\n{password}\n", capture_output=True, text=True, timeout=120,
                               start_new_session=True)
         assert done.returncode == 0, done.stderr
@@ -63,7 +63,7 @@ def test_users_add_writes_a_salted_scrypt_line_and_old_lines_load_with_a_warning
     assert parsed.check("eve", "plain-pw") and not parsed.check("nobody", "")
     warned = " ".join(caplog.messages)
     assert "line 2: user 'bob' has an unsalted SHA-256 password" in warned and "line 3: user 'eve' has a plain" in warned
-    differ = subprocess.run([sys.executable, "-m", "adapters.cli", "users", "add", "zed", "--file", str(users)],
+    differ = subprocess.run([sys.executable, "-m", "loraeq", "users", "add", "zed", "--file", str(users)],
                             input="one\ntwo\n", capture_output=True, text=True, timeout=120, start_new_session=True)
     assert differ.returncode == 2 and "the two passwords differ" in differ.stderr and "zed" not in users.read_text()
     salts = {hash_password("same").split(":")[4] for _ in range(2)}
@@ -182,7 +182,7 @@ def test_the_login_button_appears_only_with_oauth(shared, monkeypatch):
 
 def _last_answer():
     """A chat whose one turn the base answered "w3" (as the Compare tab leaves it)."""
-    from adapters.conversation import Conversation
+    from adapters.infer.conversation import Conversation
 
     settings = {"max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "seed": None, "system": None, "scales": None}
     chat = Conversation(["base"])
@@ -192,7 +192,7 @@ def _last_answer():
 
 
 def test_web_votes_record_the_login_or_an_anonymous_session_hash(shared, tmp_path):
-    from adapters.runs import RUN_FILE
+    from adapters.train.runs import RUN_FILE
     from evals.votes import VoteStore
     from playground import tab_compare
 

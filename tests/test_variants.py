@@ -7,7 +7,7 @@ import json
 import pytest
 
 from adapters.errors import LoraEqError
-from adapters.variants import DataMix, Hyper, Variant, load_sweep, safe_name, sweep_from_presets
+from adapters.shape.variants import DataMix, Hyper, Variant, load_sweep, safe_name, sweep_from_presets
 
 
 def test_variant_round_trips_through_json():
@@ -85,7 +85,7 @@ def test_safe_names_do_not_collide():
 
 
 def test_the_auto_schedule_gives_a_small_set_a_dozen_passes_at_a_high_rate_and_a_large_one_one_pass():
-    from adapters.variants import AUTO_MAX_STEPS, auto_learning_rate, auto_schedule
+    from adapters.shape.variants import AUTO_MAX_STEPS, auto_learning_rate, auto_schedule
 
     def chosen(rows, **given):
         hyper, reason = auto_schedule(Hyper(**given), rows)
@@ -109,10 +109,10 @@ def test_every_hyperparameter_has_a_flag_a_form_field_and_a_sweep_column_with_on
     import argparse
     from dataclasses import fields
 
-    from adapters.cli.main import build_parser
-    from adapters.hyperform import NAMES, hyper_from_form
     from adapters.limits import Limits
-    from adapters.variants import hyper_params, load_sweep
+    from adapters.shape.hyperparams import NAMES, hyper_from_form
+    from adapters.shape.variants import hyper_params, load_sweep
+    from loraeq.main import build_parser
 
     declared = [name for name, _ in hyper_params()]
     assert declared == [f.name for f in fields(Hyper)]  # every field declares how users give it
@@ -143,7 +143,7 @@ def test_every_hyperparameter_has_a_flag_a_form_field_and_a_sweep_column_with_on
                 build_parser().parse_args(["train", "--out", "x", flag, bad])
             continue
         args = build_parser().parse_args(["train", "--out", str(tmp_path / "r"), flag, str(bad)])
-        from adapters.cli.train import hyper_values
+        from loraeq.train import hyper_values
 
         with pytest.raises(LoraEqError) as from_cli:
             hyper_values(args)

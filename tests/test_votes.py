@@ -186,7 +186,7 @@ def _dump(run_dir) -> list[tuple]:
 
 
 def test_a_vote_database_from_before_one_schema_opens_with_every_vote_under_one_key(run_dir):
-    from adapters.runfolder import derived_seed
+    from adapters.train.runfolder import derived_seed
     from evals.votes import answer_settings
 
     greedy = {"max_new_tokens": 128, "temperature": 0.0, "top_p": 1.0}
@@ -225,7 +225,7 @@ def test_a_vote_database_from_before_one_schema_opens_with_every_vote_under_one_
 
 
 def test_answer_settings_keep_the_seed_only_when_sampling_and_need_it_then():
-    from adapters.decoding import Sampling
+    from adapters.infer.decoding import Sampling
     from evals.votes import answer_settings
 
     greedy = answer_settings(Sampling(max_new_tokens=6, seed=3), seed=99, system="")
@@ -239,7 +239,7 @@ def test_answer_settings_keep_the_seed_only_when_sampling_and_need_it_then():
 
 
 def test_a_vote_in_the_web_apps_former_settings_form_gets_the_one_key(run_dir):
-    from adapters.runfolder import derived_seed
+    from adapters.train.runfolder import derived_seed
     from evals.votes import answer_settings
 
     store = VoteStore(run_dir)

@@ -1,6 +1,6 @@
 """The data stage: read a user's data file, validate every row, mix it and hold some out.
 
-    from adapters.data import load_dataset, build_mixture, split_heldout
+    from . import load_dataset, build_mixture, split_heldout
 
     ds = load_dataset("train.jsonl", max_length=2048, tokenizer=tok)   # Dataset: examples + rejects
     mix = build_mixture(ds, quotas={"creative_writing": 100}, size=5000, seed=0)
@@ -9,7 +9,7 @@
 Files: `readers.py` (file formats), `shapes.py` (row shapes -> chat messages), `validate.py`
 (conversation and metadata rules), `load.py` (the pipeline), `stats.py` (token counts),
 `records.py` (the objects), `mixture.py` (weights and quotas), `split.py` (held-out split),
-`samples.py` (the sample datasets); `loraeq data ...` is `adapters/cli/data.py`. Nothing here imports gradio.
+`samples.py` (the sample datasets); `loraeq data ...` is `loraeq/data.py`. Nothing here imports gradio.
 """
 
 from .load import load_dataset

@@ -17,7 +17,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LoraEqError
+from adapters.errors import LoraEqError
+
 from .readers import _kind, read_file
 from .records import Dataset, Example, Rejected, RowIssue, content_hash
 from .shapes import Fields

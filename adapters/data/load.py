@@ -15,7 +15,8 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import LoraEqError
+from adapters.errors import LoraEqError
+
 from .readers import RawRow, _keys, _kind, read_file
 from .records import Dataset, Example, Rejected, RowIssue, content_hash
 from .shapes import FORMATS, ROW_KEYS, SHAPES, Fields, Issues, Shape, detect_shape, format_help

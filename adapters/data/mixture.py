@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import LoraEqError
+from adapters.errors import LoraEqError
+
 from .records import Dataset, Example
 
 

@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LoraEqError
-from ..limits import Limits, check_rows
+from adapters.errors import LoraEqError
+from adapters.limits import Limits, check_rows
 
 try:  # orjson (a gradio dependency) parses faster; plain json is the reference and the fallback
     from orjson import loads as _fast_loads

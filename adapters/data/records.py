@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LoraEqError
+from adapters.errors import LoraEqError
 
 ROLES = ("system", "user", "assistant")
 UNCATEGORIZED = "uncategorized"  # the category of a row that names none

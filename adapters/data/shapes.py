@@ -20,7 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from ..errors import LoraEqError
+from adapters.errors import LoraEqError
+
 from .readers import _kind
 
 Issues = list[tuple[str | None, str]]  # (field as the user names it, reason)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from ..errors import LoraEqError
+from adapters.errors import LoraEqError
+
 from .records import Dataset, Example
 
 MODES = ("paraphrase", "disjoint")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from .records import UNCATEGORIZED
 from .readers import _kind
+from .records import UNCATEGORIZED
 from .shapes import Issues
 
 META_FIELDS = ("category", "id", "weight", "source")
