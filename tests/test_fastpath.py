@@ -14,7 +14,9 @@ import torch
 from conftest import fast_path, tiny_causal_lm, write_tiny_model
 from peft import LoraConfig, get_peft_model
 
-from adapters import fastpath, lora_train, packed4bit
+from adapters import fastpath
+from adapters.infer import packed4bit
+from adapters.train import lora_train
 from adapters.errors import LoraEqError
 from adapters.fastpath import (
     FUSED_MIXER,
