@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from adapters.cache import publish_dir
@@ -238,18 +239,26 @@ def export_merged(folder: Path, out: Path, base_spec: str | None = None, results
     if info.base_fingerprint() not in (None, base.fingerprint):
         raise LoraEqError(f"{folder}: was trained on a different base than {base.source.id}")
     merged = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with _staged(out) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         base.tokenizer.save_pretrained(tmp)
         (tmp / CARD_NAME).write_text(model_card(folder, results), encoding="utf-8")
+    return out
+
+
+@contextmanager
+def _staged(out: Path):
+    """A temporary folder beside `out` to write into, published as `out` in one move when the block
+    ends without an error (a reader never sees half an export); removed either way."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        yield tmp
         if out.exists():
             out.rmdir()
         publish_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def fold_scales(src: Path, dst: Path) -> Path:
@@ -354,9 +363,7 @@ def export_vllm_safe(folder: Path, out: Path, results: list[str] | None = None) 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise LoraEqError(f"{out}: already exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with _staged(out) as tmp:
         fold_scales(folder, tmp)
         folded = json.loads((tmp / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         named = {k: public_config(folder).get(k) for k in ("base_model_name_or_path", "revision")}
@@ -365,11 +372,6 @@ def export_vllm_safe(folder: Path, out: Path, results: list[str] | None = None) 
             if (folder / name).is_file():
                 shutil.copyfile(folder / name, tmp / name)
         (tmp / CARD_NAME).write_text(model_card(folder, results) + VLLM_NOTE, encoding="utf-8")
-        if out.exists():
-            out.rmdir()
-        publish_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
