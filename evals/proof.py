@@ -557,9 +557,10 @@ def power(base_similarity: list[float], variant_similarity: list[float], alpha: 
     if not math.isfinite(detectable) or detectable == 0:  # no spread observed (e.g. an unchanged model)
         detectable = min_detectable_difference(np.asarray(base_similarity) - np.mean(base_similarity),
                                                alpha=alpha, power=POWER) if n > 1 else math.inf
-    enough_rows = n >= min_rows_for_mcnemar(alpha)
+    fewest = min_rows_for_mcnemar(alpha)
+    enough_rows = n >= fewest
     return {"n": n, "alpha": alpha, "power": POWER, "min_detectable_similarity": detectable,
-            "meaningful_similarity": MEANINGFUL_SIMILARITY,
+            "meaningful_similarity": MEANINGFUL_SIMILARITY, "min_rows": fewest,
             "too_small": (not enough_rows) or detectable > MEANINGFUL_SIMILARITY}
 
 

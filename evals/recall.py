@@ -100,9 +100,11 @@ def train_recall(run_dir: str | Path, base, names: list[str] | None = None, size
     from .answers import GENERATE_BATCH, greedy_ids
 
     run = RunFolder.open(run_dir)
-    entries = [v for v in run.variants if v.status() == "done" and (names is None or v.name in names)]
+    finished = [v for v in run.variants if v.status() == "done" and (names is None or v.name in names)]
+    kept = {v.name: Recall(d["stated"], d["asked"]) for v in finished if (d := v.metrics().get("train_recall"))}
+    entries = [v for v in finished if v.name not in kept]  # a resumed run asks only what it trained now
     if not entries:
-        return {}
+        return kept
     train = run_split(run.path, "train")
     vocab = data_vocabulary(e.messages for e in train.examples)
     asked = {v.name: questions(train_sample(train, v.config, base.tokenizer, size, seed), vocab) for v in entries}
@@ -118,7 +120,7 @@ def train_recall(run_dir: str | Path, base, names: list[str] | None = None, size
                               GENERATE_BATCH)
         finally:
             release(adapters)
-    out, at = {}, 0
+    out, at = dict(kept), 0
     for v in entries:
         n = len(asked[v.name])
         hits = recall_of(flat[at: at + n], asked[v.name], vocab)
@@ -167,6 +169,6 @@ def record(run_dir: str | Path, recalls: dict[str, Recall]) -> None:
 
     run = RunFolder.open(run_dir)
     for v in run.variants:
-        if v.name in recalls:
-            path = Path(v.folder) / "metrics.json"
+        path = Path(v.folder) / "metrics.json"
+        if v.name in recalls and read_json(path).get("train_recall") != recalls[v.name].to_json():
             write_json_atomic(path, {**read_json(path), "train_recall": recalls[v.name].to_json()})

@@ -146,8 +146,13 @@ def power_line(data: dict) -> str:
     if not any(p["too_small"] for p in powers):
         return f"The held-out set ({n} rows) can detect a similarity gain of {shown} or more {setting}."
     found = any(v["verdict"] in ("learned", "worse than base") for v in variants)
-    head = (f"The held-out set ({n} rows) is too small to detect a similarity gain of "
-            f"+{powers[0]['meaningful_similarity']:.2f}: it detects only gains above {shown} {setting}")
+    fewest = powers[0].get("min_rows", 0)
+    if n < fewest:  # no change in matches can be significant, however large
+        head = (f"The held-out set ({n} rows) is too small to show any change in matches: an exact McNemar "
+                f"test at alpha {powers[0]['alpha']:g} needs at least {fewest} rows that change")
+    else:
+        head = (f"The held-out set ({n} rows) is too small to detect a similarity gain of "
+                f"+{powers[0]['meaningful_similarity']:.2f}: it detects only gains above {shown} {setting}")
     if found:
         return head + "; the effects reported above are larger than that."
     return head + (". It is too small to show an answer-level effect: hold out more rows (at least 50 where the "

@@ -154,8 +154,9 @@ def progress_markdown(shared: Shared, state: Session) -> str:
     folder = RunFolder.open(run)
     for v in run_status(run)["variants"]:
         lines.append(variant_line(v))
-        facts = recall_line(v["name"], v.get("metrics") or {}, folder.variant(v["name"]).record().get("hyper", {})) \
-            if v["status"] == "done" else ""
+        metrics = v.get("metrics") or {}
+        facts = recall_line(v["name"], metrics, folder.variant(v["name"]).record().get("hyper", {})) \
+            if v["status"] == "done" and metrics.get("train_recall") else ""  # (a classifier's probe is no variant)
         if facts:
             lines.append(f"  {facts}")
     return "  \n".join(lines)

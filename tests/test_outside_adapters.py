@@ -177,7 +177,7 @@ def test_the_adapter_loads_and_answers_on_the_nf4_base(files):
 def test_names_are_short_safe_not_base_and_unique():
     assert AdapterSpec.parse("tone=org/adapter") == AdapterSpec("tone", "org/adapter")
     assert check_name("my-adapter.v2") == "my-adapter.v2"
-    for bad in ("", "base", "BASE_COLUMN", "../x", "a/b", "x" * 41, "-x", "x@eq", ".."):
+    for bad in ("", "base", "BASE", "../x", "a/b", "x" * 41, "-x", "x@eq", ".."):
         with pytest.raises(LoraEqError):
             check_name(bad)
     with pytest.raises(LoraEqError, match="already used"):

@@ -87,7 +87,7 @@ def test_a_sweep_file_adds_its_variants_as_the_cli_reads_them(shared, state, tmp
     frame, state = tab_train.add_sweep(shared, str(sweep), state)
     assert list(frame["name"]) == ["attn", "late"] and list(frame["equalizer"]) == ["attention", "late"]
     assert state.variants[1]["hyper"]["rank"] == 2 and state.variants[1]["hyper"]["alpha"] == 8
-    with pytest.raises(LoraEqError, match="3 is the limit for one run"):
+    with pytest.raises(LoraEqError, match="3 variants is the limit for one run"):
         tab_train.add_sweep(shared, str(sweep), state)  # 2 + 2 > 3
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"name": "x", "hyper": {"rank": 100000}}]))

@@ -155,7 +155,9 @@ def check_run_size(held: int, adding: int, limits=None, what: str = "the run") -
 
     limits = limits or Limits()
     if held + adding > limits.variants:
-        raise LoraEqError(f"{what} would hold {held + adding} variants: {limits.variants} is the limit for one run")
+        hint = ": train these, then add more" if what.startswith("the list") else ""
+        raise LoraEqError(f"{what} would hold {held + adding} variants: {limits.variants} variants is the limit "
+                          f"for one run{hint}")
 
 
 def extend_run(run_dir, variants: list[Variant], base, limits=None) -> list[str]:
