@@ -11,6 +11,10 @@ if __name__ == "__main__":
     # this kind of machine. It is paused until the app is built (playground.app.settle_heap).
     gc.disable()
 
+    from adapters.runtime import share_cpu
+
+    share_cpu()  # before torch starts its threads: the app and its workers share the cores
+
     from playground import gpu
 
     # On ZeroGPU `spaces` must be imported (and its GPU functions made) before torch is.

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from adapters.errors import LoraEqError
 from adapters.limits import Limits, env_name
-from adapters.runtime import PARENT_ENV, allocator_env
+from adapters.runtime import PARENT_ENV, allocator_env, share_cpu
 from playground import gpu
 
 GB = 1 << 30
@@ -231,7 +231,7 @@ class JobQueue:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
-                env={**allocator_env(), **self.limits.to_env(), PARENT_ENV: str(os.getpid())},
+                env={**share_cpu(allocator_env()), **self.limits.to_env(), PARENT_ENV: str(os.getpid())},
                 cwd=str(Path(__file__).resolve().parents[1]),
                 start_new_session=True,  # its own process group: stopping it stops what it started
             )

@@ -151,8 +151,9 @@ def _progress_callback(log_path: Path, cancel_path: Path | None, counter: TokenC
     return ProgressLog()
 
 
-HELDOUT_SAMPLE = 64  # held-out rows scored during training: enough for a curve, cheap next to a step
-HELDOUT_EVALS = 10  # evaluations over a run
+HELDOUT_SAMPLE = 64  # held-out rows scored during training: enough for a curve
+HELDOUT_EVALS = 10  # evaluations over a run, at most
+HELDOUT_COST = 0.15  # the curve's forward passes cost at most this share of the training's own compute
 PATIENCE = 3  # evaluations without a better held-out loss before early stopping
 
 
@@ -208,8 +209,20 @@ def _heldout_callback(log_path: Path, model, batches: list[dict], every: int, ea
     return HeldoutWatch()
 
 
+def heldout_schedule(steps: int, rows_per_step: int, heldout_rows: int) -> tuple[int, int]:
+    """(every, sample): the held-out loss every `every` steps (and at the last) on `sample` rows,
+    within HELDOUT_COST of the training's compute (a row's forward pass costs about a third of
+    its training step). A long run gets HELDOUT_EVALS points on HELDOUT_SAMPLE rows; 5 steps of
+    batch 2 get 2 points on 1 row, not 5 on 64 (which took 5 times the training's time)."""
+    sample = min(HELDOUT_SAMPLE, heldout_rows)
+    affordable = 3 * HELDOUT_COST * steps * rows_per_step  # rows of forward passes over the run
+    evals = min(HELDOUT_EVALS, steps, max(2, int(affordable // max(sample, 1))))
+    sample = max(1, min(sample, int(affordable // evals)))
+    return -(-steps // evals), sample
+
+
 def _heldout_batches(tokenizer, conversations: list[list[dict]], max_length: int, batch_size: int) -> list[dict]:
-    rows = encode_all(tokenizer, conversations[:HELDOUT_SAMPLE], max_length)
+    rows = encode_all(tokenizer, conversations, max_length)
     collate = PadCollator(tokenizer.pad_token_id, TokenCounter())
     return [collate([EncodedDataset(rows)[j] for j in range(i, min(i + batch_size, len(rows)))])
             for i in range(0, len(rows), batch_size)]
@@ -418,8 +431,9 @@ def train_variant(
             arguments = training_arguments(variant, folder / "checkpoints", base, len(examples))
             callbacks, watch = [progress], None
             if heldout:
-                batches = _heldout_batches(base.tokenizer, heldout, h.max_length, h.batch_size)
-                every = max(1, planned_steps(h, len(examples)) // HELDOUT_EVALS)
+                every, sample = heldout_schedule(planned_steps(h, len(examples)), h.batch_size * h.grad_accum,
+                                                 len(heldout))
+                batches = _heldout_batches(base.tokenizer, heldout[:sample], h.max_length, h.batch_size)
                 watch = _heldout_callback(folder / "train_log.jsonl", peft_model, batches, every, h.early_stopping)
                 callbacks.append(watch)
             trainer = _trainer_class(folder / "train_log.jsonl")(
