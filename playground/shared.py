@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,8 +97,15 @@ class Downloads:
     Gradio moves each copy into its own cache, so a download reveals no path of ours."""
 
     def __init__(self, keep_seconds: float = 900.0):
-        self.root = Path(tempfile.mkdtemp(prefix="loraeq-downloads-"))
+        self._root: Path | None = None  # made at the first copy, removed with this object or the process
         self.keep_seconds = keep_seconds
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="loraeq-downloads-"))
+            weakref.finalize(self, shutil.rmtree, str(self._root), True)
+        return self._root
 
     def hand_out(self, path: Path, name: str | None = None) -> str:
         self.forget_old()
@@ -109,6 +117,8 @@ class Downloads:
     def forget_old(self, keep_seconds: float | None = None) -> None:
         """Remove copies older than `keep_seconds` (default: this object's); the retention sweep
         calls it too, so copies go even when nothing new is handed out."""
+        if self._root is None:
+            return
         cutoff = time.time() - (self.keep_seconds if keep_seconds is None else min(keep_seconds, self.keep_seconds))
         for folder in self.root.iterdir():
             try:
