@@ -169,6 +169,9 @@ def record(run_dir: str | Path, recalls: dict[str, Recall]) -> None:
 
     run = RunFolder.open(run_dir)
     for v in run.variants:
-        path = Path(v.folder) / "metrics.json"
-        if v.name in recalls and read_json(path).get("train_recall") != recalls[v.name].to_json():
-            write_json_atomic(path, {**read_json(path), "train_recall": recalls[v.name].to_json()})
+        if v.name not in recalls:
+            continue
+        path, value = Path(v.folder) / "metrics.json", recalls[v.name].to_json()
+        metrics = read_json(path)
+        if metrics.get("train_recall") != value:  # a count kept from before is not written again
+            write_json_atomic(path, {**metrics, "train_recall": value})

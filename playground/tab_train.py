@@ -45,6 +45,7 @@ GIVEN = tuple(f.name for f in FIELDS + SWITCHES if not f.auto)  # as given; the 
 VARIANT_COLUMNS = ["name", "steps", "learning_rate", "rank", "time", "trainable_params", "total_rank", "size",
                    "equalizer", *GIVEN, "schedule"]
 SWEEP_SUFFIXES = (".yaml", ".yml", ".json")
+TRAIN_THESE = ": train these, then add more"  # the way on when the list is full
 
 
 def session_equalizer(shared: Shared, state: Session) -> Equalizer:
@@ -235,7 +236,7 @@ def add_variant(shared: Shared, vname, vrank, vlr, vsteps, vbatch, state: Sessio
     """One variant: the current equalizer plus the form's hyperparameters (`MORE` in order after
     the first four; missing ones keep their defaults)."""
     limits = shared.limits
-    check_run_size(len(state.variants), 1, limits, "the list")
+    check_run_size(len(state.variants), 1, limits, "the list", TRAIN_THESE)
     vname = check_text("variant name", vname, 100)
     values = dict(zip(FIRST, (vrank, vlr, vsteps, vbatch))) | dict(zip(MORE, more))
     hyper = hyper_from_form(values, limits)
@@ -255,7 +256,7 @@ def add_sweep(shared: Shared, file, state: Session):
     if source.suffix.lower() not in SWEEP_SUFFIXES:
         raise LoraEqError(f"{source.name}: a sweep file ends in {', '.join(SWEEP_SUFFIXES)}")
     variants = bounded(load_sweep, receive(shared, state, source), limits=shared.limits, what=f"reading {source.name}")
-    check_run_size(len(state.variants), len(variants), shared.limits, f"the list with {source.name}")
+    check_run_size(len(state.variants), len(variants), shared.limits, f"the list with {source.name}", TRAIN_THESE)
     loaded = current(shared, state)
     taken = {v["name"] for v in state.variants}
     for v in variants:

@@ -148,16 +148,16 @@ def check_variant(base, variant: Variant, rows: int, limits=None, longest: int |
     check_training_memory(estimate, limits)
 
 
-def check_run_size(held: int, adding: int, limits=None, what: str = "the run") -> None:
-    """A run holds at most `limits.variants` variants: `held` already there (or listed), `adding` more."""
+def check_run_size(held: int, adding: int, limits=None, what: str = "the run", then: str = "") -> None:
+    """A run holds at most `limits.variants` variants: `held` already there (or listed), `adding`
+    more; `then` ends the refusal with what to do instead."""
     from adapters.errors import LoraEqError
     from adapters.limits import Limits
 
     limits = limits or Limits()
     if held + adding > limits.variants:
-        hint = ": train these, then add more" if what.startswith("the list") else ""
         raise LoraEqError(f"{what} would hold {held + adding} variants: {limits.variants} variants is the limit "
-                          f"for one run{hint}")
+                          f"for one run{then}")
 
 
 def extend_run(run_dir, variants: list[Variant], base, limits=None) -> list[str]:

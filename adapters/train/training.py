@@ -213,7 +213,7 @@ def heldout_schedule(steps: int, rows_per_step: int, heldout_rows: int) -> tuple
     """(every, sample): the held-out loss every `every` steps (and at the last) on `sample` rows,
     within HELDOUT_COST of the training's compute (a row's forward pass costs about a third of
     its training step). A long run gets HELDOUT_EVALS points on HELDOUT_SAMPLE rows; 5 steps of
-    batch 2 get 2 points on 1 row, not 5 on 64 (which took 5 times the training's time)."""
+    batch 2 get 2 points on 2 rows, not 5 on 64 (which took 5 times the training's time)."""
     sample = min(HELDOUT_SAMPLE, heldout_rows)
     affordable = 3 * HELDOUT_COST * steps * rows_per_step  # rows of forward passes over the run
     evals = min(HELDOUT_EVALS, steps, max(2, int(affordable // max(sample, 1))))
