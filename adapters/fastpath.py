@@ -7,7 +7,7 @@ Five places give a library's own result faster or in less memory (each module sa
 - `lora_train`: LoRA's training step on a PEFT layer as one autograd function;
 - `label_loss`: the training loss computed at the labelled positions only;
 - `packed_attention`: a decoded token's grouped query heads packed per key/value head;
-- `fused_mixer`: every row's LoRA update in two batched matmuls (adapter_rows.py).
+- `fused_router`: every row's LoRA update in two batched matmuls (adapter_rows.py).
 
 The contract:
 
@@ -22,7 +22,7 @@ The contract:
   instance's `forward`, or anything else with its undo).
 - None raises where the library's own path would have worked: a missing kernel symbol, a library's
   throw-on-call stub, an attribute a release renamed make it step aside, not fail.
-- `plain_lora_reason` is the one test of "is this plain LoRA" (lora_train and the fused mixer).
+- `plain_lora_reason` is the one test of "is this plain LoRA" (lora_train and the fused router).
 
 The switch is `LORAEQ_FAST_PATHS`, read at each decision, for training and answering alike:
 
@@ -57,7 +57,7 @@ log = logging.getLogger("loraeq.fastpath")
 ENV = "LORAEQ_FAST_PATHS"
 RAN = "ran"
 # The releases (major.minor) the fast paths were tested on: bitsandbytes' CPU op calls its kernel as
-# packed4bit does; PEFT's LoRA layer computes and names its parts as lora_train and the fused mixer
+# packed4bit does; PEFT's LoRA layer computes and names its parts as lora_train and the fused router
 # read them; transformers' Trainer loss and attention registry work as label_loss and attention use
 # them. A new release goes here once tests/test_fastpath.py and the fast paths' own tests pass on it.
 TESTED = {"bitsandbytes": ("0.50",), "peft": ("0.21",), "transformers": ("5.24", "5.25")}
@@ -76,7 +76,7 @@ PATHS = (
     FastPath("lora_train", "train/lora_train.py", ("peft",), "LoRA's training step as one autograd function"),
     FastPath("label_loss", "train/label_loss.py", ("transformers",), "the training loss at labelled positions only"),
     FastPath("packed_attention", "base/attention.py", ("transformers",), "one decoded token's query heads packed"),
-    FastPath("fused_mixer", "infer/adapter_rows.py", ("peft",), "every row's LoRA update in two batched matmuls"),
+    FastPath("fused_router", "infer/adapter_rows.py", ("peft",), "every row's LoRA update in two batched matmuls"),
 )
 NAMES = tuple(p.name for p in PATHS)
 PACKED4BIT, LORA_TRAIN, LABEL_LOSS, PACKED_ATTENTION, FUSED_MIXER = NAMES

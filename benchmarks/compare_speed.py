@@ -5,7 +5,7 @@
 Speed, on the embedded SmolLM2-135M in --precision with four adapters shaped by equalizer presets
 (uniform, attention, mlp, late; random non-zero B factors), greedy, up to --tokens new tokens per
 column, one chat prompt:
-- batched: `CompareEngine.answer` over five columns (base + 4) in one decode (fused mixer);
+- batched: `CompareEngine.answer` over five columns (base + 4) in one decode (fused router);
 - loop: plain PEFT on the very same model: per column `set_adapter` (`disable_adapter` for the
   base) and `generate` with batch size 1, as one would write it without LoRA EQ;
 - also PEFT's own `adapter_names` batches (the engine's "peft" backend), for reference.

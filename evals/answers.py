@@ -32,7 +32,7 @@ def greedy_generate(
     same way for every adapter: a row's answer then depends on its adapter and its prompt's batch
     only, never on which other variants share the call. So an adapter that is numerically the base
     (a 0-step LoRA) answers exactly like the base, and the base's answers can be cached
-    (`base_cache.py`). Decoding is `adapters.infer.decoding.decode` through the fused mixer (plain LoRA;
+    (`base_cache.py`). Decoding is `adapters.infer.decoding.decode` through the fused router (plain LoRA;
     PEFT's own per-row path otherwise): a finished row leaves the batch at once."""
     from adapters.infer.engine import stop_token_ids
 
@@ -49,7 +49,7 @@ def greedy_generate(
 def greedy_ids(adapters: AdapterSet, ids: list[list[int]], adapter_names: list[str], stop_ids: set[int],
                 max_new_tokens: int, batch_size: int) -> list[str]:
     """`greedy_generate` on prompts already encoded."""
-    from adapters.infer.adapter_rows import MIXERS, fusable
+    from adapters.infer.adapter_rows import ROUTERS, fusable
     from adapters.infer.decoding import Sampling, decode
 
     tok = adapters.tokenizer
@@ -57,16 +57,16 @@ def greedy_ids(adapters: AdapterSet, ids: list[list[int]], adapter_names: list[s
     answers = [""] * len(ids)
     for name, batch in plan_answer_batches(ids, adapter_names, batch_size):
         backend = "fused" if name == BASE_ROW or fusable(adapters.model, name) is None else "peft"
-        mixer = MIXERS[backend](adapters.model, [name] * len(batch))
+        router = ROUTERS[backend](adapters.model, [name] * len(batch))
         tokens: list[list[int]] = [[] for _ in batch]
         try:
-            for step in decode(mixer, [ids[i] for i in batch], sampling, stop_ids=stop_ids,
+            for step in decode(router, [ids[i] for i in batch], sampling, stop_ids=stop_ids,
                                pad_id=tok.pad_token_id, device=adapters.device):
                 for row, token in step.tokens.items():
                     if step.finished.get(row) != "stop":
                         tokens[row].append(token)
         finally:
-            mixer.close()
+            router.close()
         for i, row_tokens in zip(batch, tokens):
             answers[i] = tok.decode(row_tokens, skip_special_tokens=True).strip()
     return answers

@@ -5,7 +5,7 @@
 - loss and perplexity on the assistant tokens of the held-out split and of an equal-size seeded
   sample of the rows that variant trained on (`losses.py`);
 - greedy answers to the held-out prompts (each model's rows in batches of their own, through the
-  fused mixer) and each answer's MiniLM cosine similarity to the reference answer (`similarity.py`);
+  fused router) and each answer's MiniLM cosine similarity to the reference answer (`similarity.py`);
 - per variant against the base: bootstrap intervals and sign-flip p-values of the paired
   differences, train/held-out gap, membership AUCs (loss ratio, Min-K% Prob), KL and max |logit
   difference| (`stats.py`), and the verdict (`verdict.py`).

@@ -99,7 +99,7 @@ def scored(answers: list, sampling, *, reference: str | None = None, system: str
             tokens=a.tokens,
             seconds=a.seconds,
             finish_reason=a.finish_reason,
-            settings=answer_settings(sampling, seed=a.seed, system=system, scales=a.scales),
+            settings=answer_settings(sampling, seed=a.seed, system=system, live_eq=a.live_eq),
         )
         for a, s in zip(answers, scores)
     ]
@@ -137,4 +137,4 @@ def score_turn(turn, sampling, *, reference: str | None = None, system: str | No
                            embed_fn=embed_fn)
     for reply, s in zip(turn.replies.values(), scores):
         reply.similarity_base, reply.similarity_reference = s.similarity_base, s.similarity_reference
-        reply.settings = answer_settings(sampling, seed=reply.seed, system=system, scales=reply.scales)
+        reply.settings = answer_settings(sampling, seed=reply.seed, system=system, live_eq=reply.live_eq)

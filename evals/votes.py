@@ -2,7 +2,7 @@
 
 A vote says pass or fail (with an optional note) on one answer: a prompt (in a chat, the
 column's conversation so far: `adapters.infer.conversation.conversation_key`, the message alone on a first
-turn), a column (variant, or "variant@eq" for a live-scaled view) and the settings it was
+turn), a column (variant, or "variant@eq" for a live-equalized column) and the settings it was
 produced with (`answer_settings`: the one schema of the web app and the CLI, so one answer is
 one key), stamped with the
 variant's config fingerprint (a hash of its adapter_config.json and variant.json, so a retrained
@@ -37,7 +37,7 @@ from adapters.train.runfolder import BASE_COLUMN, RunFolder, config_fingerprint,
 DB_NAME = "votes.sqlite"
 VERDICTS = ("pass", "fail")
 Z95 = 1.959963984540054  # standard normal quantile at 0.975
-_SCHEMA_VERSION = 2  # 2: settings keyed by answer_settings (PRAGMA user_version; 1 in the meta table before)
+_SCHEMA_VERSION = 3  # 2: settings keyed by answer_settings (PRAGMA user_version; 1 in the meta table before); 3: the grid's key is live_eq
 _SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_p")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS votes (
@@ -109,12 +109,12 @@ def wilson_interval(passes: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def answer_settings(sampling, *, seed: int | None = None, system: str | None = None,
-                    scales: dict | None = None) -> dict:
+                    live_eq: dict | None = None) -> dict:
     """The settings an answer was made with, as a vote keys them: one schema for every caller.
 
     `sampling` is an `adapters.infer.decoding.Sampling` (or its JSON); `seed` is the answer's own sampling
     seed (`Answer.seed`), kept only when sampling, since a greedy answer does not depend on it; an
-    empty system prompt is none; `scales` is a live-scaled column's grid (Equalizer JSON). A
+    empty system prompt is none; `live_eq` is a live-equalized column's grid (Equalizer JSON). A
     reference answer is not part of it: it scores the answer but does not change it."""
     s = sampling.to_json() if hasattr(sampling, "to_json") else dict(sampling)
     try:
@@ -126,7 +126,7 @@ def answer_settings(sampling, *, seed: int | None = None, system: str | None = N
         raise LoraEqError(f"answer settings {s!r}: need numbers max_new_tokens, temperature, top_p ({e})") from None
     if sampled and seed is None:
         raise LoraEqError("a sampled answer's settings need the answer's seed")
-    return {**out, "system": system or None, "scales": scales or None}
+    return {**out, "system": system or None, "live_eq": live_eq or None}
 
 
 def canonical_settings(settings: dict | None) -> str:
@@ -138,7 +138,7 @@ def canonical_settings(settings: dict | None) -> str:
         raise LoraEqError(f"vote settings must be an object, got {type(settings).__name__}")
     if all(k in settings for k in _SAMPLING_KEYS):
         settings = answer_settings(settings, seed=settings.get("seed"), system=settings.get("system"),
-                                   scales=settings.get("scales"))
+                                   live_eq=settings.get("live_eq", settings.get("scales")))  # "scales": before v3
     try:
         return json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -184,7 +184,7 @@ class VoteStore:
 
     def fingerprint(self, variant: str) -> str:
         """The config fingerprint of a column of this run: its variant's, or the base model's
-        for "base"; a live-scaled view ("name@eq") is its variant's (the grid is in the settings)."""
+        for "base"; a live-equalized column ("name@eq") is its variant's (the grid is in the settings)."""
         name = variant.rsplit("@", 1)[0] if "@" in variant else variant
         run = RunFolder.open(self.run_dir)
         if name == BASE_COLUMN:
@@ -325,7 +325,7 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
 
 def vote_key(settings: dict | None, variant: str) -> str:
     """The key of a vote's settings on column `variant`: `canonical_settings`, after turning the
-    web app's former form ({sampling with the settings' seed, scales, reference}) into answer_settings:
+    web app's former form ({sampling with the settings' seed, the grid, reference}) into answer_settings:
     its column's own seed is derived from the settings' seed and the column label, as the engine does."""
     if isinstance(settings, dict) and "reference" in settings and "system" not in settings:
         settings = dict(settings)

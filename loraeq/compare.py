@@ -83,7 +83,7 @@ def _compare(args: argparse.Namespace) -> dict:
         columns = engine.columns(wanted)
         for spec in args.scale:
             variant, grid = _scale_grid(engine, spec)
-            columns.append(Column(variant, scales=grid))
+            columns.append(Column(variant, live_eq=grid))
         result = compare(engine, args.prompt, reference=args.reference, columns=columns,
                          history=_read_history(args.history), system=args.system, sampling=sampling)
         info = engine.info()
@@ -217,7 +217,7 @@ def register(sub) -> None:
     p.add_argument("--system", default=None, help="a system prompt")
     p.add_argument("--history", default=None, metavar="FILE", help="JSON list of earlier chat messages")
     p.add_argument("--scale", action="append", default=[], metavar="VARIANT=GRID.json|NUMBER",
-                   help="add a live-scaled column: per-cell multipliers on the variant's LoRA scaling")
+                   help="add a live-equalized column: per-cell multipliers on the variant's LoRA scaling")
     add_sampling_flags(p, "sampling seed; each column derives its own from it (default 0)")
     p.set_defaults(handler=_compare, render=_render_compare)
 

@@ -1,6 +1,6 @@
 """Compare tab: the chat arena. One chatbot per column (the original and the chosen variants), one
 message box; each turn streams every column at once, each column answering from its own replies.
-Under each reply its scores and pass / fail votes; the inference-time equalizer; the blind battle
+Under each reply its scores and pass / fail votes; the live equalizer; the blind battle
 (tab_battle.py); the pass-rate leaderboard beside the battle ranking.
 
 The conversation lives in the session (`adapters.infer.conversation.Conversation`); these handlers only read the
@@ -101,8 +101,8 @@ def columns_for(shared: Shared, engine, variants, eq_name: str | None, grid: pd.
             strengths = [[check_number("multiplier", grid.iloc[b][r], MAX_MULTIPLIER, whole=False)
                           for r in unit.roles] for b in range(len(unit.bands))]
         except (KeyError, IndexError, AttributeError):
-            raise LoraEqError("the inference equalizer table does not fit the variant's bands and roles") from None
-        cols.append(Column(eq_name, scales=Equalizer(unit.roles, unit.bands, strengths)))
+            raise LoraEqError("the live equalizer table does not fit the variant's bands and roles") from None
+        cols.append(Column(eq_name, live_eq=Equalizer(unit.roles, unit.bands, strengths)))
     limit = min(shared.limits.columns, MAX_COLUMNS)
     if len(cols) > limit:
         raise LoraEqError(f"{len(cols)} columns (base + {len(cols) - 1}): {limit} is the limit; choose fewer variants")
@@ -238,7 +238,7 @@ def _settings_form() -> SimpleNamespace:
         top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
         max_new = gr.Number(96, label="Max new tokens", step=1)
         seed = gr.Number(0, label="Seed", step=1)
-    with gr.Accordion("Inference equalizer: rescale one variant place by place, next to its unscaled answer",
+    with gr.Accordion("Live equalizer: rescale one variant place by place, next to its unscaled answer",
                       open=False):
         eq_variant = gr.Dropdown([], label="Variant to rescale")
         eq_grid = gr.Dataframe(pd.DataFrame(), label="Multipliers (1 = as trained, 0 = off)", interactive=True)

@@ -215,8 +215,8 @@ def test_peft_adapter_names_backend_gives_the_same_tokens_and_resets_its_scaled_
     try:
         assert peft_engine.backend == "peft" and engine.backend == "fused"
         unit = engine.unit_grid("uniform")
-        columns = [BASE_COLUMN, "uniform", "early", Column("uniform", scales=Equalizer.uniform(unit.roles, unit.bands, 0.5)),
-                   Column("uniform", scales=unit.with_cell(0, unit.roles[0], 2.0), name="uniform@q0")]
+        columns = [BASE_COLUMN, "uniform", "early", Column("uniform", live_eq=Equalizer.uniform(unit.roles, unit.bands, 0.5)),
+                   Column("uniform", live_eq=unit.with_cell(0, unit.roles[0], 2.0), name="uniform@q0")]
         before = _scalings(peft_engine)
         peft_ids = _ids(peft_engine.answer(MESSAGE, columns, sampling=GREEDY))
         assert peft_ids == _ids(engine.answer(MESSAGE, columns, sampling=GREEDY))
@@ -348,8 +348,8 @@ def test_live_eq_all_zero_is_exactly_the_base_and_all_one_the_adapter(engine):
     assert unit.roles and all(v == 1.0 for row in unit.strengths for v in row)
     zero = Equalizer.uniform(unit.roles, unit.bands, 0.0)
     triple = Equalizer.uniform(unit.roles, unit.bands, 3.0)
-    columns = [BASE_COLUMN, "early", "uniform", Column("early", scales=zero, name="early@0"),
-               Column("early", scales=unit, name="early@1"), Column("uniform", scales=triple, name="uniform@3")]
+    columns = [BASE_COLUMN, "early", "uniform", Column("early", live_eq=zero, name="early@0"),
+               Column("early", live_eq=unit, name="early@1"), Column("uniform", live_eq=triple, name="uniform@3")]
     ids = _ids(engine.answer(MESSAGE, columns, sampling=GREEDY))
     assert ids["early@0"] == ids[BASE_COLUMN] != ids["early"]
     assert ids["early@1"] == ids["early"]
@@ -359,15 +359,15 @@ def test_live_eq_all_zero_is_exactly_the_base_and_all_one_the_adapter(engine):
 
 
 def test_adapter_scales_change_only_the_cells_layers_never_compound_and_reset_exactly(engine):
-    from adapters.shape.live_eq import AdapterScales, CellMap, lora_layers
+    from adapters.shape.live_eq import LiveEqWriter, LiveEqCells, lora_layers
 
     before = _scalings(engine)
     unit = engine.unit_grid("uniform")
     grid = unit.with_cell(1, unit.roles[0], 0.25)
-    engine.answer(MESSAGE, [Column("uniform", scales=grid)], sampling=Sampling(max_new_tokens=2))
+    engine.answer(MESSAGE, [Column("uniform", live_eq=grid)], sampling=Sampling(max_new_tokens=2))
     assert _scalings(engine) == before  # the fused path scales its rows, never the model
 
-    scales = AdapterScales(CellMap(engine.model, engine.tmap))
+    scales = LiveEqWriter(LiveEqCells(engine.model, engine.tmap))
     key = engine._variants["uniform"].key
     try:
         assert scales.apply(key, grid) == len([1 for _, m in lora_layers(engine.model) if key in m.scaling]) > 0
@@ -391,11 +391,11 @@ def test_adapter_scales_change_only_the_cells_layers_never_compound_and_reset_ex
 def test_scale_grids_are_checked(engine):
     unit = engine.unit_grid("uniform")
     with pytest.raises(LoraEqError, match="covers 1 layers"):
-        engine.answer(MESSAGE, [Column("uniform", scales=Equalizer.uniform(unit.roles, [[0]], 1.0))])
+        engine.answer(MESSAGE, [Column("uniform", live_eq=Equalizer.uniform(unit.roles, [[0]], 1.0))])
     with pytest.raises(LoraEqError, match="no such roles"):
-        engine.answer(MESSAGE, [Column("uniform", scales=Equalizer.uniform(["nope"], unit.bands, 1.0))])
+        engine.answer(MESSAGE, [Column("uniform", live_eq=Equalizer.uniform(["nope"], unit.bands, 1.0))])
     with pytest.raises(LoraEqError, match="no adapter to scale"):
-        Column(BASE_COLUMN, scales=unit)
+        Column(BASE_COLUMN, live_eq=unit)
 
 
 # ---- loading, errors, close ------------------------------------------------------------------------
@@ -460,13 +460,13 @@ def test_compare_scores_every_column_with_the_real_embedder(engine):
 
     base_text = engine.answer(MESSAGE, [BASE_COLUMN], sampling=GREEDY)[0].text
     unit = engine.unit_grid("uniform")
-    zero = Column("uniform", scales=Equalizer.uniform(unit.roles, unit.bands, 0.0))
+    zero = Column("uniform", live_eq=Equalizer.uniform(unit.roles, unit.bands, 0.0))
     result = compare(engine, MESSAGE, reference=base_text, columns=[BASE_COLUMN, "uniform", zero], sampling=GREEDY)
     cols = {c.variant: c for c in result.columns}
     assert cols[BASE_COLUMN].similarity_base is None and cols[BASE_COLUMN].similarity_reference == pytest.approx(1.0, abs=1e-5)
     assert cols["uniform@eq"].text == base_text and cols["uniform@eq"].similarity_base == pytest.approx(1.0, abs=1e-5)
     assert cols["uniform"].similarity_base < 0.999 and -1 <= cols["uniform"].similarity_reference < 0.999
-    assert cols["uniform@eq"].settings["scales"]["strengths"][0][0] == 0.0
+    assert cols["uniform@eq"].settings["live_eq"]["strengths"][0][0] == 0.0
     assert all(c.tokens > 0 and c.seconds > 0 for c in result.columns)
 
 
@@ -516,7 +516,7 @@ def test_a_vote_on_one_answer_from_the_web_app_and_from_loraeq_vote_is_one_key_a
     sampling = Sampling(max_new_tokens=6, temperature=0.8, top_p=0.9, seed=3)
     unit = engine.unit_grid("uniform")
     stream = engine.stream(MESSAGE, [Column(BASE_COLUMN), Column("uniform"),
-                                     Column("uniform", scales=Equalizer.uniform(unit.roles, unit.bands, 0.5))],
+                                     Column("uniform", live_eq=Equalizer.uniform(unit.roles, unit.bands, 0.5))],
                            sampling=sampling)
     for _ in stream:
         pass
@@ -524,12 +524,12 @@ def test_a_vote_on_one_answer_from_the_web_app_and_from_loraeq_vote_is_one_key_a
     for answer, column in zip(stream.answers, cli_columns):
         assert (answer.label, answer.text) == (column["variant"], column["text"])
         store.cast(MESSAGE, answer.label, "fail", voter="ana",
-                   settings=answer_settings(sampling, seed=answer.seed, scales=answer.scales))
+                   settings=answer_settings(sampling, seed=answer.seed, live_eq=answer.live_eq))
         assert main(["vote", str(run), "--prompt", MESSAGE, "--variant", column["variant"], "--verdict", "pass",
                      "--settings", json.dumps(column["settings"]), "--voter", "ana", "--json"]) == 0
     votes = store.votes()
     assert [(v.variant, v.verdict) for v in votes] == [(BASE_COLUMN, "pass"), ("uniform", "pass"), ("uniform@eq", "pass")]
-    assert votes[2].settings["scales"]["strengths"][0][0] == 0.5 and votes[1].settings["seed"] is not None
+    assert votes[2].settings["live_eq"]["strengths"][0][0] == 0.5 and votes[1].settings["seed"] is not None
 
 
 # ---- the real model ---------------------------------------------------------------------------------
@@ -571,8 +571,8 @@ def test_real_model_batched_greedy_equals_plain_generate_and_live_eq_bounds(prec
     try:
         unit = engine.unit_grid("uniform")
         zero = Equalizer.uniform(unit.roles, unit.bands, 0.0)
-        columns = [BASE_COLUMN, "uniform", "attention", Column("uniform", scales=zero, name="uniform@0"),
-                   Column("uniform", scales=unit, name="uniform@1")]
+        columns = [BASE_COLUMN, "uniform", "attention", Column("uniform", live_eq=zero, name="uniform@0"),
+                   Column("uniform", live_eq=unit, name="uniform@1")]
         message = "Write one sentence about autumn."
         sampling = Sampling(max_new_tokens=16)
         answers = _ids(engine.answer(message, columns, sampling=sampling))

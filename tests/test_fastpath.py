@@ -28,7 +28,7 @@ from adapters.fastpath import (
     plain_lora_reason,
     switched_on,
 )
-from adapters.infer.adapter_rows import FusedMixer, PeftMixer, fusable, fused_or_peft
+from adapters.infer.adapter_rows import FusedRouter, PeftRouter, fusable, fused_or_peft
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_the_switch_turns_all_some_or_none_on_and_refuses_an_unknown_name(monkey
     assert switched_on("off") == switched_on(" none ") == set()
     assert switched_on("lora_train, label_loss") == {"lora_train", "label_loss"}
     assert switched_on("-packed4bit,-lora_train") == set(NAMES) - {"packed4bit", "lora_train"}
-    assert switched_on("off,packed4bit") == {"packed4bit"} and switched_on("all,-fused_mixer,+fused_mixer") == set(NAMES)
+    assert switched_on("off,packed4bit") == {"packed4bit"} and switched_on("all,-fused_router,+fused_router") == set(NAMES)
     with pytest.raises(LoraEqError, match=r"'-packed4bt' is not a fast path.*packed4bit, lora_train"):
         switched_on("-packed4bt")
     monkeypatch.setenv(fastpath.ENV, "-lora_train")
@@ -91,7 +91,7 @@ def _two_adapters(**second):
     (dict(lora_bias=True), "a LoRA bias"),
     (dict(use_dora=True), "a LoRA variant (DoraLinearVariant)"),
 ])
-def test_training_and_the_mixer_share_one_plain_lora_test(second, reason):
+def test_training_and_the_router_share_one_plain_lora_test(second, reason):
     model, layer = _two_adapters(**second)
     assert plain_lora_reason(layer, "plain") is None and plain_lora_reason(layer, "other") == reason
     assert fusable(model, "plain") is None and fusable(model, "other") == reason
@@ -101,7 +101,7 @@ def test_training_and_the_mixer_share_one_plain_lora_test(second, reason):
     model.base_model.set_adapter("plain")
     assert lora_train.applies(model) is None
 
-    # Two active adapters: training's layer forward would sum both; a mixer row names its one.
+    # Two active adapters: training's layer forward would sum both; a router row names its one.
     model.base_model.set_adapter(["plain", "other"])
     assert plain_lora_reason(layer) == "2 active adapters" and plain_lora_reason(layer, "plain") is None
     model.base_model.set_adapter("plain")
@@ -109,7 +109,7 @@ def test_training_and_the_mixer_share_one_plain_lora_test(second, reason):
     assert plain_lora_reason(layer) == plain_lora_reason(layer, "plain") == "adapters merged into the base weights"
     assert fusable(model, "plain") == "adapters merged into the base weights"
     with pytest.raises(LoraEqError, match="adapters merged into the base weights"):
-        FusedMixer(model, ["plain", "__base__"])  # the engine never gets here: fusable said why first
+        FusedRouter(model, ["plain", "__base__"])  # the engine never gets here: fusable said why first
 
 
 def test_an_untested_release_runs_the_librarys_own_path_with_one_logged_line(monkeypatch, caplog, fresh_releases):
@@ -120,16 +120,16 @@ def test_an_untested_release_runs_the_librarys_own_path_with_one_logged_line(mon
         assert off_reason(LORA_TRAIN) == "untested peft 0.99.1 (tested: 0.21)"
         assert fusable(model, "plain") == off_reason(FUSED_MIXER) == "untested peft 0.99.1 (tested: 0.21)"
         patch = lora_train.install(model)
-        mixer = fused_or_peft(model, ["plain", "__base__"])
+        router = fused_or_peft(model, ["plain", "__base__"])
     assert [r.getMessage() for r in caplog.records if r.name == "loraeq.fastpath"] == [
         "fast path lora_train: untested peft 0.99.1 (tested: 0.21); peft's own path runs instead",
-        "fast path fused_mixer: untested peft 0.99.1 (tested: 0.21); peft's own path runs instead",
+        "fast path fused_router: untested peft 0.99.1 (tested: 0.21); peft's own path runs instead",
     ]
-    assert patch.forwards == 0 and isinstance(mixer, PeftMixer)
+    assert patch.forwards == 0 and isinstance(router, PeftRouter)
     ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
     model.eval()
     with torch.no_grad():  # PEFT's own mixed batch: row 1 is the base model
-        logits = mixer.forward(input_ids=ids, attention_mask=torch.ones_like(ids))
+        logits = router.forward(input_ids=ids, attention_mask=torch.ones_like(ids))
         with model.disable_adapter():
             base = model(input_ids=ids[1:]).logits[:, -1].float()
     torch.testing.assert_close(logits[1:], base)
@@ -167,11 +167,11 @@ def test_the_4bit_call_steps_aside_when_bitsandbytes_hands_back_its_stub(tmp_pat
             mp.setattr(ops, "lib", Stub())  # while the fast path decides (its answer is kept per process)
             assert packed4bit.applies() == "bitsandbytes' native library has no gemv_4bit_inference_cpu_nf4_bf16"
             assert packed4bit.direct_forward(layer) is None
-            mixer = FusedMixer(base.model, ["__base__", "__base__"])
+            router = FusedRouter(base.model, ["__base__", "__base__"])
         assert not any("forward" in m.__dict__ for m in base.model.modules() if packed4bit.is_4bit_linear(m))
         with torch.no_grad():  # bitsandbytes' own layers answer (its real library is back for them)
-            got = mixer.forward(input_ids=ids, attention_mask=torch.ones_like(ids))
-        mixer.close()
+            got = router.forward(input_ids=ids, attention_mask=torch.ones_like(ids))
+        router.close()
         assert torch.equal(got, expected)
         assert record[PACKED4BIT] == "bitsandbytes' native library has no gemv_4bit_inference_cpu_nf4_bf16"
         assert record[FUSED_MIXER] == fastpath.RAN

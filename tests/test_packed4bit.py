@@ -11,7 +11,7 @@ from conftest import fast_path, tiny_causal_lm, tiny_tokenizer
 
 from adapters.base.loading import load_model
 from adapters.fastpath import PACKED4BIT
-from adapters.infer.adapter_rows import FusedMixer, PeftMixer
+from adapters.infer.adapter_rows import FusedRouter, PeftRouter
 from adapters.infer.packed4bit import _Kernel, direct_forward
 
 pytestmark = fast_path(PACKED4BIT)
@@ -79,15 +79,15 @@ def test_a_direct_call_that_differed_would_be_dropped_for_the_layers_own(tmp_pat
     assert "differs from the layer's own forward" in caplog.text
 
 
-@pytest.mark.parametrize("mixer_class", [FusedMixer, PeftMixer])
-def test_either_mixer_routes_4bit_layers_to_the_direct_call_and_puts_them_back(tmp_path, mixer_class):
+@pytest.mark.parametrize("router_class", [FusedRouter, PeftRouter])
+def test_either_router_routes_4bit_layers_to_the_direct_call_and_puts_them_back(tmp_path, router_class):
     base = _nf4_base(tmp_path, "llama")
     ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
     with torch.no_grad():
         expected = base.model(ids).logits[:, -1].float()
-        mixer = mixer_class(base.model, ["__base__", "__base__"])
+        router = router_class(base.model, ["__base__", "__base__"])
         assert all(isinstance(m.__dict__.get("forward"), _Kernel) for m in _layers(base.model))
-        got = mixer.forward(input_ids=ids, attention_mask=torch.ones_like(ids))
-        mixer.close()
+        got = router.forward(input_ids=ids, attention_mask=torch.ones_like(ids))
+        router.close()
     assert torch.equal(got, expected)
     assert not any("forward" in m.__dict__ for m in _layers(base.model))

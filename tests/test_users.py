@@ -184,7 +184,7 @@ def _last_answer():
     """A chat whose one turn the base answered "w3" (as the Compare tab leaves it)."""
     from adapters.infer.conversation import Conversation
 
-    settings = {"max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "seed": None, "system": None, "scales": None}
+    settings = {"max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "seed": None, "system": None, "live_eq": None}
     chat = Conversation(["base"])
     reply = chat.ask("w1 w2").replies["base"]
     reply.text, reply.done, reply.settings = "w3", True, settings

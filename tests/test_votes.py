@@ -114,7 +114,7 @@ def test_the_fingerprint_follows_the_variants_config(run_dir):
     store = VoteStore(run_dir)
     before = store.fingerprint("uniform")
     assert before == config_fingerprint(run_dir / "uniform") != store.fingerprint("attention")
-    assert store.fingerprint("uniform@eq") == before  # a scaled view is its variant (the grid is in the settings)
+    assert store.fingerprint("uniform@eq") == before  # a live-equalized column is its variant (the grid is in the settings)
     (run_dir / "uniform" / "variant.json").write_text(json.dumps({"name": "uniform", "hyper": {"rank": 16}}))
     assert store.fingerprint("uniform") != before  # retrained differently: its votes are kept apart
     store.cast("p", "uniform", "pass")
@@ -215,11 +215,11 @@ def test_a_vote_database_from_before_one_schema_opens_with_every_vote_under_one_
     canonical = lambda **kw: json.dumps(answer_settings(**kw), sort_keys=True)  # noqa: E731
     assert keys[1.0] == keys[2.0] == canonical(sampling=greedy)
     assert keys[3.0] == keys[4.0] == canonical(sampling=sampled, seed=derived_seed(5, "uniform"))
-    assert keys[5.0] == keys[6.0] == canonical(sampling=greedy, scales=grid)
+    assert keys[5.0] == keys[6.0] == canonical(sampling=greedy, live_eq=grid)
     assert keys[7.0] == '{"t": 0}' and 8.0 not in keys and keys[9.0] == keys[1.0]
     assert [(v.variant, v.verdict) for v in votes if v.voter == "ana"] == [("attention", "pass")]
     before = _dump(run_dir)
-    assert before[-1] == (2,)
+    assert before[-1] == (3,)
     VoteStore(run_dir)
     assert _dump(run_dir) == before  # opening again changes nothing
 
@@ -230,7 +230,7 @@ def test_answer_settings_keep_the_seed_only_when_sampling_and_need_it_then():
 
     greedy = answer_settings(Sampling(max_new_tokens=6, seed=3), seed=99, system="")
     assert greedy == {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "seed": None, "system": None,
-                      "scales": None}
+                      "live_eq": None}
     assert answer_settings(Sampling(temperature=1, seed=3), seed=99)["seed"] == 99
     with pytest.raises(LoraEqError, match="seed"):
         answer_settings(Sampling(temperature=0.5), seed=None)

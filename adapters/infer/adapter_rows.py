@@ -1,11 +1,11 @@
 """Mixed-adapter batches: every row of one batch through its own LoRA adapter, or none, in one forward.
 
-Two mixers, the same answers:
+Two routers, the same answers:
 
-- `PeftMixer` hands PEFT's `adapter_names` (one per row, "__base__" for the original) to every
+- `PeftRouter` hands PEFT's `adapter_names` (one per row, "__base__" for the original) to every
   forward; each LoRA layer then splits its batch per adapter (`_mixed_batch_forward`). It is the
   reference, and the path for adapters that are not plain LoRA (DoRA, LoRA bias, ...).
-- `FusedMixer` (the default for plain LoRA) routes each LoRA layer, for the batch, to its base
+- `FusedRouter` (the default for plain LoRA) routes each LoRA layer, for the batch, to its base
   layer plus every row's update, computed with two batched matmuls:
   the rows' A and B matrices are gathered once per batch into stacked tensors (zeros for the base
   and for an adapter that does not touch that layer, zero-padded up to the largest rank there).
@@ -19,18 +19,18 @@ Two mixers, the same answers:
   may then take another kernel and differ in the last bits, as the base's own matmuls do between
   batch sizes; greedy answers stay token-identical in every test and benchmark here.
 
-The fused mixer is the `fused_mixer` fast path (fastpath.py): `fusable` says why an adapter cannot
+The fused router is the `fused_router` fast path (fastpath.py): `fusable` says why an adapter cannot
 take it (switched off by LORAEQ_FAST_PATHS, a PEFT release it was not tested on, an adapter that is
-not plain LoRA by `fastpath.plain_lora_reason`, the test `lora_train` uses too), and `MIXERS["fused"]`
-gives PEFT's mixer where the fast path is off. Under either mixer a bitsandbytes 4-bit layer packed
+not plain LoRA by `fastpath.plain_lora_reason`, the test `lora_train` uses too), and `ROUTERS["fused"]`
+gives PEFT's router where the fast path is off. Under either router a bitsandbytes 4-bit layer packed
 for the CPU is called through its kernel directly (the `packed4bit` fast path: the same bits,
-without the layer's Python around the call). Each mixer's changes to the model are one
+without the layer's Python around the call). Each router's changes to the model are one
 `fastpath.Patch`, which its `close` restores.
 
-Live equalizer: the fused mixer takes a multiplier per row and LoRA layer and multiplies that
+Live equalizer: the fused router takes a multiplier per row and LoRA layer and multiplies that
 row's scaling by it, so one adapter can answer scaled and as trained in the same batch without a
 copy; PEFT's path reads `scaling[adapter]`, so scaled rows there need their own adapter copies
-(the engine makes them). Neither mixer is thread-safe: the fused one re-routes the shared model's
+(the engine makes them). Neither router is thread-safe: the fused one re-routes the shared model's
 LoRA layers for the batch, and PEFT hangs its `adapter_names` hooks on them at every forward (the
 engine runs one batch at a time).
 """
@@ -65,7 +65,7 @@ def _lora_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def _plain_model(model: nn.Module) -> nn.Module:
-    """The transformers model under a PeftModel (the mixers call it directly)."""
+    """The transformers model under a PeftModel (the routers call it directly)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
@@ -86,7 +86,7 @@ def cache_keyword(model: nn.Module) -> str:
 
 
 def fusable(model: nn.Module, adapter: str) -> str | None:
-    """Why `adapter` cannot go through the fused mixer, or None when it can (plain LoRA on linear
+    """Why `adapter` cannot go through the fused router, or None when it can (plain LoRA on linear
     layers, the fast path on)."""
     off = off_reason(FUSED_MIXER)
     if off:
@@ -121,7 +121,7 @@ class _Forward:
         return out.logits[:, -1, :].float()
 
 
-class PeftMixer(_Forward):
+class PeftRouter(_Forward):
     """PEFT's own mixed-adapter batches: `adapter_names=` on every forward."""
 
     def __init__(self, model: nn.Module, row_adapters: list[str], row_multipliers: RowMultipliers = None):
@@ -130,7 +130,7 @@ class PeftMixer(_Forward):
             raise LoraEqError("PEFT's mixed batches read each adapter's own scaling: scale a copy of it instead")
         self.names = list(row_adapters)
         self._modules = _lora_modules(model)
-        self._patch = Patch("peft_mixer")
+        self._patch = Patch("peft_router")
         packed4bit.route(list(_plain_model(model).modules()), self._patch)
 
     def forward(self, **inputs) -> torch.Tensor:
@@ -219,7 +219,7 @@ def gather_rows(module: nn.Module, row_adapters: list[str], row_multipliers: Row
     return _LayerRows(a, b, scaling, cast_before_add)
 
 
-class FusedMixer(_Forward):
+class FusedRouter(_Forward):
     """All rows' LoRA updates in two batched matmuls per layer (plain LoRA only; see the module doc).
 
     For the batch, every LoRA layer's `forward` is replaced on the instance (as accelerate's hooks
@@ -265,13 +265,13 @@ def _base_plus_update(base_layer: nn.Module, rows: _LayerRows, x: torch.Tensor, 
 
 
 def fused_or_peft(model: nn.Module, row_adapters: list[str],
-                  row_multipliers: RowMultipliers = None) -> FusedMixer | PeftMixer:
-    """The fused mixer, or PEFT's where the fused mixer's fast path is off (`fastpath.off_reason`)."""
+                  row_multipliers: RowMultipliers = None) -> FusedRouter | PeftRouter:
+    """The fused router, or PEFT's where the fused router's fast path is off (`fastpath.off_reason`)."""
     off = off_reason(FUSED_MIXER)
     if off is None:
-        return FusedMixer(model, row_adapters, row_multipliers)
+        return FusedRouter(model, row_adapters, row_multipliers)
     note(FUSED_MIXER, off)
-    return PeftMixer(model, row_adapters, row_multipliers)
+    return PeftRouter(model, row_adapters, row_multipliers)
 
 
-MIXERS = {"fused": fused_or_peft, "peft": PeftMixer}
+ROUTERS = {"fused": fused_or_peft, "peft": PeftRouter}

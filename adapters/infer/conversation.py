@@ -30,7 +30,7 @@ class Reply:
     tokens: int = 0
     seconds: float = 0.0
     seed: int | None = None
-    scales: dict | None = None  # the live grid of a scaled column
+    live_eq: dict | None = None  # the live grid of a scaled column
     dropped_turns: int = 0  # oldest turns left out to fit the model's context
     similarity_base: float | None = None
     similarity_reference: float | None = None
@@ -161,5 +161,5 @@ def respond(engine, conversation: Conversation, columns: list, sampling) -> Iter
     for answer in stream.answers:
         reply = turn.replies[answer.label]
         reply.text, reply.done, reply.tokens, reply.seconds = answer.text, True, answer.tokens, answer.seconds
-        reply.seed, reply.scales, reply.dropped_turns = answer.seed, answer.scales, answer.dropped_turns
+        reply.seed, reply.live_eq, reply.dropped_turns = answer.seed, answer.live_eq, answer.dropped_turns
     yield turn

@@ -1,7 +1,7 @@
 """Token-by-token decoding of a batch of prompts with a KV cache: left padding, a seed and a stop per row.
 
 `decode` runs one prefill over the left-padded prompts, then one forward per new token for the
-rows still going, through a `Mixer` (adapter_rows.py) that knows which adapter each row uses. Every row
+rows still going, through a `RowRouter` (adapter_rows.py) that knows which adapter each row uses. Every row
 picks its next token from its own logits only: greedily, or by sampling with its own
 `torch.Generator`, so a row's tokens depend on its prompt, its adapter and its seed, never on
 which other rows share the batch (that is what makes a column reproducible, and a batched answer
@@ -61,14 +61,14 @@ class Step:
     finished: dict[int, str]  # row -> "stop" (its token is a stop token) or "length"
 
 
-class Mixer(Protocol):
+class RowRouter(Protocol):
     """One forward of the batch with each row's own adapter (adapter_rows.py)."""
 
     config: object
 
     def forward(self, **inputs) -> torch.Tensor:
         """The last position's logits, float32, one row per batch row. `cache` is the KV cache
-        (the mixer hands it to the model under the keyword its transformers version takes)."""
+        (the router hands it to the model under the keyword its transformers version takes)."""
         ...
 
     def keep(self, rows: torch.Tensor) -> None:
@@ -117,7 +117,7 @@ def new_cache(config):
 
 @torch.no_grad()
 def decode(
-    mixer: Mixer,
+    router: RowRouter,
     prompts: list[list[int]],
     sampling: Sampling,
     *,
@@ -130,9 +130,9 @@ def decode(
     generators = generators or [None] * len(prompts)
     ids, mask = left_pad(prompts, pad_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = new_cache(mixer.config)
+    cache = new_cache(router.config)
     rows = list(range(len(prompts)))  # original row of each batch position
-    logits = mixer.forward(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)
+    logits = router.forward(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)
     for step in range(sampling.max_new_tokens):
         tokens = dict(zip(rows, pick_all(logits, sampling, [generators[row] for row in rows])))
         last = step + 1 == sampling.max_new_tokens
@@ -144,10 +144,10 @@ def decode(
         if len(going) < len(rows):
             keep = torch.tensor(going, device=ids.device)
             cache.batch_select_indices(keep)
-            mixer.keep(keep)
+            router.keep(keep)
             mask, positions = mask[keep], positions[keep]
             rows = [rows[j] for j in going]
         ids = torch.tensor([[tokens[row]] for row in rows], device=ids.device)
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
         positions = positions[:, -1:] + 1
-        logits = mixer.forward(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)
+        logits = router.forward(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)

@@ -12,16 +12,16 @@ column samples with its own seed, derived from the settings' seed and the column
 conversation longer than the model's context loses its oldest turns (conversation.trim_to_context), and
 each answer says how many (`Answer.dropped_turns`).
 
-A column may carry a live equalizer grid (`Column.scales`): per-cell multipliers on the trained
+A column may carry a live equalizer grid (`Column.live_eq`): per-cell multipliers on the trained
 adapter's LoRA scaling (live_eq.py), for that answer only, so the same variant can answer scaled
-and as trained side by side. The fused mixer applies them to the row's own scaling; with PEFT's
+and as trained side by side. The fused router applies them to the row's own scaling; with PEFT's
 `adapter_names` path a scaled column runs on a private in-memory copy of the adapter, scaled for
 the batch and reset after it. Adapters are only ever read from disk when the engine is built:
 bitsandbytes repacks NF4 weights for the CPU at the first forward and undoes that, lossily,
 whenever the model's state dict is read (PEFT's `load_adapter` reads it), which would shift the
 base's answers; so hand the engine a freshly loaded base. What a 4-bit base decodes with (its NF4
 weights, or a full-precision copy made before the adapters load) is `decode_precision`
-(decode_precision.py), reported by `info()`. With the fused mixer's fast path off
+(decode_precision.py), reported by `info()`. With the fused router's fast path off
 (LORAEQ_FAST_PATHS, fastpath.py) the backend is PEFT's, whatever was asked.
 
 Concurrency: one engine serves many users, but a batch changes the shared model while it runs
@@ -47,7 +47,7 @@ from adapters.limits import context_length
 from adapters.shape.equalizer import Equalizer
 from adapters.train.runfolder import BASE_COLUMN, RunFolder, VariantInfo, derived_seed
 
-from .adapter_rows import BASE_ROW, MIXERS, fusable
+from .adapter_rows import BASE_ROW, ROUTERS, fusable
 from .conversation import trim_to_context
 from .decoding import Sampling, decode
 
@@ -60,17 +60,17 @@ class Column:
     """One answer to produce: the base or a variant, optionally scaled live, with an optional fixed seed."""
 
     variant: str  # BASE_COLUMN or a variant name of the run
-    scales: Equalizer | None = None  # per-cell multipliers on the adapter's scaling; None = as trained
+    live_eq: Equalizer | None = None  # per-cell multipliers on the adapter's scaling; None = as trained
     seed: int | None = None  # sampling seed; None derives one from the settings' seed and the label
     name: str | None = None  # the column's label; default: the variant, with "@eq" when scaled
 
     def __post_init__(self) -> None:
         if not isinstance(self.variant, str) or not self.variant.strip():
             raise LoraEqError(f"column variant {self.variant!r}: must be a non-empty name")
-        if self.scales is not None and not isinstance(self.scales, Equalizer):
-            kind = type(self.scales).__name__
-            raise LoraEqError(f"column {self.variant!r}: scales must be an Equalizer grid, got {kind}")
-        if self.variant == BASE_COLUMN and self.scales is not None:
+        if self.live_eq is not None and not isinstance(self.live_eq, Equalizer):
+            kind = type(self.live_eq).__name__
+            raise LoraEqError(f"column {self.variant!r}: live_eq must be an Equalizer grid, got {kind}")
+        if self.variant == BASE_COLUMN and self.live_eq is not None:
             raise LoraEqError("the base column has no adapter to scale")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise LoraEqError(f"column {self.variant!r}: seed {self.seed!r} must be a whole number")
@@ -81,7 +81,7 @@ class Column:
     def label(self) -> str:
         if self.name:
             return self.name
-        return self.variant + (_EQ_SUFFIX if self.scales is not None else "")
+        return self.variant + (_EQ_SUFFIX if self.live_eq is not None else "")
 
 
 def column_seed(column: Column, sampling: Sampling) -> int:
@@ -102,7 +102,7 @@ class Answer:
     seconds: float  # from the start of the batch to this column's last token
     finish_reason: str  # "stop" (end of turn) or "length" (max_new_tokens)
     seed: int
-    scales: dict | None = None  # the live grid (Equalizer JSON) when the column was scaled
+    live_eq: dict | None = None  # the live grid (Equalizer JSON) when the column was scaled
     dropped_turns: int = 0  # oldest turns of the history left out to fit the model's context
 
     @property
@@ -216,10 +216,10 @@ class CompareEngine:
         self._variants: dict[str, _Loaded] = {}
         self.model = self._load(base.model, adapters)
         self.model.eval()
-        from adapters.shape.live_eq import AdapterScales, CellMap
+        from adapters.shape.live_eq import LiveEqWriter, LiveEqCells
 
-        self._cells = CellMap(self.model, self.tmap)
-        self._scales = AdapterScales(self._cells)
+        self._cells = LiveEqCells(self.model, self.tmap)
+        self._live_eq = LiveEqWriter(self._cells)
         self.backend = self._choose_backend(backend)
         self.stop_ids = stop_token_ids(self.tokenizer, base.model)
 
@@ -431,16 +431,16 @@ class CompareEngine:
                 multipliers.append(None)
                 continue
             loaded = self._variants[c.variant]
-            if c.scales is None:
+            if c.live_eq is None:
                 names.append(loaded.key)
                 multipliers.append(None)
             elif self.backend == "fused":
                 names.append(loaded.key)
-                multipliers.append(self._cells.multipliers(c.scales))
+                multipliers.append(self._cells.multipliers(c.live_eq))
             else:
                 k = copies[c.variant] = copies.get(c.variant, -1) + 1
                 view = self._view(loaded, k)
-                self._scales.apply(view, c.scales)
+                self._live_eq.apply(view, c.live_eq)
                 names.append(view)
                 multipliers.append(None)
         return names, multipliers
@@ -469,7 +469,7 @@ class CompareEngine:
     def _reset_views(self) -> None:
         for loaded in self._variants.values():
             for key in loaded.views:
-                self._scales.reset(key)
+                self._live_eq.reset(key)
 
     def close(self) -> None:
         """Take every adapter out of the base model: its modules are the base's own again."""
@@ -540,11 +540,11 @@ class AnswerStream:
         engine = self.engine
         with engine._lock:
             try:
-                mixer = MIXERS[engine.backend](engine.model, *engine._rows(self.columns))
+                router = ROUTERS[engine.backend](engine.model, *engine._rows(self.columns))
                 try:
-                    yield from self._run(mixer)
+                    yield from self._run(router)
                 finally:
-                    mixer.close()
+                    router.close()
             finally:
                 engine._reset_views()
 
@@ -553,7 +553,7 @@ class AnswerStream:
             return [None] * len(self.columns)
         return [torch.Generator(device=self.engine.base.device).manual_seed(s) for s in self.seeds]
 
-    def _run(self, mixer) -> Iterator[Delta]:
+    def _run(self, router) -> Iterator[Delta]:
         engine = self.engine
         # Under the engine's lock: a fast tokenizer shared between threads can fail ("Already borrowed").
         limit, reserve = context_length(engine.model), self.sampling.max_new_tokens
@@ -563,7 +563,7 @@ class AnswerStream:
         answers: list[Answer | None] = [None] * len(self.columns)
         started = time.perf_counter()
         steps = decode(
-            mixer,
+            router,
             prompts,
             self.sampling,
             stop_ids=engine.stop_ids,
@@ -592,6 +592,6 @@ class AnswerStream:
             seconds=round(seconds, 4),
             finish_reason=reason,
             seed=self.seeds[row],
-            scales=column.scales.to_json() if column.scales is not None else None,
+            live_eq=column.live_eq.to_json() if column.live_eq is not None else None,
             dropped_turns=self.dropped[row],
         )

@@ -15,7 +15,7 @@ own forward with `torch.equal`, and a layer where it differs, or where anything 
 forward. This is the `packed4bit` fast path (fastpath.py): `applies` says why it would not run
 (switched off by LORAEQ_FAST_PATHS, a bitsandbytes release it was not tested on, no native kernel
 in this install: a missing symbol, or bitsandbytes' throw-on-call stub), and then every layer runs
-its own forward. Both mixers (`adapter_rows.py`) route a batch's 4-bit layers here, through their
+its own forward. Both routers (`adapter_rows.py`) route a batch's 4-bit layers here, through their
 `Patch`; training never uses it.
 """
 
@@ -73,7 +73,7 @@ class _Kernel:
 
     def __init__(self, layer: nn.Module, kernel):
         self.layer, self.kernel = layer, kernel
-        # The class's forward, not `layer.forward`: the mixer may set this object as the layer's forward.
+        # The class's forward, not `layer.forward`: the router may set this object as the layer's forward.
         self.own = type(layer).forward.__get__(layer)
         self.ready = False
         self.same: bool | None = None  # its output equals the layer's own (checked on the first call)

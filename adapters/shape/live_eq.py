@@ -4,11 +4,11 @@ A LoRA layer adds `B(A(x)) * scaling[adapter]` to its base output. Multiplying a
 `scaling[adapter]` by the value of its cell (layer band x module role) turns that place's learned
 update up or down without reloading the base, re-reading the adapter or retraining: 0 silences
 the place (the base's exact output there), 1 is the adapter as trained, 2 doubles its update.
-`AdapterScales` remembers the trained scaling of every layer it touches, always scales from those
+`LiveEqWriter` remembers the trained scaling of every layer it touches, always scales from those
 values (never compounding) and `reset` puts them back bit for bit.
 
-`CellMap.multipliers` only computes each layer's factor (the fused mixer multiplies its rows'
-scaling by it, touching nothing shared); `AdapterScales` writes the factors into the model, so
+`LiveEqCells.multipliers` only computes each layer's factor (the fused router multiplies its rows'
+scaling by it, touching nothing shared); `LiveEqWriter` writes the factors into the model, so
 whoever shares that model must serialize it with generation (the engine does, and scales only
 private copies, so a trained adapter always answers as trained). Nothing here generates, loads
 adapters or decides the grid's shape (an `Equalizer` whose strengths are read as multipliers).
@@ -55,12 +55,12 @@ def cells_of(tmap: TuningMap, names: list[str]) -> dict[str, tuple[int, str] | N
 def check_grid(grid: Equalizer, tmap: TuningMap) -> None:
     """A multiplier grid must cover the model's layers and name only roles the model has."""
     if not isinstance(grid, Equalizer):
-        raise LoraEqError(f"scales must be an Equalizer grid, got {type(grid).__name__}")
+        raise LoraEqError(f"live_eq must be an Equalizer grid, got {type(grid).__name__}")
     if grid.layers != tmap.layers:
-        raise LoraEqError(f"scale grid covers {grid.layers} layers but the model has {tmap.layers}")
+        raise LoraEqError(f"live equalizer grid covers {grid.layers} layers but the model has {tmap.layers}")
     unknown = [r for r in grid.roles if r not in tmap.roles]
     if unknown:
-        raise LoraEqError(f"scale grid roles {unknown}: the model has no such roles ({', '.join(tmap.roles)})")
+        raise LoraEqError(f"live equalizer grid roles {unknown}: the model has no such roles ({', '.join(tmap.roles)})")
 
 
 def multiplier(grid: Equalizer, cell: tuple[int, str] | None) -> float:
@@ -70,7 +70,7 @@ def multiplier(grid: Equalizer, cell: tuple[int, str] | None) -> float:
     return grid.strength(*cell)
 
 
-class CellMap:
+class LiveEqCells:
     """Which grid cell each LoRA layer of a PeftModel belongs to, and its multiplier under a grid."""
 
     def __init__(self, peft_model: nn.Module, tmap: TuningMap):
@@ -91,10 +91,10 @@ class CellMap:
         return {module: multiplier(grid, cell) for module, cell in self.layers}
 
 
-class AdapterScales:
+class LiveEqWriter:
     """Per-cell scale multipliers set on the adapters of one PeftModel in place, with exact reset."""
 
-    def __init__(self, cells: CellMap):
+    def __init__(self, cells: LiveEqCells):
         self.cells = cells
         self._trained: dict[str, dict[nn.Module, float]] = {}
 

@@ -17,7 +17,7 @@ forward of every plain LoRA layer (one active adapter, no DoRA or other variant,
 - the two products run in autocast's dtype when autocast is on (as PEFT's modules do under it),
   else in the adapter's dtype; the result comes back in the base layer's dtype.
 
-Layers that are not plain (`fastpath.plain_lora_reason`, the test the fused mixer uses too) keep
+Layers that are not plain (`fastpath.plain_lora_reason`, the test the fused router uses too) keep
 PEFT's forward. This is the `lora_train` fast path (fastpath.py): `applies` says why it would not
 run (switched off by LORAEQ_FAST_PATHS, a PEFT release it was not tested on, no plain LoRA layer),
 and then every layer keeps PEFT's forward. Only training uses this module; the `Patch` that
