@@ -16,8 +16,18 @@ its own process, the way a user would run it:
 
 Only real (non-padding) tokens count: a forward pre-hook sums the attention mask of every batch.
 The first two steps are warm-up and not timed. Rounds alternate ours/TRL so that a busy machine
-slows both alike; the reported ratio is the median over rounds. Also reported: tokens/s against
-this box's compute limit for LoRA on 135M parameters (~740 tok/s bf16, ~340 fp32, measured).
+slows both alike; the reported ratio is the median over rounds.
+
+Also measured in the same run, on the same machine:
+- the compute limit: the tokens/s at which this box multiplies a token through the decoder's own
+  projection matrices in the training's precision, forward and backward (the input's gradient; the
+  frozen base has no weight gradient). Attention scores, the output layer, the LoRA matrices and
+  everything elementwise are left out, so no trainer can reach it: it is an upper bound;
+- short rows, as chat fact sets are (invented catalog facts, about 60 tokens a row with the chat
+  template), trained with no flags but --max-steps, the two ways a user does it: `loraeq train`
+  from a shell, and the web app's job line (`start_run`, then `JobQueue.submit` of the command the
+  Train tab submits, in the app's worker process and environment). Their figure is the one the
+  user sees in metrics.json: trained tokens over the variant's whole time (held-out curve included).
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ DATA = ROOT / "datasets" / "dolly-15k-sample.jsonl"
 MAX_LENGTH = 256
 BATCH = 8
 WARMUP = 2
-COMPUTE_LIMIT = {"bf16": 740.0, "fp32": 340.0}
+SHORT_STEPS = 24
 
 
 class Meter:
@@ -152,6 +162,97 @@ def run_trl(steps: int) -> dict:
             "gradient_checkpointing": args.gradient_checkpointing, "bf16_autocast": args.bf16, "allocator": "glibc"}
 
 
+def compute_limit(precision: str = "auto", tokens: int = 2048, repeats: int = 3) -> dict:
+    """Tokens/s of the decoder's projections alone, forward and input-gradient, in `precision`:
+    every linear weight of every decoder layer, at its own shape, on `tokens` tokens at once."""
+    import torch
+
+    from adapters.base.loading import load_model
+
+    base = load_model(None, precision)
+    dtype = next(base.model.parameters()).dtype
+    layers = base.model.get_decoder().layers
+    shapes = [tuple(m.weight.shape) for layer in layers for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+    weights = {shape: torch.randn(shape, dtype=dtype) for shape in set(shapes)}
+    inputs = {n: torch.randn(tokens, n, dtype=dtype) for n in {s[1] for s in shapes} | {s[0] for s in shapes}}
+
+    def once() -> float:
+        start = time.perf_counter()
+        for out_f, in_f in shapes:
+            w = weights[(out_f, in_f)]
+            inputs[in_f] @ w.T  # forward
+            inputs[out_f] @ w  # the input's gradient
+        return time.perf_counter() - start
+
+    once()
+    best = min(once() for _ in range(repeats))
+    return {"tokens_per_s": round(tokens / best, 1), "precision": base.precision, "matrices": len(shapes)}
+
+
+def short_data(folder: Path) -> tuple[Path, float]:
+    """A fact set of short rows (invented catalog, fresh wording), and its mean tokens per row."""
+    from adapters.base.loading import load_model
+    from adapters.data import load_dataset
+    from adapters.data.synthetic import invented_catalog
+    from adapters.train.training import encode_all
+
+    rows = invented_catalog(seed=4242, wording="c", entities=24, attributes=("price", "year", "city"), ways=2)
+    path = folder / "short_facts.jsonl"
+    path.write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in rows))
+    tokenizer = load_model(None, "auto").tokenizer
+    encoded = encode_all(tokenizer, [e.messages for e in load_dataset(path).examples], 512)
+    return path, round(statistics.mean(len(e["input_ids"]) for e in encoded), 1)
+
+
+def _variant_figures(run_dir: Path) -> dict:
+    from adapters.train.runfolder import RunFolder
+
+    (variant,) = RunFolder.open(run_dir).variants
+    m = variant.metrics()
+    return {"tokens_per_s": m.get("tokens_per_s"), "seconds": m.get("seconds"), "steps": m.get("steps")}
+
+
+def short_cli(data: Path, folder: Path, steps: int) -> dict:
+    """`loraeq train --data F --out R --max-steps N`, in a shell's environment (it preloads its malloc itself)."""
+    out = folder / "cli-run"
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    proc = subprocess.run([sys.executable, "-m", "loraeq", "train", "--data", str(data), "--out", str(out),
+                           "--max-steps", str(steps), "--json"], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"loraeq train failed:\n{proc.stderr[-3000:]}")
+    return _variant_figures(out)
+
+
+def short_web(data: Path, folder: Path, steps: int) -> dict:
+    """What the Train tab does: the run folder by `start_run`, then the job line's worker runs it."""
+    from adapters.shape.variants import Hyper, Variant
+    from adapters.train.dataspec import DataSpec, start_run
+    from playground.jobs import ACTIVE, JobQueue
+
+    out = folder / "web-run"
+    start_run(out, DataSpec(path=str(data)), [Variant("uniform", hyper=Hyper(max_steps=steps))], model=None,
+              precision="auto")
+    jobs = JobQueue(workers_dir=folder / "workers")
+    job = jobs.submit(str(out), ["train", "--resume", str(out), "--json"], owner="bench", kind="train")
+    while job.state in ACTIVE:
+        time.sleep(0.5)
+    if job.state != "finished":
+        raise RuntimeError(f"the web app's worker failed: {job.stderr_tail}")
+    return _variant_figures(out)
+
+
+def short_rows(steps: int) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="loraeq-bench-short-"))
+    try:
+        data, mean_tokens = short_data(folder)
+        cli, web = short_cli(data, folder, steps), short_web(data, folder, steps)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"mean_tokens_per_row": mean_tokens, "cli": cli, "web": web,
+            "web_vs_cli": round(web["tokens_per_s"] / cli["tokens_per_s"], 2)}
+
+
 def worker(mode: str, steps: int) -> None:
     import logging
     import warnings
@@ -183,6 +284,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS run at batch 8 x 512")
+    p.add_argument("--no-short", action="store_true", help="skip the short-row case (CLI and web app worker)")
+    p.add_argument("--short-steps", type=int, default=SHORT_STEPS, help="steps of the short-row case")
     p.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -192,19 +295,25 @@ def main() -> None:
         ours, trl = launch("ours", args.steps), launch("trl", args.steps)
         rounds.append({"ours": ours, "trl": trl, "speedup": round(ours["tokens_per_s"] / trl["tokens_per_s"], 2)})
     ours_best = max(r["ours"]["tokens_per_s"] for r in rounds)
+    limit = compute_limit(rounds[0]["ours"]["precision"])
     result = {
         "speedup": statistics.median(r["speedup"] for r in rounds),
         "ours_tokens_per_s": statistics.median(r["ours"]["tokens_per_s"] for r in rounds),
         "trl_tokens_per_s": statistics.median(r["trl"]["tokens_per_s"] for r in rounds),
-        "ours_vs_compute_limit": round(ours_best / COMPUTE_LIMIT.get(rounds[0]["ours"]["precision"], 740.0), 2),
+        "compute_limit_tokens_per_s": limit["tokens_per_s"],
+        "ours_vs_compute_limit": round(ours_best / limit["tokens_per_s"], 2),
         "load_average": os.getloadavg()[0],
         "rounds": rounds,
     }
+    if not args.no_short:
+        short = short_rows(args.short_steps)
+        result.update(short_rows=short, short_web_vs_8x256=round(short["web"]["tokens_per_s"] / ours_best, 2),
+                      short_cli_vs_8x256=round(short["cli"]["tokens_per_s"] / ours_best, 2))
     if not args.no_memory:  # peak RSS of our training at batch 8 x 512 tokens (train_memory.py, its own process)
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from train_memory import LIMIT_GB, measure
 
-        peak = measure(["default"])["cases"][0]["peak_gb"]
+        peak = measure(["cli"])["cases"][0]["peak_gb"]  # `loraeq train` as a user runs it, its whole process tree
         result.update(peak_rss_gb_8x512=round(peak, 2), peak_rss_limit_gb=LIMIT_GB)
     if args.json:
         print(json.dumps(result))

@@ -66,6 +66,25 @@ def test_num_items_in_batch_divides_the_sum_as_the_model_does():
     assert float(mine) == pytest.approx(float(label_only_loss(peft, batch)) / 2, rel=1e-5)
 
 
+def test_the_held_out_loss_is_the_models_own_without_every_positions_logits(monkeypatch):
+    from adapters.train.training import heldout_loss
+
+    peft, batches = _lora(), [_batch(4), _batch(5)]
+    counts = [int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches]
+    with torch.no_grad():
+        own = sum(float(peft(**b).loss) * n for b, n in zip(batches, counts)) / sum(counts)
+    head = peft.get_base_model().get_output_embeddings()
+    rows_seen = []
+    head.register_forward_hook(lambda m, args, out: rows_seen.append(args[0].shape[:-1].numel()))
+    assert heldout_loss(peft, batches) == pytest.approx(own, rel=1e-5)
+    assert sum(rows_seen) == sum(counts)  # the output layer saw the labelled positions only
+    assert peft.training  # put back in training mode
+    monkeypatch.setenv("LORAEQ_FAST_PATHS", "off")  # switched off: the model's own loss, the same value
+    rows_seen.clear()
+    assert heldout_loss(peft, batches) == pytest.approx(own, rel=1e-5)
+    assert sum(rows_seen) == sum(b["input_ids"].numel() for b in batches)
+
+
 def test_a_batch_with_nothing_labelled_gives_zero_and_still_backpropagates():
     peft, batch = _lora(), _batch()
     batch["labels"][:] = IGNORE

@@ -158,14 +158,20 @@ PATIENCE = 3  # evaluations without a better held-out loss before early stopping
 
 
 def heldout_loss(model, batches: list[dict]) -> float:
-    """Mean assistant-token loss of the model on prepared batches (no gradients, eval mode)."""
+    """Mean assistant-token loss of the model on prepared batches (no gradients, eval mode), as
+    training computes it: at labelled positions only where it can (label_loss.py; the model's own
+    loss keeps every position's logits, 1.6 GB at batch 8 x 512, more than training itself needs)."""
+    from .label_loss import label_only_loss, label_only_reason
+
+    labelled_only = label_only_reason(model) is None
     was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
     with torch.no_grad():
         for batch in batches:
             n = int((batch["labels"][:, 1:] != IGNORE).sum())
-            total += float(model(**batch).loss) * n
+            loss = label_only_loss(model, batch) if labelled_only else model(**batch).loss
+            total += float(loss) * n
             tokens += n
     model.train(was_training)
     return total / max(tokens, 1)
