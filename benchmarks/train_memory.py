@@ -123,6 +123,15 @@ def _figures(run_dir: Path, case: str, peak: int, seconds: float) -> dict:
             "tokens_per_s": m.get("tokens_per_s") or 0.0, "steps": steps, "whole_command_s": round(seconds, 1)}
 
 
+def hyper_flag(name: str) -> str:
+    """The `loraeq train` flag of a `Hyper` field, as the CLI makes it from the declaration."""
+    from dataclasses import fields
+
+    from adapters.shape.variants import Hyper
+
+    return next(f.metadata["param"].option(f.name) for f in fields(Hyper) if f.name == name)
+
+
 def user_path(case: str, steps: int, precision: str) -> dict:
     """`loraeq train` from a shell (`cli`) or through the web app's job line (`web`), its whole
     process tree measured."""
@@ -135,7 +144,7 @@ def user_path(case: str, steps: int, precision: str) -> dict:
             env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
             argv = [sys.executable, "-m", "loraeq", "train", "--data", str(rows), "--out", str(out),
                     "--precision", precision, "--json", "--preset", "uniform"]
-            argv += [a for k, v in flags.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+            argv += [a for k, v in flags.items() for a in (hyper_flag(k), str(v))]
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                                     cwd=ROOT)
             with PeakRss(proc.pid) as peak:
