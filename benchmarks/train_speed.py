@@ -196,12 +196,12 @@ def short_data(folder: Path) -> tuple[Path, float]:
     from adapters.data.synthetic import invented_catalog
     from adapters.train.training import encode_all
 
-    rows = invented_catalog(seed=4242, wording="c", entities=24, attributes=("price", "year", "city"), ways=2)
+    rows = invented_catalog(seed=4242, wording="b", entities=24, attributes=("price", "year", "code"), ways=2)
     path = folder / "short_facts.jsonl"
     path.write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in rows))
     tokenizer = load_model(None, "auto").tokenizer
     encoded = encode_all(tokenizer, [e.messages for e in load_dataset(path).examples], 512)
-    return path, round(statistics.mean(len(e["input_ids"]) for e in encoded), 1)
+    return path, round(statistics.mean(len(e.input_ids) for e in encoded), 1)
 
 
 def _variant_figures(run_dir: Path) -> dict:
