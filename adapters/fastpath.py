@@ -79,7 +79,7 @@ PATHS = (
     FastPath("fused_router", "infer/adapter_rows.py", ("peft",), "every row's LoRA update in two batched matmuls"),
 )
 NAMES = tuple(p.name for p in PATHS)
-PACKED4BIT, LORA_TRAIN, LABEL_LOSS, PACKED_ATTENTION, FUSED_MIXER = NAMES
+PACKED4BIT, LORA_TRAIN, LABEL_LOSS, PACKED_ATTENTION, FUSED_ROUTER = NAMES
 _ALL, _NONE = ("on", "all"), ("off", "none")
 
 

@@ -9,7 +9,7 @@ from test_engine import _random_adapters
 
 from adapters.base.loading import load_model
 from adapters.errors import LoraEqError
-from adapters.fastpath import FUSED_MIXER
+from adapters.fastpath import FUSED_ROUTER
 from adapters.infer.decode_precision import copy_bytes, dequantize, four_bit_layers, plan
 from adapters.infer.engine import CompareEngine
 
@@ -64,7 +64,7 @@ def test_the_copy_multiplies_by_the_weights_the_4bit_layers_use(tiny_folder):
             torch.testing.assert_close(copy(x), want, rtol=2e-2, atol=2e-2)
 
 
-@fast_path(FUSED_MIXER)
+@fast_path(FUSED_ROUTER)
 def test_the_engine_decodes_with_a_copy_when_asked_and_says_so(tiny_folder, tmp_path):
     from adapters.infer.decoding import Sampling
 

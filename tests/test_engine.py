@@ -18,7 +18,7 @@ from conftest import fast_path
 from adapters.base.loading import load_model
 from adapters.base.tokenize import encode_prompt
 from adapters.errors import LoraEqError
-from adapters.fastpath import FUSED_MIXER
+from adapters.fastpath import FUSED_ROUTER
 from adapters.infer.decoding import Sampling, pick
 from adapters.infer.engine import BASE_COLUMN, Column, CompareEngine, run_variants
 from adapters.shape.equalizer import Equalizer
@@ -149,7 +149,7 @@ def test_left_padding_keeps_absolute_positions_on_a_gpt2_with_conv1d_lora(tmp_pa
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "nf4"])
-@fast_path(FUSED_MIXER)
+@fast_path(FUSED_ROUTER)
 def test_fused_update_is_bit_identical_to_peft_one_adapter_forward(precision, tmp_path):
     """Layer by layer, each row of a fused batch equals PEFT's own `set_adapter` forward of that row,
     including the bf16 / NF4 casts (PEFT's own mixed batches do not manage that in bf16). A rank
@@ -209,7 +209,7 @@ def test_fused_update_is_bit_identical_to_peft_one_adapter_forward(precision, tm
     model.unload()
 
 
-@fast_path(FUSED_MIXER)
+@fast_path(FUSED_ROUTER)
 def test_peft_adapter_names_backend_gives_the_same_tokens_and_resets_its_scaled_copies(engine, tiny_run):
     peft_engine = CompareEngine.from_run(tiny_run, backend="peft")
     try:
@@ -470,7 +470,7 @@ def test_compare_scores_every_column_with_the_real_embedder(engine):
     assert all(c.tokens > 0 and c.seconds > 0 for c in result.columns)
 
 
-@fast_path(FUSED_MIXER)
+@fast_path(FUSED_ROUTER)
 def test_cli_compare_vote_and_leaderboard(tiny_run, capsys, tmp_path):
     from loraeq.main import main
 
@@ -563,7 +563,7 @@ def _random_adapters(base, root, presets, std=0.05) -> dict:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("precision", ["fp32", "nf4"])
-@fast_path(FUSED_MIXER)
+@fast_path(FUSED_ROUTER)
 def test_real_model_batched_greedy_equals_plain_generate_and_live_eq_bounds(precision, tmp_path):
     base = load_model(None, precision)
     folders = _random_adapters(base, tmp_path, ["uniform", "attention"])

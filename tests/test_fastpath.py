@@ -19,7 +19,7 @@ from adapters.infer import packed4bit
 from adapters.train import lora_train
 from adapters.errors import LoraEqError
 from adapters.fastpath import (
-    FUSED_MIXER,
+    FUSED_ROUTER,
     LORA_TRAIN,
     NAMES,
     PACKED4BIT,
@@ -118,7 +118,7 @@ def test_an_untested_release_runs_the_librarys_own_path_with_one_logged_line(mon
     model, _ = _two_adapters()
     with caplog.at_level(logging.WARNING, logger="loraeq.fastpath"):
         assert off_reason(LORA_TRAIN) == "untested peft 0.99.1 (tested: 0.21)"
-        assert fusable(model, "plain") == off_reason(FUSED_MIXER) == "untested peft 0.99.1 (tested: 0.21)"
+        assert fusable(model, "plain") == off_reason(FUSED_ROUTER) == "untested peft 0.99.1 (tested: 0.21)"
         patch = lora_train.install(model)
         router = fused_or_peft(model, ["plain", "__base__"])
     assert [r.getMessage() for r in caplog.records if r.name == "loraeq.fastpath"] == [
@@ -174,7 +174,7 @@ def test_the_4bit_call_steps_aside_when_bitsandbytes_hands_back_its_stub(tmp_pat
         router.close()
         assert torch.equal(got, expected)
         assert record[PACKED4BIT] == "bitsandbytes' native library has no gemv_4bit_inference_cpu_nf4_bf16"
-        assert record[FUSED_MIXER] == fastpath.RAN
+        assert record[FUSED_ROUTER] == fastpath.RAN
     finally:
         packed4bit._native_kernel.cache_clear()
 
@@ -219,11 +219,11 @@ def test_with_every_fast_path_off_training_and_compare_give_the_same_losses_and_
     ran = {n for n, v in fast["fast_paths"].items() if v == fastpath.RAN}
     assert ran == runs_here - {PACKED4BIT}  # an fp32 base has no 4-bit layer
     assert {n for n, v in fast_answers["fast_paths"].items() if v == fastpath.RAN} == runs_here & {
-        FUSED_MIXER, "packed_attention"}
+        FUSED_ROUTER, "packed_attention"}
     assert fast_answers["fast_paths"]["lora_train"] == "not used by this command"
     for report in (plain["fast_paths"], plain_answers["fast_paths"]):
         assert set(report.values()) == {"switched off (LORAEQ_FAST_PATHS=off)"}
-    assert fast_answers["backend"] == ("fused" if FUSED_MIXER in runs_here else "peft")
+    assert fast_answers["backend"] == ("fused" if FUSED_ROUTER in runs_here else "peft")
     assert plain_answers["backend"] == "peft"
 
     assert len(_losses(tmp_path / "fast")) == 8

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapters.errors import LoraEqError
-from adapters.fastpath import FUSED_MIXER, Patch, note, off_reason, plain_lora_reason
+from adapters.fastpath import FUSED_ROUTER, Patch, note, off_reason, plain_lora_reason
 
 from . import packed4bit
 
@@ -88,7 +88,7 @@ def cache_keyword(model: nn.Module) -> str:
 def fusable(model: nn.Module, adapter: str) -> str | None:
     """Why `adapter` cannot go through the fused router, or None when it can (plain LoRA on linear
     layers, the fast path on)."""
-    off = off_reason(FUSED_MIXER)
+    off = off_reason(FUSED_ROUTER)
     if off:
         return off
     for module in _lora_modules(model):
@@ -235,8 +235,8 @@ class FusedRouter(_Forward):
             rows = gather_rows(module, row_adapters, row_multipliers)
             if rows is not None:
                 self._rows[module] = rows
-        note(FUSED_MIXER, None)
-        self._patch = Patch(FUSED_MIXER)
+        note(FUSED_ROUTER, None)
+        self._patch = Patch(FUSED_ROUTER)
         for module in self._modules:
             rows = self._rows.get(module)
             # A 4-bit base layer on the CPU: its kernel called directly (`packed4bit`, the same bits).
@@ -267,10 +267,10 @@ def _base_plus_update(base_layer: nn.Module, rows: _LayerRows, x: torch.Tensor, 
 def fused_or_peft(model: nn.Module, row_adapters: list[str],
                   row_multipliers: RowMultipliers = None) -> FusedRouter | PeftRouter:
     """The fused router, or PEFT's where the fused router's fast path is off (`fastpath.off_reason`)."""
-    off = off_reason(FUSED_MIXER)
+    off = off_reason(FUSED_ROUTER)
     if off is None:
         return FusedRouter(model, row_adapters, row_multipliers)
-    note(FUSED_MIXER, off)
+    note(FUSED_ROUTER, off)
     return PeftRouter(model, row_adapters, row_multipliers)
 
 

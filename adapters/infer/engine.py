@@ -42,7 +42,7 @@ from typing import Iterator
 import torch
 
 from adapters.errors import LoraEqError
-from adapters.fastpath import FUSED_MIXER, note, off_reason
+from adapters.fastpath import FUSED_ROUTER, note, off_reason
 from adapters.limits import context_length
 from adapters.shape.equalizer import Equalizer
 from adapters.train.runfolder import BASE_COLUMN, RunFolder, VariantInfo, derived_seed
@@ -309,9 +309,9 @@ class CompareEngine:
     def _choose_backend(self, backend: str) -> str:
         if backend == "peft":
             return backend
-        off = off_reason(FUSED_MIXER)
+        off = off_reason(FUSED_ROUTER)
         if off:  # switched off or an untested PEFT: PEFT's own mixed batches, asked for "fused" or not
-            note(FUSED_MIXER, off)
+            note(FUSED_ROUTER, off)
             return "peft"
         if backend == "fused":
             for name, v in self._variants.items():
@@ -321,7 +321,7 @@ class CompareEngine:
             return backend
         reason = next(filter(None, (fusable(self.model, v.key) for v in self._variants.values())), None)
         if reason:
-            note(FUSED_MIXER, f"a variant with {reason}")
+            note(FUSED_ROUTER, f"a variant with {reason}")
         return "peft" if reason else "fused"
 
     # ---- what the engine holds ------------------------------------------------------------------
