@@ -47,8 +47,10 @@ def greedy_generate(
 
 
 def greedy_ids(adapters: AdapterSet, ids: list[list[int]], adapter_names: list[str], stop_ids: set[int],
-                max_new_tokens: int, batch_size: int) -> list[str]:
-    """`greedy_generate` on prompts already encoded."""
+                max_new_tokens: int, batch_size: int, router: str | None = None) -> list[str]:
+    """`greedy_generate` on prompts already encoded. `router` names one of `ROUTERS` for every
+    batch (a model still being trained decodes through "peft"); by default the fused router where
+    the adapter allows it."""
     from adapters.infer.adapter_rows import ROUTERS, fusable
     from adapters.infer.decoding import Sampling, decode
 
@@ -56,7 +58,7 @@ def greedy_ids(adapters: AdapterSet, ids: list[list[int]], adapter_names: list[s
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
     answers = [""] * len(ids)
     for name, batch in plan_answer_batches(ids, adapter_names, batch_size):
-        backend = "fused" if name == BASE_ROW or fusable(adapters.model, name) is None else "peft"
+        backend = router or ("fused" if name == BASE_ROW or fusable(adapters.model, name) is None else "peft")
         router = ROUTERS[backend](adapters.model, [name] * len(batch))
         tokens: list[list[int]] = [[] for _ in batch]
         try:

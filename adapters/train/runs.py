@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import time
 import traceback
 from contextlib import contextmanager
@@ -113,6 +114,30 @@ def add_variants(run_dir: Path, variants: list[Variant]) -> list[str]:
         plan["variants"] = [*plan["variants"], *added]
         write_json_atomic(run.path / RUN_FILE, plan)
     return [e["name"] for e in added]
+
+
+def adopt_trained(run_dir: Path, variant: Variant, source: Path, base, schedule: str | None = None,
+                  extra: dict | None = None) -> str:
+    """A variant trained outside the run's queue (a search's trial, trained on this run's training
+    split) joins the run as finished: its adapter files, training log and metrics are copied into a
+    folder of its own, with the variant.json a queue would write. Returns its name in the run."""
+    from .training import ADAPTER_FILES, resolve_equalizer
+
+    missing = [n for n in ADAPTER_FILES if not (Path(source) / n).is_file()]
+    if missing:
+        raise LoraEqError(f"{source}: no trained adapter to add ({missing[0]} is missing)")
+    name = add_variants(run_dir, [variant])[0]
+    run = RunFolder.open(run_dir)
+    info = run.variant(name)
+    eq, _ = resolve_equalizer(base, variant, run.bands)
+    record = _variant_record(run, info, base, eq.to_json(), variant, schedule)
+    record.update(extra or {})
+    for n in (*ADAPTER_FILES, "train_log.jsonl", "metrics.json"):
+        if (Path(source) / n).is_file():
+            shutil.copyfile(Path(source) / n, info.folder / n)
+    write_json_atomic(info.folder / "variant.json", record)
+    set_status(info.folder, "done")
+    return name
 
 
 def _wait_for_plan(run_dir: Path, timeout: float = 600.0) -> dict:

@@ -40,7 +40,7 @@ class CancelledError(Exception):
 @dataclass
 class VariantResult:
     name: str
-    status: str  # done | cancelled | failed
+    status: str  # done | cancelled | failed | stopped (by a search's rung)
     steps: int
     final_loss: float | None
     seconds: float
@@ -213,6 +213,34 @@ def _heldout_callback(log_path: Path, model, batches: list[dict], every: int, ea
             return self.best_step
 
     return HeldoutWatch()
+
+
+def _rung_callback(model, rungs):
+    from transformers import TrainerCallback
+
+    class RungWatch(TrainerCallback):
+        """Hands the model being trained to `rungs` at the steps it asks for (and at the last step);
+        stops the training when it says so."""
+
+        stopped_at: int | None = None
+
+        def on_step_end(self, args, state, control, **kw):
+            last = state.global_step >= state.max_steps
+            if not (last or rungs.due(state.global_step)):
+                return
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    stop = rungs(state.global_step, state.max_steps, model)
+            finally:
+                model.train(was_training)
+            if stop and not last:
+                self.stopped_at = state.global_step
+                control.should_training_stop = True
+                control.should_save = False
+
+    return RungWatch()
 
 
 def heldout_schedule(steps: int, rows_per_step: int, heldout_rows: int) -> tuple[int, int]:
@@ -411,10 +439,16 @@ def train_variant(
     bands: int = DEFAULT_BANDS,
     cancel_path: Path | None = None,
     heldout: list[list[dict]] | None = None,
+    rungs=None,
 ) -> VariantResult:
     """Train `variant` on `conversations` into `folder` (adapter files, train_log.jsonl). With
     `heldout` conversations, their loss is logged every few steps (a sample of HELDOUT_SAMPLE),
-    and the variant's `early_stopping` stops on it."""
+    and the variant's `early_stopping` stops on it.
+
+    `rungs` (a search's trial, `evals.search`) sees the model at the steps its `due(step)` names
+    and at the last one: `rungs(step, max_steps, model)` scores it (in eval mode, without
+    gradients) and returns True to stop the training there; the result's status is then
+    "stopped" and no adapter is saved."""
     from transformers import PrinterCallback
 
     started = time.perf_counter()
@@ -429,13 +463,16 @@ def train_variant(
     peft_model = attach_lora(base, variant, bands)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     try:
-        steps, loss, trained = 0, None, 0
+        steps, loss, trained, status = 0, None, 0, "done"
         if h.max_steps == 0 or (h.max_steps is None and h.epochs == 0):
             _append(folder / "train_log.jsonl", {"event": "start", "step": 0, "max_steps": 0})
         else:
             progress = _progress_callback(folder / "train_log.jsonl", cancel_path, counter)
             arguments = training_arguments(variant, folder / "checkpoints", base, len(examples))
             callbacks, watch = [progress], None
+            rung_watch = _rung_callback(peft_model, rungs) if rungs is not None else None
+            if rung_watch is not None:
+                callbacks.append(rung_watch)
             if heldout:
                 every, sample = heldout_schedule(planned_steps(h, len(examples)), h.batch_size * h.grad_accum,
                                                  len(heldout))
@@ -462,7 +499,9 @@ def train_variant(
             if best is not None and best != steps:
                 _append(folder / "train_log.jsonl", {"event": "early_stop", "step": steps, "best_step": best})
             del output
-        if is_main_process():
+            if rung_watch is not None and rung_watch.stopped_at is not None:
+                status = "stopped"
+        if is_main_process() and status == "done":
             save_adapter_atomically(peft_model, folder)
     finally:
         detach_lora(peft_model)
@@ -472,7 +511,7 @@ def train_variant(
     seconds = time.perf_counter() - started
     return VariantResult(
         name=variant.name,
-        status="done",
+        status=status,
         steps=steps,
         final_loss=loss,
         seconds=round(seconds, 2),
