@@ -75,6 +75,7 @@ class Limits:
     train_seconds: float = 12 * 3600.0  # wall clock of one training job
     proof_seconds: float = 6 * 3600.0  # wall clock of one proof job
     evalset_seconds: float = 3 * 3600.0  # wall clock of one eval-set job
+    search_seconds: float = 12 * 3600.0  # wall clock of one search job (its trials and the confirmation)
     jobs_waiting: int = 2  # jobs one user (a session or a login) may have waiting in the job line
     login_failures: int = 5  # wrong passwords (per user name, and per client address) before a lockout
     login_lockout_s: float = 60.0  # the first lockout; each further one in a row doubles it (at most an hour)
@@ -104,7 +105,7 @@ class Limits:
         return self.worker_bytes or int(0.8 * total_memory())
 
     def job_seconds(self, kind: str) -> float:
-        """The wall-clock limit of a job of `kind` (train, proof, evalset)."""
+        """The wall-clock limit of a job of `kind` (train, proof, evalset, search)."""
         return float(getattr(self, f"{kind}_seconds", self.train_seconds))
 
 

@@ -37,6 +37,7 @@ import os
 import random
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -490,8 +491,7 @@ def open_study(settings: SearchSettings, create: bool = True, first_rung: int = 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage_for(settings)
-    sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5, multivariate=True,
-                                         warn_independent_sampling=False)
+    sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5, multivariate=True)
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung, reduction_factor=REDUCTION)
     if not create:
         try:
@@ -586,6 +586,8 @@ def run_search(settings: SearchSettings, base, *, join: bool = False, limits=Non
     if (timeout is None or timeout > 0) and (settings.trials is None or len(_finished(study)) < settings.trials):
         _log(run.path, {"event": "start", "worker": os.getpid(), "budget_s": timeout, "trials": settings.trials})
         try:
+            warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range", category=UserWarning)
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
             study.optimize(_objective(ctx), timeout=timeout, callbacks=callbacks, catch=(LoraEqError,),
                            gc_after_trial=True)
         except Exception as e:
@@ -662,7 +664,7 @@ def confirm(settings: SearchSettings, base, study, items: list[Item], vocab) -> 
         release(adapters)
     passed.setdefault("default", passed["winner"])
     n = len(items)
-    out = {"checks": n, "winner": winner.number, "default": default.number if default else None}
+    out = {"checks": n, "winner_trial": winner.number, "default_trial": default.number if default else None}
     for name, outcome in passed.items():
         out[name] = {"score": round(sum(outcome) / n, 4), "ci": list(wilson(sum(outcome), n)), "passed": outcome}
     out["p_value"] = round(mcnemar_exact_p(passed["default"], passed["winner"]), 6)
@@ -734,7 +736,7 @@ def pareto(rows: list[dict]) -> list[int]:
 
 def report(settings: SearchSettings, study, confirmation: dict | None, notes: list[str]) -> dict:
     rows = trial_rows(study, settings.run_dir)
-    winner = next((r for r in rows if confirmation and r["number"] == confirmation["winner"]), None)
+    winner = next((r for r in rows if confirmation and r["number"] == confirmation["winner_trial"]), None)
     best = None
     if winner is not None:
         c = confirmation
@@ -743,7 +745,7 @@ def report(settings: SearchSettings, study, confirmation: dict | None, notes: li
                 "default_confirmed_score": c["default"]["score"], "default_confirmed_ci": c["default"]["ci"],
                 "base_confirmed_score": c["base"]["score"], "p_value": c["p_value"],
                 "optimism": round(winner["score"] - c["winner"]["score"], 4), "confirm_checks": c["checks"],
-                "default_trial": c["default"] if isinstance(c["default"], int) else None}
+                "default_trial": c["default_trial"]}
     states = [r["state"] for r in rows]
     steps_run = sum(r["steps"] or 0 for r in rows)
     return {"run_dir": str(settings.run_dir), "study": settings.study, "objective": settings.objective,

@@ -33,62 +33,58 @@ def _settings(args: argparse.Namespace, run_dir: Path):
                           storage=args.storage)
 
 
-def _new_run(args: argparse.Namespace, base) -> Path:
+def _new_run(args: argparse.Namespace, base, dataset) -> Path:
     from adapters.train.dataspec import DataSpec, start_run
 
     out = Path(args.out)
     spec = DataSpec(args.data, format=args.format, heldout=args.heldout, seed=args.split_seed)
-    start_run(out, spec, [], model=args.model, precision=args.precision, bands=args.bands, dataset=read_data(args))
+    start_run(out, spec, [], model=args.model, precision=args.precision, bands=args.bands, dataset=dataset)
     return out
 
 
 def _search(args: argparse.Namespace) -> tuple[dict, int]:
     from adapters.base.loading import load_model
+    from adapters.shape.search_space import SearchSpace
     from adapters.train.runfolder import RunFolder
-    from evals.search import SearchSettings, make_variant, parse_budget, run_search, search_dir
+    from evals.search import make_variant, parse_budget, run_search, search_dir
 
     if args.trials is not None and args.trials < 1:
         raise LoraEqError(f"--trials {args.trials}: must be at least 1")
-    parse_budget(args.budget)  # refused before a model loads
-    join = args.join is not None
-    if join:
+    parse_budget(args.budget)  # everything a user typed is checked before a model loads
+    SearchSpace.parse(args.set)
+    dataset = None
+    if args.join is not None:
         if not args.storage:
             raise LoraEqError("--join STUDY needs the --storage URL the study lives in")
         run_dir = _joined_run(args)
     elif args.run:
         run_dir = Path(args.run)
         RunFolder.open(run_dir)
-    elif args.data and args.out:
-        run_dir = None
     else:
-        raise LoraEqError("give --data FILE --out RUN (a new run), --run RUN, or --join STUDY --storage URL")
+        if not args.data:
+            raise LoraEqError("give --data FILE with --out RUN (or --run RUN to search on an existing run)")
+        dataset, run_dir = read_data(args), None
     if args.make_variant is not None:
         run = RunFolder.open(run_dir)
-        base = load_model(run.model, run.precision)
-        name = make_variant(run_dir, args.make_variant, base)
-        return {"run_dir": str(run_dir), "variant": name}, 0
+        return {"run_dir": str(run_dir), "variant": make_variant(run_dir, args.make_variant,
+                                                                 load_model(run.model, run.precision))}, 0
     if run_dir is not None:
         settings = _settings(args, run_dir)
+        run = RunFolder.open(run_dir)
+        base = load_model(run.model, run.precision)
     else:
-        from adapters.shape.search_space import SearchSpace
-
-        SearchSpace.parse(args.set)
         if args.budget is None and args.trials is None:
             raise LoraEqError("give a budget: --budget 20m or --trials N")
-    base = load_model(args.model if run_dir is None else RunFolder.open(run_dir).model,
-                      args.precision if run_dir is None else RunFolder.open(run_dir).precision)
-    if run_dir is None:
-        run_dir = _new_run(args, base)
+        base = load_model(args.model, args.precision)
+        run_dir = _new_run(args, base, dataset)
         settings = _settings(args, run_dir)
-    if isinstance(settings, SearchSettings) and settings.budget_seconds is None and settings.trials is None:
-        raise LoraEqError("give a budget: --budget 20m or --trials N")
 
     def echo(trial) -> None:
         if not args.json:
             print(f"[trial {trial.number}] {trial.state.name.lower()} {trial.user_attrs.get('score', '')}",
                   file=sys.stderr, flush=True)
 
-    report = run_search(settings, base, join=join, on_trial=echo)
+    report = run_search(settings, base, join=args.join is not None, on_trial=echo)
     if args.add_winner and report.get("best"):
         report["variant"] = make_variant(run_dir, "best", base)
     report["search_dir"] = str(search_dir(run_dir))
@@ -137,9 +133,10 @@ def register(sub) -> None:
     p = sub.add_parser("search", help="search equalizer shapes and hyperparameters on your checks, the winner confirmed")
     add_model_flags(p)
     add_data_flags(p, required=False)
-    p.add_argument("--out", help="run folder to create for the search (with --data)")
-    p.add_argument("--run", help="a run folder to search on (a search there before: resumed)")
-    p.add_argument("--join", metavar="STUDY", help="add a worker to this study (with --storage)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="run folder to create for the search (with --data)")
+    target.add_argument("--run", help="a run folder to search on (a search there before: resumed)")
+    target.add_argument("--join", metavar="STUDY", help="add a worker to this study (with --storage)")
     p.add_argument("--storage", metavar="URL", help="an Optuna storage URL (sqlite:///f.db, postgresql://...) or "
                    "journal file; default a journal file in RUN/search/")
     p.add_argument("--study", default="search", help="the study's name in the storage (default search)")

@@ -34,6 +34,7 @@ from playground import (
     tab_model,
     tab_proof,
     tab_runs,
+    tab_search,
     tab_train,
     workspace,
 )
@@ -66,6 +67,8 @@ def build_app(shared: Shared, oauth: bool = False) -> gr.Blocks:
                 data_view = tab_data.build(shared, session)
             with gr.Tab("Equalizer & Train", id="train"):
                 train_view = tab_train.restored(tab_train.build(shared, session))
+            with gr.Tab("Search", id="search", visible=not encoder) as search_tab:
+                search_view = tab_search.build(shared, session, search_tab)
             with gr.Tab("Compare", id="compare", visible=not encoder) as compare_tab:
                 tab_compare.build(shared, session)
             with gr.Tab("Classify", id="classify", visible=encoder) as classify_tab:  # encoders' Compare
@@ -81,10 +84,12 @@ def build_app(shared: Shared, oauth: bool = False) -> gr.Blocks:
 
         demo.load(handler(restore, shared), [browser, session], [session, browser], api_name="restore").then(
             handler(tab_train.restore_view, shared), [session], train_view, api_name=False).then(
-            handler(tab_data.restore_view, shared), [session], data_view, api_name=False)
+            handler(tab_data.restore_view, shared), [session], data_view, api_name=False).then(
+            handler(tab_search.restore_view, shared), [session], search_view, api_name=False)
         gr.on([session.change], handler(remember, shared), session, browser, api_name=False)
         gr.on([session.change], handler(tabs_for_kind, shared), session, [compare_tab, classify_tab, evalsets_tab],
               api_name=False)
+        gr.on([session.change], handler(causal_only, shared), session, search_tab, api_name=False)
     return shield(demo)
 
 
@@ -97,6 +102,11 @@ def tabs_for_kind(shared: Shared, state: Session):
     """Compare and Eval sets for a causal LM; Classify for an encoder."""
     encoder = is_encoder(shared, state)
     return gr.Tab(visible=not encoder), gr.Tab(visible=encoder), gr.Tab(visible=not encoder)
+
+
+def causal_only(shared: Shared, state: Session):
+    """Search answers prompts: shown for a causal LM only."""
+    return gr.Tab(visible=not is_encoder(shared, state))
 
 
 def restore(shared: Shared, saved, state: Session, request: gr.Request, profile: gr.OAuthProfile | None = None):

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 ZERO_GPU_ENV = "SPACES_ZERO_GPU"
 # Seconds of GPU one call may hold (ZeroGPU refuses a call whose duration is over the quota left;
 # training and the proof ask for more). Each can be changed with LORAEQ_GPU_SECONDS_<KIND>.
-DURATIONS = {"generate": 120, "suggest": 120, "train": 1200, "proof": 900, "evalset": 900}
+DURATIONS = {"generate": 120, "suggest": 120, "train": 1200, "proof": 900, "evalset": 900,
+             "search": 1200}
 KINDS = tuple(DURATIONS)
 
 # What a decorated call is to run, handed over by a token: ZeroGPU may run the call in a forked

@@ -58,7 +58,7 @@ class Job:
     key: str  # the run folder (+ "#proof" ...): one job per key at a time
     argv: list[str]
     owner: str = ""  # the session (or login) that started it
-    kind: str = "train"  # train | proof | evalset
+    kind: str = "train"  # train | proof | evalset | search
     state: str = "queued"  # queued | running | finished | failed | cancelled
     returncode: int | None = None
     stderr_tail: str = ""

@@ -147,3 +147,21 @@ def probability_bars(result: dict):
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def cell_effects_heatmap(effects: dict):
+    """A search's cell effects (`evals.search.cell_effects`): bands (rows) x roles, each cell the
+    correlation across finished trials of its strength with the score, blue where strength paid off."""
+    cells = np.asarray(effects["cells"], dtype=float)
+    roles, bands = effects["roles"], effects["bands"]
+    fig, ax = _axes((1.1 * len(roles) + 2.5, 0.5 * len(bands) + 1.6))
+    image = ax.imshow(cells, aspect="auto", cmap="RdBu", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks(np.arange(len(roles)), roles, rotation=35, ha="right")
+    ax.set_yticks(np.arange(len(bands)), [f"layers {b[0]}-{b[-1]}" for b in bands])
+    for (b, r), value in np.ndenumerate(cells):
+        ax.text(r, b, f"{value:+.2f}", ha="center", va="center", fontsize=8,
+                color="white" if abs(value) > 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="correlation with the score")
+    ax.set_title("where adapting paid off: each cell's strength against the score", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -135,7 +135,7 @@ def test_every_help_renders_and_every_flag_has_help(capsys):
 
 # The pipeline: model -> data -> shape -> train -> compare (its votes, chat, battles, eval sets,
 # classify) -> prove -> export -> the web app's users. A new command takes its place here.
-PIPELINE_ORDER = ["analyze", "data", "suggest", "train", "status", "cancel", "compare", "vote", "leaderboard",
+PIPELINE_ORDER = ["analyze", "data", "suggest", "train", "status", "cancel", "search", "compare", "vote", "leaderboard",
                   "chat", "arena", "evalset", "classify", "eval", "export", "users"]
 
 
