@@ -59,16 +59,16 @@ def greedy_ids(adapters: AdapterSet, ids: list[list[int]], adapter_names: list[s
     answers = [""] * len(ids)
     for name, batch in plan_answer_batches(ids, adapter_names, batch_size):
         backend = router or ("fused" if name == BASE_ROW or fusable(adapters.model, name) is None else "peft")
-        router = ROUTERS[backend](adapters.model, [name] * len(batch))
+        rows = ROUTERS[backend](adapters.model, [name] * len(batch))
         tokens: list[list[int]] = [[] for _ in batch]
         try:
-            for step in decode(router, [ids[i] for i in batch], sampling, stop_ids=stop_ids,
+            for step in decode(rows, [ids[i] for i in batch], sampling, stop_ids=stop_ids,
                                pad_id=tok.pad_token_id, device=adapters.device):
                 for row, token in step.tokens.items():
                     if step.finished.get(row) != "stop":
                         tokens[row].append(token)
         finally:
-            router.close()
+            rows.close()
         for i, row_tokens in zip(batch, tokens):
             answers[i] = tok.decode(row_tokens, skip_special_tokens=True).strip()
     return answers

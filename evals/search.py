@@ -682,7 +682,7 @@ def trial_rows(study, run_dir) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         record = read_json(_trial_folder(run_dir, t.number) / "trial.json")
-        rows.append({"number": t.number, "params": t.params, "state": _state(t),
+        rows.append({"number": t.number, "params": record.get("params", t.params), "state": _state(t),
                      "score": record.get("score", t.user_attrs.get("score")), "value": t.value,
                      "seconds": record.get("seconds", t.user_attrs.get("seconds")),
                      "steps": record.get("steps"), "planned_steps": record.get("planned_steps"),

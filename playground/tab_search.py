@@ -267,12 +267,16 @@ def progress_status(rows: list[dict], events: list[dict], running: bool) -> str:
     end = time.time() if running else max(e.get("time", 0) for e in events)
     line += f" · {end - starts[-1].get('time', end):.0f} s elapsed"
     line += f" (budget {budget_s / 60:.3g} min)" if budget_s else ""
-    phase = PHASES.get(events[-1].get("event"), "")
+    last = events[-1].get("event")
+    if running or last == "done":
+        phase = PHASES.get(last, "")
+    else:  # its worker ended (cancelled, stopped, the server restarted) before the report
+        phase = "stopped before the winner was confirmed"
     return line + (f" · {phase}" if phase else "")
 
 
 PHASES = {"confirming": "confirming the winner on the checks the search never saw", "done": "done",
-          "cancelled": "cancelled", "stopped": "stopped: trials failed in a row",
+          "cancelled": "cancelled: confirming what finished", "stopped": "stopped: trials failed in a row",
           "searched": "the trials are over"}
 
 
@@ -344,6 +348,7 @@ def grid_picture(rows: list[dict], number: int | None):
 
 def render(shared: Shared, run: Path, state: Session) -> tuple:
     """(status, trial table, winner, the winner's grid, cell effects, what was read) of the run's search."""
+    stamp = seen(shared, run)  # before reading: a change meanwhile draws again at the next tick
     events = read_progress(run)
     job = shared.jobs.get(job_key(run))
     rows = search_trials(run, events, job is not None and job.state == "running")
@@ -352,7 +357,7 @@ def render(shared: Shared, run: Path, state: Session) -> tuple:
     effects = report.get("cell_effects")
     return (status_markdown(shared, run, rows, events), trials_frame(rows, report, variants),
             winner_markdown(report, rows, variants), grid_picture(rows, shown),
-            cell_effects_heatmap(effects) if effects else None, seen(shared, run))
+            cell_effects_heatmap(effects) if effects else None, stamp)
 
 
 # ---- following it --------------------------------------------------------------------------------

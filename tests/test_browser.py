@@ -273,3 +273,50 @@ def test_a_reload_mid_training_finds_the_progress_the_grid_and_the_variants(serv
     _shot(page, "9-reloaded")
     page.get_by_role("button", name="Cancel").click()
     progress.get_by_text(re.compile(r"kept\s+(interrupted|cancelled)")).wait_for(timeout=120_000)  # the worker stopped
+
+
+def test_a_small_search_shows_its_trials_and_its_winner_chats_as_a_variant(server, page):
+    """Two trials (the auto defaults and one drawn, each a third of an epoch at rank 4) on a run
+    trained here; the confirmed winner becomes a variant the Compare tab answers with."""
+    from playwright.sync_api import expect
+
+    page.goto(server["url"])
+    page.locator("#model-summary").wait_for(timeout=60_000)
+    _validate_sample(page, "fictional-facts.jsonl")
+    _tab(page, "Equalizer & Train")
+    page.get_by_label("Max steps").fill("2")
+    page.get_by_label("Batch size").fill("2")
+    page.get_by_role("button", name="Add variant").click()
+    expect(page.locator("#variants-table")).to_contain_text("variant-1", timeout=30_000)
+    page.get_by_role("button", name="Start training").click()
+    page.locator("#train-progress").get_by_text(re.compile(r"variant-1\s+done")).wait_for(timeout=300_000)
+
+    _tab(page, "Search")
+    expect(page.locator("#search-run")).to_contain_text("run-", timeout=30_000)  # the session's run, chosen
+    page.locator("#search-budget input").fill("2")
+    page.locator("#search-settings textarea").fill("epochs=0.3\nrank=4")
+    page.locator("#search-start").click()
+    status, trials = page.locator("#search-status"), page.locator("#search-trials")
+    expect(trials).to_contain_text("default", timeout=600_000)  # trial 0 listed while the search runs
+    status.get_by_text(re.compile(r"2 trials done of 2 .*· done")).wait_for(timeout=1_500_000)
+    expect(trials).to_contain_text("winner")
+    winner = page.locator("#search-winner").inner_text()
+    assert re.search(r"Winner: trial [01]: \d+% of the search checks; on \d+ checks it never saw \d+% "
+                     r"\(95% CI \d+%-\d+%\) against the default's \d+%", winner), winner
+    page.locator("#search-grid img").wait_for(timeout=30_000)
+    _shot(page, "10-search")
+
+    page.locator("#search-make-variant").click()  # the trial box says best
+    status.get_by_text("The new variant is ready").wait_for(timeout=300_000)
+    expect(trials).to_contain_text(re.compile(r"variant search-[01]"), timeout=30_000)
+
+    _tab(page, "Compare")
+    page.get_by_role("button", name="Load my run's variants").click()
+    adopted = page.get_by_role("checkbox", name=re.compile(r"search-[01]"))
+    adopted.wait_for(timeout=120_000)
+    expect(adopted).to_be_checked()
+    page.locator("#chat-input textarea").fill("What is the capital of Varnis?")
+    page.locator("#chat-send").click()
+    page.locator("#chat-col-2 [data-testid='bot']").first.wait_for(timeout=180_000)  # base, variant-1, search-N
+    assert page.locator("#chat-col-2 [data-testid='bot']").first.inner_text().strip()
+    _shot(page, "11-search-variant-chat")

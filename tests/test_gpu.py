@@ -76,7 +76,7 @@ def _names(spaces) -> list[str]:
 def test_every_kind_of_gpu_work_goes_through_spaces_gpu(spaces, shared):
     assert gpu.zero_gpu() and gpu.prepare()
     assert {name for name, _ in spaces.decorated} == {"gpu_generate", "gpu_suggest", "gpu_train", "gpu_proof",
-                                                      "gpu_evalset", "gpu_generate_stream"}
+                                                      "gpu_evalset", "gpu_generate_stream", "gpu_search"}
     assert dict(spaces.decorated)["gpu_train"] == gpu.DURATIONS["train"]
     state = Session()
     tab_data.validate(shared, None, "autumn-voice.jsonl", "auto", "", 64, state)

@@ -195,6 +195,7 @@ def test_the_view_shows_each_trial_from_the_progress_log_and_the_trial_files(sha
     assert list(table["score"])[:3] == ["50%", "25%", "75%"] and list(table["steps"])[:2] == ["9/9", "3/9"]
     assert table["note"][0] == "default" and list(table["rank"]) == ["4", "8", "12", "16"]
     assert "1 failed or stopped" in status and "Run **run-" in status
+    assert status.endswith("· stopped before the winner was confirmed")  # its worker is gone, no report
     assert winner.startswith("Best so far: trial 2, 75% of the search checks") and effects is None
     assert grid.size == (96 + 92 * 7 + 8, 34 + 46 * 2 + 8)  # trial 2's grid, drawn as the Train tab draws one
     assert seen[0] == str(run)
