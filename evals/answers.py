@@ -49,7 +49,7 @@ def greedy_generate(
 def greedy_ids(adapters: AdapterSet, ids: list[list[int]], adapter_names: list[str], stop_ids: set[int],
                 max_new_tokens: int, batch_size: int, router: str | None = None) -> list[str]:
     """`greedy_generate` on prompts already encoded. `router` names one of `ROUTERS` for every
-    batch (a model still being trained decodes through "peft"); by default the fused router where
+    batch (a model still being trained decodes through "active", its one adapter); by default the fused router where
     the adapter allows it."""
     from adapters.infer.adapter_rows import ROUTERS, fusable
     from adapters.infer.decoding import Sampling, decode

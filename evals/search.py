@@ -228,7 +228,7 @@ class Judge:
 
         live = AdapterSet(model=model, tokenizer=self.base.tokenizer, device=self.base.device,
                           ids={"trial": "default"})
-        return Score(self.passed(self.answers(live, "default", router="peft")), self.likelihood(model))
+        return Score(self.passed(self.answers(live, "default", router="active")), self.likelihood(model))
 
 
 # ---- the settings of a search -------------------------------------------------------------------
@@ -384,7 +384,7 @@ def default_point(space, rows: int, batch_size: int) -> dict:
     return point
 
 
-def _trial_folder(run_dir: str | Path, number: int) -> Path:
+def trial_folder(run_dir: str | Path, number: int) -> Path:
     return search_dir(run_dir) / "trials" / f"{number:03d}"
 
 
@@ -404,7 +404,7 @@ def _objective(ctx: Context):
         variant = variant_for(f"trial-{trial.number}", point, ctx.tmap, ctx.bands)
         variant, schedule = variant.scheduled(len(ctx.conversations))
         check_variant(ctx.base, variant, len(ctx.conversations))
-        folder = _trial_folder(run_dir, trial.number)
+        folder = trial_folder(run_dir, trial.number)
         per_epoch = math.ceil(len(ctx.conversations) / (variant.hyper.batch_size * variant.hyper.grad_accum))
         planned = max(1, math.ceil((variant.hyper.epochs or 1) * per_epoch))
         _log(run_dir, {"event": "trial_start", "trial": trial.number, "params": point, "planned_steps": planned})
@@ -652,9 +652,9 @@ def confirm(settings: SearchSettings, base, study, items: list[Item], vocab) -> 
     if winner is None:
         return None
     _log(settings.run_dir, {"event": "confirming", "winner": winner.number})
-    folders = {"winner": _trial_folder(settings.run_dir, winner.number)}
+    folders = {"winner": trial_folder(settings.run_dir, winner.number)}
     if default is not None and default.number != winner.number:
-        folders["default"] = _trial_folder(settings.run_dir, default.number)
+        folders["default"] = trial_folder(settings.run_dir, default.number)
     judge = Judge(base, items, vocab)
     adapters = load_adapter_set(base, folders)
     try:
@@ -681,7 +681,7 @@ def _state(trial) -> str:
 def trial_rows(study, run_dir) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
-        record = read_json(_trial_folder(run_dir, t.number) / "trial.json")
+        record = read_json(trial_folder(run_dir, t.number) / "trial.json")
         rows.append({"number": t.number, "params": record.get("params", t.params), "state": _state(t),
                      "score": record.get("score", t.user_attrs.get("score")), "value": t.value,
                      "seconds": record.get("seconds", t.user_attrs.get("seconds")),
@@ -770,7 +770,7 @@ def make_variant(run_dir: str | Path, number: int | str, base, name: str | None 
         number = int(number)
     except (TypeError, ValueError):
         raise LoraEqError(f"trial {number!r}: give a trial number or best") from None
-    folder = _trial_folder(run_dir, number)
+    folder = trial_folder(run_dir, number)
     record = read_json(folder / "trial.json")
     if record.get("state") != "complete":
         state = record.get("state", "not in this search")

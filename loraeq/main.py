@@ -16,12 +16,12 @@ import sys
 
 from adapters.errors import LoraEqError
 
-from . import analyze, arena, chat, classify, compare, data, evalset, export, proof, search, suggest, train, users
+from . import analyze, arena, chat, classify, compare, data, evalset, export, proof, search, serve, suggest, train, users
 from .common import Parser, add_json_flag, print_result
 
 # `loraeq --help` lists the commands in this order, the pipeline's: model -> data -> shape -> train ->
-# compare (vote, chat, battles, eval sets, classify) -> prove -> export -> the web app's users.
-STAGES = (analyze, data, suggest, train, search, compare, chat, arena, evalset, classify, proof, export, users)
+# search -> compare (vote, chat, battles, eval sets, classify) -> prove -> export -> serve -> the web app's users.
+STAGES = (analyze, data, suggest, train, search, compare, chat, arena, evalset, classify, proof, export, serve, users)
 # Commands whose JSON says which fast paths ran (`fast_paths`: name -> "ran" or why not; fastpath.py).
 REPORT_FAST_PATHS = ("train", "compare", "evalset", "eval")
 

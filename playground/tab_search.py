@@ -33,6 +33,7 @@ from evals.search import (
     read_progress,
     request_cancel,
     search_dir,
+    trial_folder,
 )
 from playground.bounded import bounded
 from playground.guard import handler, public_message
@@ -191,10 +192,6 @@ def make_variant(shared: Shared, run_name, trial, state: Session):
 
 
 # ---- reading the search folder -------------------------------------------------------------------
-
-
-def trial_folder(run: Path, number: int) -> Path:
-    return search_dir(run) / "trials" / f"{number:03d}"
 
 
 def search_trials(run: Path, events: list[dict], running: bool) -> list[dict]:

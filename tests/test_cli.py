@@ -136,7 +136,7 @@ def test_every_help_renders_and_every_flag_has_help(capsys):
 # The pipeline: model -> data -> shape -> train -> compare (its votes, chat, battles, eval sets,
 # classify) -> prove -> export -> the web app's users. A new command takes its place here.
 PIPELINE_ORDER = ["analyze", "data", "suggest", "train", "status", "cancel", "search", "compare", "vote", "leaderboard",
-                  "chat", "arena", "evalset", "classify", "eval", "export", "users"]
+                  "chat", "arena", "evalset", "classify", "eval", "export", "serve", "users"]
 
 
 def test_top_level_help_lists_every_command_in_pipeline_order_one_line_each(capsys, monkeypatch):

@@ -234,3 +234,28 @@ def test_a_bad_search_is_refused_in_one_line(tiny_search_run, argv, says):
 def test_make_variant_refuses_a_trial_that_did_not_finish(tiny_search_run):
     code, _, err = _cli("search", "--run", str(tiny_search_run), "--make-variant", "7")
     assert code == 2 and "trial 7: not in this search" in err
+
+
+def test_a_model_being_trained_answers_through_its_active_adapter_as_peft_routes_it():
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from adapters.base.tokenize import encode_prompt
+    from evals.adapter_set import AdapterSet
+    from evals.answers import greedy_ids
+    from tests.conftest import tiny_causal_lm, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = get_peft_model(tiny_causal_lm("llama", seed=3), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)  # a trained-looking adapter: answers differ from the base
+    model.eval()
+    live = AdapterSet(model=model, tokenizer=tok, device="cpu", ids={"trial": "default"})
+    ids = [encode_prompt(tok, [{"role": "user", "content": f"w{i} w{i + 3} ?"}]) for i in range(5)]
+    with torch.no_grad():
+        active = greedy_ids(live, ids, ["default"] * 5, set(), 6, 8, router="active")
+        routed = greedy_ids(live, ids, ["default"] * 5, set(), 6, 8, router="peft")
+        base = greedy_ids(live, ids, ["__base__"] * 5, set(), 6, 8, router="peft")
+    assert active == routed and active != base

@@ -1,6 +1,6 @@
 """Mixed-adapter batches: every row of one batch through its own LoRA adapter, or none, in one forward.
 
-Two routers, the same answers:
+Two routers, the same answers (and a third for a model with one adapter, `ActiveRouter`):
 
 - `PeftRouter` hands PEFT's `adapter_names` (one per row, "__base__" for the original) to every
   forward; each LoRA layer then splits its batch per adapter (`_mixed_batch_forward`). It is the
@@ -264,6 +264,25 @@ def _base_plus_update(base_layer: nn.Module, rows: _LayerRows, x: torch.Tensor, 
     return rows.add_update(x, base_layer(x, *args, **kwargs))
 
 
+class ActiveRouter(_Forward):
+    """Every row through the model's active adapter, by the layers' own forward: a model being
+    trained (a search's trial) answers with its one adapter, without routing rows."""
+
+    def __init__(self, model: nn.Module, row_adapters: list[str], row_multipliers: RowMultipliers = None):
+        super().__init__(model)
+        if any(m is not None for m in row_multipliers or []):
+            raise LoraEqError("the active adapter's own scaling applies to every row")
+
+    def forward(self, **inputs) -> torch.Tensor:
+        return self._logits(self.model, inputs, {})
+
+    def keep(self, rows: torch.Tensor) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def fused_or_peft(model: nn.Module, row_adapters: list[str],
                   row_multipliers: RowMultipliers = None) -> FusedRouter | PeftRouter:
     """The fused router, or PEFT's where the fused router's fast path is off (`fastpath.off_reason`)."""
@@ -274,4 +293,4 @@ def fused_or_peft(model: nn.Module, row_adapters: list[str],
     return PeftRouter(model, row_adapters, row_multipliers)
 
 
-ROUTERS = {"fused": fused_or_peft, "peft": PeftRouter}
+ROUTERS = {"fused": fused_or_peft, "peft": PeftRouter, "active": ActiveRouter}
