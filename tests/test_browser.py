@@ -292,7 +292,7 @@ def test_a_small_search_shows_its_trials_and_its_winner_chats_as_a_variant(serve
     page.locator("#train-progress").get_by_text(re.compile(r"variant-1\s+done")).wait_for(timeout=300_000)
 
     _tab(page, "Search")
-    expect(page.locator("#search-run")).to_contain_text("run-", timeout=30_000)  # the session's run, chosen
+    expect(page.locator("#search-run input")).to_have_value(re.compile(r"^run-"), timeout=30_000)  # the session's run
     page.locator("#search-budget input").fill("2")
     page.locator("#search-settings textarea").fill("epochs=0.3\nrank=4")
     page.locator("#search-start").click()

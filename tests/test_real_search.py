@@ -37,11 +37,11 @@ def test_a_short_search_confirms_its_winner_and_makes_it_a_variant(tmp_path, rea
         {"type": "icontains", "value": p["answer_key"].lstrip("$")}]}) + "\n"
         for p in catalog_probes(SEED, "b", PRODUCTS, ("price", "year"))))
     run = tmp_path / "run"
-    # Short trials: 3 epochs each (the default trial too: a fixed setting applies to it), 3 trials.
-    report = cli("search", "--data", str(data), "--out", str(run), "--evalset", str(evalset), "--trials", "3",
+    # Short trials: 3 epochs each (the default trial too: a fixed setting applies to it), 2 trials.
+    report = cli("search", "--data", str(data), "--out", str(run), "--evalset", str(evalset), "--trials", "2",
                  "--set", "epochs=3", "--set", "rank=4:16", "--add-winner")
     trials = report["trials"]
-    assert len(trials) == 3 and trials[0]["default"] and trials[0]["params"]["rank"] == 16
+    assert len(trials) == 2 and trials[0]["default"] and trials[0]["params"]["rank"] == 16
     assert all(t["params"]["epochs"] == 3 for t in trials)
     assert {t["state"] for t in trials} <= {"complete", "pruned"}
     assert all(t["rungs"] and t["seconds"] > 0 for t in trials)
