@@ -691,38 +691,69 @@ def trial_rows(study, run_dir) -> list[dict]:
     return rows
 
 
-def importances(study) -> dict:
-    """Optuna's fANOVA importance of each searched setting ({} with fewer than 3 finished trials
-    or when every score is the same)."""
-    import optuna
+def compared(study) -> tuple[list, str]:
+    """The trials whose scores can be compared, with what the score is: their final value when at
+    least 3 finished with different values, else their value at the first rung (one epoch), which
+    every trial reached, pruned or not."""
     from optuna.trial import TrialState
 
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    if len(done) < 3 or len({t.value for t in done}) < 2 or not study.best_trial.distributions:
+    done = [(t, t.value) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None]
+    if len(done) >= 3 and len({v for _, v in done}) > 1:
+        return done, "final"
+    reached = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+               if t.intermediate_values]
+    if not reached:
+        return [], "first rung"
+    first = min(min(t.intermediate_values) for t in reached)
+    return [(t, t.intermediate_values[first]) for t in reached if first in t.intermediate_values], "first rung"
+
+
+def importances(study) -> dict:
+    """Optuna's fANOVA importance of each searched setting, over the scores `compared` gives
+    ({} with fewer than 3 trials or when every score is the same)."""
+    import optuna
+
+    pairs, _ = compared(study)
+    if len(pairs) < 3 or len({v for _, v in pairs}) < 2:
+        return {}
+    names = sorted(set.intersection(*(set(t.distributions) for t, _ in pairs)))
+    if not names:
+        return {}
+    scored = optuna.create_study(direction="maximize")  # in memory: the compared scores as values
+    for t, value in pairs:
+        try:
+            scored.add_trial(optuna.trial.create_trial(params={n: t.params[n] for n in names}, value=value,
+                                                       distributions={n: t.distributions[n] for n in names}))
+        except ValueError:  # the default trial outside a narrowed range: not a point of this space
+            continue
+    if len(scored.trials) < 3:
         return {}
     try:
-        found = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        found = optuna.importance.get_param_importances(
+            scored, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     except (RuntimeError, ValueError):  # e.g. one distribution only: nothing to attribute
         return {}
     return {k: round(float(v), 4) for k, v in found.items()}
 
 
-def cell_effects(rows: list[dict]) -> dict | None:
-    """Each equalizer cell's correlation, across finished trials, between its strength and the
-    score: where adapting paid off for this data (None with fewer than 3 trials or no spread)."""
-    done = [r for r in rows if r["state"] == "complete" and r["grid"] and r["score"] is not None]
+def cell_effects(rows: list[dict], scores: dict[int, float]) -> dict | None:
+    """Each equalizer cell's correlation, across the compared trials (`scores`: trial -> score),
+    between its strength and the score: where adapting paid off for this data (None with fewer
+    than 3 trials or no spread)."""
+    done = [r for r in rows if r["number"] in scores and r["grid"] and isinstance(r["grid"], dict)]
     if len(done) < 3:
         return None
     first = done[0]["grid"]
-    grids = [np.asarray(r["grid"]["strengths"], dtype=float) for r in done if r["grid"]["roles"] == first["roles"]]
-    scores = np.asarray([r["score"] for r in done if r["grid"]["roles"] == first["roles"]], dtype=float)
-    if len(grids) < 3 or scores.std() == 0:
+    done = [r for r in done if r["grid"]["roles"] == first["roles"] and r["grid"]["bands"] == first["bands"]]
+    values = np.asarray([scores[r["number"]] for r in done], dtype=float)
+    if len(done) < 3 or values.std() == 0:
         return None
-    stack = np.stack(grids)
+    stack = np.stack([np.asarray(r["grid"]["strengths"], dtype=float) for r in done])
     effect = np.zeros(stack.shape[1:])
     for idx in np.ndindex(*stack.shape[1:]):
         x = stack[(slice(None), *idx)]
-        effect[idx] = 0.0 if x.std() == 0 else float(np.corrcoef(x, scores)[0, 1])
+        effect[idx] = 0.0 if x.std() == 0 else float(np.corrcoef(x, values)[0, 1])
     return {"roles": first["roles"], "bands": first["bands"], "cells": np.round(effect, 3).tolist()}
 
 
@@ -747,10 +778,12 @@ def report(settings: SearchSettings, study, confirmation: dict | None, notes: li
                 "optimism": round(winner["score"] - c["winner"]["score"], 4), "confirm_checks": c["checks"],
                 "default_trial": c["default_trial"]}
     states = [r["state"] for r in rows]
+    pairs, compared_on = compared(study)
     steps_run = sum(r["steps"] or 0 for r in rows)
     return {"run_dir": str(settings.run_dir), "study": settings.study, "objective": settings.objective,
             "space": settings.space, "trials": rows, "best": best, "importances": importances(study),
-            "cell_effects": cell_effects(rows), "pareto": pareto(rows),
+            "cell_effects": cell_effects(rows, {t.number: v for t, v in pairs}), "compared_on": compared_on,
+            "pareto": pareto(rows),
             "counts": {s: states.count(s) for s in sorted(set(states))}, "optimizer_steps": steps_run,
             "notes": notes}
 

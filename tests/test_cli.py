@@ -167,7 +167,7 @@ def test_every_command_that_needs_input_says_so_in_one_line(capsys):
             if action.option_strings and action.nargs is None and action.dest not in ("help", "json"):
                 _one_line_exit_2([*path, action.option_strings[0]], capsys)
     # These do real work with no argument at all (the embedded model): nothing else may.
-    assert set(runs_bare) <= {"analyze", "chat"}, runs_bare
+    assert set(runs_bare) <= {"analyze", "chat", "serve"}, runs_bare
 
 
 def test_missing_values_and_files_are_one_line(tmp_path, capsys):
