@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import tempfile
@@ -101,8 +100,8 @@ def main() -> int:
     from adapters.train.dataspec import DataSpec, start_run
     from adapters.train.runs import run_split
     from evals.proof import data_vocabulary
-    from evals.search import Item, Judge, SearchSettings, _item_vocabulary, parse_budget, read_json, run_search
-    from evals.search import search_dir
+    from adapters.cache import read_json
+    from evals.search import Item, Judge, SearchSettings, item_vocabulary, parse_budget, run_search, search_dir
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="search-speed-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -124,7 +123,7 @@ def main() -> int:
     saved = read_json(search_dir(run_dir) / "settings.json")
     search_items = [Item.from_json(i) for i in saved["search_items"]]
     confirm_items = [Item.from_json(i) for i in saved["confirm_items"]]
-    vocab = data_vocabulary([], run_split(run_dir, "train")) | _item_vocabulary(search_items + confirm_items)
+    vocab = data_vocabulary([], run_split(run_dir, "train")) | item_vocabulary(search_items + confirm_items)
     judge = Judge(base, search_items, vocab)
     first = [t for t in trials if t["state"] in ("complete", "pruned")][:N_EXHAUSTIVE]
     full, search_steps, full_steps = {}, 0, 0

@@ -562,7 +562,7 @@ def run_search(settings: SearchSettings, base, *, join: bool = False, limits=Non
     conversations = [e.messages for e in train.examples]
     tmap = tuning_map(base.model)
     bands = layer_bands(tmap.layers, run.bands)
-    vocab = data_vocabulary([], train) | _item_vocabulary(search_items + _confirm)
+    vocab = data_vocabulary([], train) | item_vocabulary(search_items + _confirm)
     ctx = Context(settings, base, space, conversations, Judge(base, search_items, vocab), tmap, bands,
                   default_point(space, len(conversations), 8))
     per_epoch = math.ceil(len(conversations) / 8)
@@ -606,7 +606,7 @@ def run_search(settings: SearchSettings, base, *, join: bool = False, limits=Non
     return out
 
 
-def _item_vocabulary(items: list[Item]) -> frozenset[str]:
+def item_vocabulary(items: list[Item]) -> frozenset[str]:
     from .matching import vocabulary
 
     return vocabulary([m["content"] for i in items for m in i.prompt] + [i.reference or "" for i in items])
