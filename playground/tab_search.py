@@ -262,14 +262,28 @@ def progress_status(rows: list[dict], events: list[dict], running: bool) -> str:
     if current is not None:
         line += f" · trial {current['trial']} at step {current['steps'] or 0}/{current['planned'] or '?'}"
     end = time.time() if running else max(e.get("time", 0) for e in events)
-    line += f" · {end - starts[-1].get('time', end):.0f} s elapsed"
+    elapsed = end - starts[-1].get("time", end)
+    line += f" · {elapsed:.0f} s elapsed"
     line += f" (budget {budget_s / 60:.3g} min)" if budget_s else ""
+    left = search_eta(rows, elapsed, budget_s, trials) if running else None
+    line += f" · about {left / 60:.1f} min of trials left" if left else ""
     last = events[-1].get("event")
     if running or last == "done":
         phase = PHASES.get(last, "")
     else:  # its worker ended (cancelled, stopped, the server restarted) before the report
         phase = "stopped before the winner was confirmed"
     return line + (f" · {phase}" if phase else "")
+
+
+def search_eta(rows: list[dict], elapsed: float, budget_s: float | None, trials: int | None) -> float | None:
+    """Seconds of trials left: what the time budget leaves, or the mean time of a finished trial
+    times the trials still to run (None before one finished)."""
+    if budget_s:
+        return max(0.0, budget_s - elapsed)
+    times = [r["seconds"] for r in rows if r["state"] in ("complete", "pruned") and r.get("seconds")]
+    if not trials or not times:
+        return None
+    return max(0.0, (trials - len(times)) * sum(times) / len(times))
 
 
 PHASES = {"confirming": "confirming the winner on the checks the search never saw", "done": "done",

@@ -260,3 +260,12 @@ def test_only_a_finished_trial_not_yet_adopted_can_become_a_variant(shared, stat
     assert table["note"][2] == f"winner, fastest for its score, variant {name}"
     assert not (search_dir(run) / CANCEL_FILE).exists()
 
+
+
+def test_the_status_says_how_long_the_trials_have_left():
+    from playground.tab_search import search_eta
+
+    rows = [{"state": "complete", "seconds": 100.0}, {"state": "pruned", "seconds": 20.0}, {"state": "running"}]
+    assert search_eta(rows, elapsed=300, budget_s=900, trials=None) == 600
+    assert search_eta(rows, elapsed=300, budget_s=None, trials=5) == 3 * 60.0  # 3 to go at the mean of 60 s
+    assert search_eta(rows[2:], elapsed=10, budget_s=None, trials=5) is None  # nothing finished yet
