@@ -4,8 +4,8 @@ another, on one `loraeq serve` endpoint (the real embedded model, the `openai` S
     python benchmarks/serve_speed.py [--tokens 64] [--precision auto] [--json]
 
 Setup (not timed): the embedded SmolLM2-135M-Instruct with four LoRA adapters shaped by the
-uniform, attention, mlp and late presets (rank 8, random non-zero B: four models that answer
-differently), served in this process on 127.0.0.1 by uvicorn. Timed: 4 chat completions of
+uniform, attention, mlp and late presets (`compare_speed.random_adapters`: rank 8, random non-zero
+B, four models that answer differently), served in this process on 127.0.0.1 by uvicorn. Timed: 4 chat completions of
 `--tokens` new tokens (greedy, a prompt that asks for a long answer), first one after another,
 then all 4 at once from 4 threads; then the same at once again, streamed, for the time to each
 client's first token. Target: at once >= 3x the tokens per second of one after another, with the
@@ -26,33 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 TARGET = 3.0
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm. Use many sentences."
-
-
-def adapters(base, root: Path) -> dict:
-    import torch
-    from peft import get_peft_model
-
-    from adapters.base.analysis import tuning_map
-    from adapters.base.bands import layer_bands
-    from adapters.shape.equalizer import compile_lora_config, preset
-
-    tmap = tuning_map(base.model)
-    folders = {}
-    for i, name in enumerate(["uniform", "attention", "mlp", "late"]):
-        eq = preset(name, tmap, layer_bands(tmap.layers, 4))
-        torch.manual_seed(i)
-        model = get_peft_model(base.model, compile_lora_config(eq, tmap, rank=8, alpha=16, dropout=0.0))
-        generator = torch.Generator().manual_seed(100 + i)
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "lora_B" in n:
-                    p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
-        model.save_pretrained(root / name)
-        model.unload()
-        folders[name] = root / name
-    return folders
 
 
 def serve(engine):
@@ -83,10 +59,11 @@ def main() -> int:
 
     from adapters.base.loading import load_model
     from adapters.infer.engine import CompareEngine
+    from compare_speed import random_adapters
 
     base = load_model(None, args.precision)
     with tempfile.TemporaryDirectory() as tmp:
-        engine = CompareEngine(base, adapters(base, Path(tmp)))
+        engine = CompareEngine(base, random_adapters(base, Path(tmp), std=0.02))
     server, port, app = serve(engine)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
     models = engine.variants

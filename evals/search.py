@@ -393,7 +393,7 @@ def _objective(ctx: Context):
 
     from adapters.shape.search_space import variant_for
     from adapters.train.plan import check_variant
-    from adapters.train.training import CancelledError, train_variant, write_metrics
+    from adapters.train.training import CancelledError, planned_steps, train_variant, write_metrics
 
     run_dir = Path(ctx.settings.run_dir)
 
@@ -406,7 +406,7 @@ def _objective(ctx: Context):
         check_variant(ctx.base, variant, len(ctx.conversations))
         folder = trial_folder(run_dir, trial.number)
         per_epoch = math.ceil(len(ctx.conversations) / (variant.hyper.batch_size * variant.hyper.grad_accum))
-        planned = max(1, math.ceil((variant.hyper.epochs or 1) * per_epoch))
+        planned = planned_steps(variant.hyper, len(ctx.conversations))
         _log(run_dir, {"event": "trial_start", "trial": trial.number, "params": point, "planned_steps": planned})
 
         def on_rung(step, max_steps, score):
@@ -507,25 +507,15 @@ def _abandoned(study) -> None:
     settings queued again, so nothing finished runs twice and nothing started is lost."""
     from optuna.trial import TrialState
 
+    from adapters.train.runfolder import process_alive
+
     here = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker") or {}
-        if worker.get("host") != here or _alive(worker.get("pid")):
+        if worker.get("host") != here or process_alive(worker.get("pid")):
             continue
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"default": bool(t.user_attrs.get("default")), "retry_of": t.number})
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _finished(study) -> list:
@@ -550,6 +540,7 @@ def run_search(settings: SearchSettings, base, *, join: bool = False, limits=Non
     from adapters.base.analysis import tuning_map
     from adapters.base.bands import layer_bands
     from adapters.shape.search_space import SearchSpace
+    from adapters.shape.variants import Hyper
     from adapters.train.runfolder import RunFolder
     from adapters.train.runs import run_split
 
@@ -564,8 +555,8 @@ def run_search(settings: SearchSettings, base, *, join: bool = False, limits=Non
     bands = layer_bands(tmap.layers, run.bands)
     vocab = data_vocabulary([], train) | item_vocabulary(search_items + _confirm)
     ctx = Context(settings, base, space, conversations, Judge(base, search_items, vocab), tmap, bands,
-                  default_point(space, len(conversations), 8))
-    per_epoch = math.ceil(len(conversations) / 8)
+                  default_point(space, len(conversations), Hyper().batch_size))
+    per_epoch = math.ceil(len(conversations) / Hyper().batch_size)  # the batch size a search does not vary
     study = open_study(settings, create=not join, first_rung=max(2, per_epoch))
     if not study.trials:
         study.set_user_attr("run_dir", str(run.path))

@@ -195,9 +195,8 @@ def build_app(engine, *, api_key: str | None = None, limits=None, window_s: floa
             return failure(answer)
         text, stopped = cut_at_stop(answer.text, stops)
         reason = "stop" if stopped or answer.finish_reason == "stop" else "length"
-        prompt_tokens = len(engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": answer.tokens,
-                 "total_tokens": prompt_tokens + answer.tokens}
+        usage = {"prompt_tokens": pending.prompt_tokens, "completion_tokens": answer.tokens,
+                 "total_tokens": pending.prompt_tokens + answer.tokens}
         if kind == "chat":
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
                       "logprobs": None}

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from adapters.base.loading import load_model
+from adapters.base.tokenize import encode_prompt
 from adapters.infer.decoding import Sampling
 from adapters.infer.engine import CompareEngine
 from adapters.limits import Limits
@@ -76,6 +77,7 @@ def test_the_sdk_lists_every_model_and_gets_the_engines_own_answers(server):
         assert alone[model] == engine.answer(MESSAGES[-1]["content"], [column], system=MESSAGES[0]["content"],
                                              sampling=Sampling(max_new_tokens=8))[0].text
         assert reply.usage.completion_tokens <= 8 and reply.choices[0].finish_reason in ("stop", "length")
+        assert reply.usage.prompt_tokens == len(encode_prompt(engine.tokenizer, MESSAGES))
     assert len(set(alone.values())) == 3  # three models, three answers
     pieces = [c.choices[0].delta.content or "" for c in
               client.chat.completions.create(model="attn", messages=MESSAGES, max_tokens=8, stream=True)]

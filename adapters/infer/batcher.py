@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from adapters.base.tokenize import encode_prompt
 from adapters.errors import LoraEqError
 
 from .decoding import Sampling
@@ -40,6 +41,7 @@ class Request:
     id: int = 0
     deltas: queue.Queue = field(default_factory=queue.Queue)  # text pieces, then a final Answer or an Exception
     cancelled: bool = False
+    prompt_tokens: int = 0  # counted by the batcher's thread (the tokenizer is not shared between threads)
 
     def key(self) -> tuple:
         s = self.sampling
@@ -103,6 +105,8 @@ class Batcher:
 
     def _run(self, batch: list[Request]) -> None:
         columns = [Column(r.variant, seed=r.seed, name=f"request {r.id}") for r in batch]
+        for r in batch:
+            r.prompt_tokens = len(encode_prompt(self.engine.tokenizer, r.messages))
         stream = AnswerStream(self.engine, columns, [r.messages for r in batch], batch[0].sampling)
         self.batches.append(len(batch))
         try:

@@ -74,12 +74,13 @@ def variant_status(folder: Path) -> str:
         return "done"
     status = read_json(Path(folder) / "status.json")
     state = status.get("status", "queued")
-    if state == "running" and not _alive(status.get("pid")):
+    if state == "running" and not process_alive(status.get("pid")):
         return "interrupted"
     return state
 
 
-def _alive(pid) -> bool:
+def process_alive(pid) -> bool:
+    """Whether a process with this id runs on this machine (False for no id)."""
     if not isinstance(pid, int):
         return False
     try:
