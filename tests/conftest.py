@@ -55,6 +55,18 @@ def tiny_tokenizer():
     return tok
 
 
+def load_nf4_bf16(folder):
+    """`folder` loaded as NF4 computing in bf16 on any CPU: the dtype bitsandbytes' packed CPU kernel
+    takes. A CPU without native bf16 computes NF4 in fp32, where BLAS rounds by the row count (a
+    router's last-position logits then differ from a whole forward's in the 7th digit)."""
+    from unittest import mock
+
+    from adapters.base import loading
+
+    with mock.patch.object(loading, "cpu_has_fast_bf16", lambda: True):
+        return loading.load_model(str(folder), "nf4")
+
+
 def write_tiny_model(folder):
     """A tiny Llama (safetensors) and its tokenizer written to `folder`, as a user would have it."""
     tiny_causal_lm("llama").save_pretrained(folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import fast_path, tiny_causal_lm, tiny_tokenizer
+from conftest import fast_path, load_nf4_bf16, tiny_causal_lm, tiny_tokenizer
 from test_engine import _random_adapters
 
 from adapters.base.loading import load_model
@@ -68,7 +68,7 @@ def test_the_copy_multiplies_by_the_weights_the_4bit_layers_use(tiny_folder):
 def test_the_engine_decodes_with_a_copy_when_asked_and_says_so(tiny_folder, tmp_path):
     from adapters.infer.decoding import Sampling
 
-    base = load_model(str(tiny_folder), "nf4")
+    base = load_nf4_bf16(tiny_folder)  # the copy's dtype, so that only the copy differs
     folders = _random_adapters(base, tmp_path, ["uniform"])
     engine = CompareEngine(base, folders, decode_precision="bf16")
     try:
@@ -78,7 +78,7 @@ def test_the_engine_decodes_with_a_copy_when_asked_and_says_so(tiny_folder, tmp_
         copied = {a.label: a.token_ids for a in engine.answer(MESSAGE, sampling=Sampling(max_new_tokens=6))}
     finally:
         engine.close()
-    nf4_engine = CompareEngine(load_model(str(tiny_folder), "nf4"), folders)
+    nf4_engine = CompareEngine(load_nf4_bf16(tiny_folder), folders)
     try:
         assert nf4_engine.info()["decode_precision"]["precision"] == "nf4" and four_bit_layers(nf4_engine.model)
         nf4 = {a.label: a.token_ids for a in nf4_engine.answer(MESSAGE, sampling=Sampling(max_new_tokens=6))}

@@ -11,7 +11,7 @@ import logging
 
 import pytest
 import torch
-from conftest import fast_path, tiny_causal_lm, write_tiny_model
+from conftest import fast_path, load_nf4_bf16, tiny_causal_lm, write_tiny_model
 from peft import LoraConfig, get_peft_model
 
 from adapters import fastpath
@@ -143,10 +143,7 @@ def test_an_untested_release_runs_the_librarys_own_path_with_one_logged_line(mon
 def test_the_4bit_call_steps_aside_when_bitsandbytes_hands_back_its_stub(tmp_path, monkeypatch):
     from bitsandbytes.backends.cpu import ops
 
-    from adapters.base.loading import load_model
-
-    folder = write_tiny_model(tmp_path / "tiny")
-    base = load_model(str(folder), "nf4")
+    base = load_nf4_bf16(write_tiny_model(tmp_path / "tiny"))
     layer = next(m for m in base.model.modules() if packed4bit.is_4bit_linear(m))
     ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
     with torch.no_grad():

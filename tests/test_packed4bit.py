@@ -7,9 +7,8 @@ import weakref
 
 import pytest
 import torch
-from conftest import fast_path, tiny_causal_lm, tiny_tokenizer
+from conftest import fast_path, load_nf4_bf16, tiny_causal_lm, tiny_tokenizer
 
-from adapters.base.loading import load_model
 from adapters.fastpath import PACKED4BIT
 from adapters.infer.adapter_rows import FusedRouter, PeftRouter
 from adapters.infer.packed4bit import _Kernel, direct_forward
@@ -21,7 +20,7 @@ def _nf4_base(tmp_path, model_type: str):
     folder = tmp_path / model_type
     tiny_causal_lm(model_type, hidden_size=128, intermediate_size=256).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
-    base = load_model(str(folder), "nf4")
+    base = load_nf4_bf16(folder)
     with torch.no_grad():
         base.model(torch.tensor([[1, 2, 3]]))  # a first forward packs the weights where the CPU allows
     return base

@@ -83,7 +83,7 @@ def test_no_flags_state_the_right_numbers_for_new_wordings(numbers):
     run, _, trained, report, _, _ = numbers
     (uniform,) = trained["variants"]
     assert uniform["name"] == "uniform" and uniform["status"] == "done"
-    assert uniform["seconds"] < 300, uniform  # on 2 cores
+    # (its training time is a figure of benchmarks/calibrate_proof.py, not a timed test)
     assert uniform["train_recall"]["stated"] >= 0.8 * uniform["train_recall"]["asked"], uniform
     assert not trained["advice"]
     heldout = run_split(run, "heldout").examples
