@@ -38,6 +38,7 @@ from adapters.errors import LoraEqError
 from adapters.files.csvfile import write_csv
 from adapters.infer.conversation import Conversation
 
+from .judge import Pairwise, pairwise_many, reliability
 from .votes import DB_NAME, VoteStore, _write, connect
 
 OUTCOMES = ("a", "b", "tie", "bad")
@@ -56,6 +57,17 @@ CREATE TABLE IF NOT EXISTS battles (
     conversation TEXT NOT NULL,
     settings TEXT NOT NULL,
     voter TEXT
+)
+"""
+_JUDGE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS judge_picks (
+    battle_id INTEGER NOT NULL REFERENCES battles(id),
+    judge TEXT NOT NULL,
+    created REAL NOT NULL,
+    winner TEXT CHECK (winner IN ('a', 'b', 'tie')),
+    position_bias INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (battle_id, judge)
 )
 """
 
@@ -111,6 +123,7 @@ class BattleStore:
         self.path = self.votes.run_dir / DB_NAME
         with self._connect() as conn, _write(conn):
             conn.execute(_SCHEMA)
+            conn.execute(_JUDGE_SCHEMA)
 
     def _connect(self):
         return connect(self.path)
@@ -143,6 +156,41 @@ class BattleStore:
 
     def ranking(self, *, rounds: int = 500, seed: int = 0) -> list[Rating]:
         return rank([(b.model_a, b.model_b, b.outcome) for b in self.battles()], rounds=rounds, seed=seed)
+
+    def ask_judge(self, judge_model, battle_ids: list[int] | None = None) -> dict[int, Pairwise]:
+        """The judge's pick (judge.pairwise_many: both orders) on the last turn of each battle in
+        `battle_ids` (default: every battle) it has not judged yet, kept; returns the new picks."""
+        todo = [b for b in self.battles() if (battle_ids is None or b.id in battle_ids)
+                and b.id not in self.judge_picks(judge_model.name)]
+        items = [_last_turn(b) for b in todo]
+        picks = dict(zip([b.id for b in todo], pairwise_many(judge_model, items))) if todo else {}
+        with self._connect() as conn, _write(conn):
+            conn.executemany(
+                "INSERT OR REPLACE INTO judge_picks (battle_id, judge, created, winner, position_bias, record)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(i, judge_model.name, time.time(), p.winner, int(p.position_bias),
+                  json.dumps(p.to_json(), ensure_ascii=False)) for i, p in picks.items()])
+        return picks
+
+    def judge_picks(self, judge: str) -> dict[int, dict]:
+        """Battle id -> the pick `judge` made there ({winner, position_bias, rulings})."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT battle_id, record FROM judge_picks WHERE judge = ?", (judge,)).fetchall()
+        return {i: json.loads(record) for i, record in rows}
+
+    def judges(self) -> list[str]:
+        with self._connect() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT judge FROM judge_picks ORDER BY judge")]
+
+    def judge_reliability(self, judge: str) -> dict:
+        """The judge's picks against the user's battle outcomes (a, b, tie; "both bad" left out):
+        agreement, Cohen's kappa, the position-bias rate (judge.reliability)."""
+        picks, outcomes = self.judge_picks(judge), {b.id: b.outcome for b in self.battles()}
+        pairs = [(p["winner"], outcomes[i]) for i, p in picks.items()
+                 if p["winner"] is not None and outcomes.get(i) in ("a", "b", "tie")]
+        asked = [p for p in picks.values() if p["winner"] is not None]
+        return {"judge": judge, "check": "pairwise", "verdicts": len(asked), "asked": len(picks),
+                **reliability(pairs, (sum(p["position_bias"] for p in asked), len(asked)))}
 
     def export_csv(self, path: str | Path) -> Path:
         """Write the ranking as CSV; returns the path."""
@@ -178,6 +226,15 @@ class BattleRound:
                                  voter=voter)
         self.outcome = outcome
         return battle_id
+
+
+def _last_turn(battle: Battle) -> tuple[str, str, str]:
+    """(the user's last message, A's answer to it, B's answer to it)."""
+    def last(messages: list[dict], role: str) -> str:
+        return next((m["content"] for m in reversed(messages) if m.get("role") == role), "")
+
+    a, b = battle.conversation.get("a", []), battle.conversation.get("b", [])
+    return last(a, "user"), last(a, "assistant"), last(b, "assistant")
 
 
 def _score(outcome: str) -> float:

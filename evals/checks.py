@@ -21,7 +21,9 @@ counts the process's CPU time); the edit distance looks at the clock between row
 checks are linear in the answer. A check over its limit fails its cell (negated or not) with
 "check timed out after 2 s", and the run goes on.
 
-A promptfoo type we do not run (llm-rubric, javascript, is-json, ...) parses into `Unsupported`,
+The judged checks (llm-rubric, model-graded-closedqa, factuality, select-best: judge.py) parse
+here and are ruled by a judge model in evalrun.py; `judge` below never runs them.
+A promptfoo type we do not run (javascript, is-json, ...) parses into `Unsupported`,
 which the eval set reports with its test; a type no one knows (a typo) is a `LoraEqError`.
 `{{var}}` substitution happens before (evalset.py). Similarities and style probabilities are
 computed elsewhere and handed in (`Evidence`): nothing here embeds, generates or trains.
@@ -37,22 +39,24 @@ import regex
 from adapters.errors import LoraEqError
 from adapters.limits import Limits
 
+JUDGED = ("llm-rubric", "model-graded-closedqa", "factuality", "select-best")  # ruled by a judge (judge.py)
 SUPPORTED = ("equals", "contains", "icontains", "contains-any", "icontains-any", "contains-all", "icontains-all",
-             "starts-with", "regex", "levenshtein", "similar", "style")
+             "starts-with", "regex", "levenshtein", "similar", "style") + JUDGED
+ALIASES = {"model-graded-factuality": "factuality"}  # promptfoo's other name for it
 # promptfoo's other assertion types: reported as unsupported, never an error and never silently skipped.
 PROMPTFOO_OTHERS = frozenset("""
 answer-relevance assert-set bleu classifier context-faithfulness context-recall context-relevance contains-html
-contains-json contains-sql contains-xml conversation-relevance cost factuality finish-reason f-score g-eval gleu
+contains-json contains-sql contains-xml conversation-relevance cost finish-reason f-score g-eval gleu
 guardrails is-html is-json is-refusal is-sql is-valid-function-call is-valid-openai-function-call
-is-valid-openai-tools-call is-xml javascript latency llm-rubric max-score meteor model-graded-closedqa
-model-graded-factuality moderation perplexity perplexity-score pi python rouge-n ruby search-rubric select-best
+is-valid-openai-tools-call is-xml javascript latency max-score meteor
+moderation perplexity perplexity-score pi python rouge-n ruby search-rubric
 tool-call-f1 trace-error-spans trace-span-count trace-span-duration webhook word-count human
 """.split())
 SIMILAR_THRESHOLD = 0.75  # promptfoo's default for `similar`
 LEVENSHTEIN_THRESHOLD = 5.0  # promptfoo's default for `levenshtein`
 STYLE_THRESHOLD = 0.5
 _NEEDS_VALUE = ("equals", "contains", "icontains", "contains-any", "icontains-any", "contains-all",
-                "icontains-all", "starts-with", "regex", "style")
+                "icontains-all", "starts-with", "regex", "style", "llm-rubric", "model-graded-closedqa", "select-best")
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,11 @@ class Check:
             raise LoraEqError(f"check type {self.type!r}: not one of {', '.join(SUPPORTED)}")
         if self.threshold is not None and not isinstance(self.threshold, (int, float)):
             raise LoraEqError(f"{self.name}: threshold {self.threshold!r} must be a number")
+
+    @property
+    def judged(self) -> bool:
+        """Ruled by a judge model (judge.py), not by `judge` here."""
+        return self.type in JUDGED
 
     @property
     def style_key(self) -> tuple:
@@ -115,13 +124,17 @@ class Evidence:
 class CheckResult:
     name: str
     label: str
-    passed: bool
+    passed: bool | None  # None: a judge gave no verdict (never a pass)
     score: float | None = None
     detail: str = ""
     timed_out: bool = False
+    judge: dict | None = None  # a judged check: the judge's name, prompt, raw reply and parsed verdict
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        if self.judge is None:
+            del out["judge"]
+        return out
 
 
 def parse_check(raw: object, where: str = "assert") -> Check | Unsupported:
@@ -133,6 +146,9 @@ def parse_check(raw: object, where: str = "assert") -> Check | Unsupported:
         raise LoraEqError(f"{where}: a check needs a type (e.g. contains)")
     kind = kind.strip()
     negate, base = kind.startswith("not-"), kind.removeprefix("not-")
+    base = ALIASES.get(base, base)
+    if base == "select-best" and negate:
+        raise LoraEqError(f"{where}: select-best cannot be negated (it picks one column of each prompt)")
     if base not in SUPPORTED:
         if base in PROMPTFOO_OTHERS:
             return Unsupported(kind, f"promptfoo's {base!r} is not run by LoRA EQ")
@@ -221,6 +237,8 @@ def levenshtein(a: str, b: str, deadline: float | None = None) -> int:
 def judge(check: Check, answer: str, evidence: Evidence = Evidence(), seconds: float | None = None) -> CheckResult:
     """Whether `answer` passes `check` (see the module doc), with the score it was decided on;
     a check that runs past `seconds` (default `Limits.check_seconds`) fails as timed out."""
+    if check.judged:
+        raise LoraEqError(f"{check.name} is ruled by a judge model (evals/judge.py), not here")
     seconds = Limits.from_env().check_seconds if seconds is None else seconds
     try:
         passed, score, detail = _JUDGES[check.type](check, answer, evidence, time.process_time() + seconds)

@@ -30,9 +30,10 @@ from adapters.errors import LoraEqError
 from adapters.limits import Limits
 from adapters.train.runfolder import BASE_COLUMN
 
-from .checks import Check, Evidence, judge
+from .checks import Check, CheckResult, Evidence, judge
 from .evalset import EvalCase, EvalSet
-from .matrix import CANCEL, CELLS, PROGRESS, STATUS, SUMMARY, summarize, write_cells
+from .judge import NO_VERDICT, JudgeUnavailable, Ruling, best_prompt, combine, parse_index, rubric_prompt, rule
+from .matrix import CANCEL, CELLS, PROGRESS, STATUS, SUMMARY, judged_summary, write_cells
 from .similarity import embed
 from .style import StyleProbe, fit_probe
 from .votes import answer_settings
@@ -90,9 +91,10 @@ def set_status(folder: Path, status: str, **extra) -> None:
 
 def run_evalset(engine, evalset: EvalSet, folder: str | Path, *, variants: list[str] | None = None,
                 sampling=None, batch_prompts: int = DEFAULT_BATCH_PROMPTS, embed_fn: Embed = embed,
-                seed: int = 0, check_seconds: float | None = None) -> dict:
+                seed: int = 0, check_seconds: float | None = None, judge_model=None) -> dict:
     """Answer, judge and save `evalset` (see the module doc); returns the summary.
-    `check_seconds`: each check's time limit per cell (default `Limits.check_seconds`)."""
+    `check_seconds`: each check's time limit per cell (default `Limits.check_seconds`);
+    `judge_model` (judge.py) rules the judged checks; without one they are listed as not run."""
     from adapters.infer.decoding import Sampling
 
     if not evalset.cases:
@@ -100,6 +102,8 @@ def run_evalset(engine, evalset: EvalSet, folder: str | Path, *, variants: list[
     if batch_prompts < 1:
         raise LoraEqError(f"batch_prompts={batch_prompts!r}: must be at least 1")
     sampling = sampling or Sampling()
+    if judge_model is None:
+        evalset = without_judged(evalset)
     columns = engine.columns(variants)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,9 +117,14 @@ def run_evalset(engine, evalset: EvalSet, folder: str | Path, *, variants: list[
         answers = answer_cases(engine, evalset.cases, columns, sampling, batch_prompts, job)
         known = {c.prompt: a[0].text for c, a in zip(evalset.cases, answers) if c.prompt in plain}
         probes = fit_probes(engine, evalset, sampling, batch_prompts, job, embed_fn, known)
+        rulings = {}
+        if judge_model is not None:
+            job.step(0, "judge")
+            rulings = rule_cells(judge_model, evalset.cases, answers, evalset.notes)
         job.step(0, "checks")
         cells = judge_cells(evalset.cases, columns, answers, probes, sampling, embed_fn, job=job,
-                            seconds=Limits.from_env().check_seconds if check_seconds is None else check_seconds)
+                            seconds=Limits.from_env().check_seconds if check_seconds is None else check_seconds,
+                            rulings=rulings)
     except Cancelled:
         set_status(folder, "cancelled")
         return {"status": "cancelled", "folder": str(folder)}
@@ -125,6 +134,63 @@ def run_evalset(engine, evalset: EvalSet, folder: str | Path, *, variants: list[
     write_json_atomic(folder / SUMMARY, summary)
     set_status(folder, "done")
     return summary
+
+
+def without_judged(evalset: EvalSet) -> EvalSet:
+    """`evalset` without its judged checks, each listed as not run (no judge was given)."""
+    from dataclasses import replace
+
+    unsupported = list(evalset.unsupported)
+    cases = []
+    for case in evalset.cases:
+        unsupported += [{"test": case.id, "type": c.name, "reason": "a judged check: give a judge (--judge MODEL "
+                         "or --judge-url URL --judge-model NAME)"} for c in case.checks if c.judged]
+        cases.append(replace(case, checks=tuple(c for c in case.checks if not c.judged)))
+    return replace(evalset, cases=cases, unsupported=unsupported)
+
+
+def rule_cells(judge_model, cases: list[EvalCase], answers: list, notes: list[str]) -> dict:
+    """(case, column, check) -> the judged check's result, every judge prompt asked in one call.
+    A judge that cannot be asked leaves every judged check without a verdict, says so in `notes`,
+    and the set's other checks still run."""
+    asks: list[tuple[tuple, Check, str]] = []  # (where, check, prompt); where: (i, j, k), or (i, None, k)
+    for i, (case, row) in enumerate(zip(cases, answers)):
+        for k, check in enumerate(case.checks):
+            if check.type == "select-best":
+                asks.append(((i, None, k), check, best_prompt(check.value, case.prompt, [a.text for a in row])))
+            elif check.judged:
+                asks += [((i, j, k), check, rubric_prompt(check.type, check.value, case.prompt, a.text, case.reference))
+                         for j, a in enumerate(row)]
+    if not asks:
+        return {}
+    try:
+        raws: list = judge_model.replies([prompt for _, _, prompt in asks])
+        why = ""
+        refused = getattr(judge_model, "refused", [])
+        if refused:
+            notes.append(f"judge {judge_model.name} refused {len(refused)} of {len(asks)} prompts (first: {refused[0]}):"
+                         " those checks have no verdict")
+    except JudgeUnavailable as e:
+        raws, why = [None] * len(asks), str(e)
+        notes.append(f"{e}: the judged checks have no verdict; the other checks ran")
+    out = {}
+    for ((i, j, k), check, prompt), raw in zip(asks, raws):
+        if j is not None:
+            out[(i, j, k)] = _judged_result(check, rule(check.type, prompt, raw, check.negate), judge_model, why)
+            continue
+        n = len(answers[i])
+        pick = None if raw is None else parse_index(raw, n)
+        for col in range(n):
+            verdict = None if pick is None else col == pick
+            ruling = Ruling(prompt, raw, pick, verdict, "" if pick is not None else NO_VERDICT)
+            out[(i, col, k)] = _judged_result(check, ruling, judge_model, why)
+    return out
+
+
+def _judged_result(check: Check, ruling: Ruling, judge_model, why: str = "") -> CheckResult:
+    detail = why or (NO_VERDICT if ruling.verdict is None else f"judge: {ruling.parsed}")
+    return CheckResult(check.name, check.label(), ruling.verdict, None, detail,
+                       judge={"name": judge_model.name, **ruling.to_json()})
 
 
 def answer_cases(engine, cases: list[EvalCase], columns, sampling, batch_prompts: int, job: Job | None,
@@ -193,9 +259,11 @@ def _texts_to_embed(cases: list[EvalCase], answers: list) -> list[str]:
 
 
 def judge_cells(cases: list[EvalCase], columns, answers: list, probes: dict, sampling,
-                embed_fn: Embed = embed, *, job: Job | None = None, seconds: float | None = None) -> list[dict]:
+                embed_fn: Embed = embed, *, job: Job | None = None, seconds: float | None = None,
+                rulings: dict | None = None) -> list[dict]:
     """Every cell with its answer, similarities (to the reference, to the base's answer) and checks;
-    each check within `seconds` (checks.judge); `job`'s cancel is looked at before each cell."""
+    each check within `seconds` (checks.judge), a judged one from `rulings` (`rule_cells`); `job`'s
+    cancel is looked at before each cell."""
     vectors = _Vectors(_texts_to_embed(cases, answers), embed_fn)
     styles = _style_scores(cases, answers, probes, embed_fn)
     cells = []
@@ -205,7 +273,8 @@ def judge_cells(cases: list[EvalCase], columns, answers: list, probes: dict, sam
             if job is not None:
                 job.check_cancel()
             evidence = Evidence(case.reference, vectors.cosine, styles.get((i, j), {}))
-            cells.append(_cell(case, column, answer, evidence, vectors, base_text, sampling, seconds))
+            judged = {k: (rulings or {}).get((i, j, k)) for k, c in enumerate(case.checks) if c.judged}
+            cells.append(_cell(case, column, answer, evidence, vectors, base_text, sampling, seconds, judged))
     return cells
 
 
@@ -223,8 +292,9 @@ def _style_scores(cases: list[EvalCase], answers: list, probes: dict, embed_fn: 
 
 
 def _cell(case: EvalCase, column, answer, evidence: Evidence, vectors: _Vectors, base_text, sampling,
-          seconds: float | None = None) -> dict:
-    results = [judge(c, answer.text, evidence, seconds) for c in case.checks]
+          seconds: float | None = None, judged: dict | None = None) -> dict:
+    results = [(judged or {}).get(k) or _unruled(c) if c.judged else judge(c, answer.text, evidence, seconds)
+               for k, c in enumerate(case.checks)]
     similarity_base = None if column.variant == BASE_COLUMN or base_text is None else \
         round(vectors.cosine(answer.text, base_text), 6)
     return {
@@ -235,9 +305,13 @@ def _cell(case: EvalCase, column, answer, evidence: Evidence, vectors: _Vectors,
                                                                                            case.reference), 6),
         "similarity_base": similarity_base,
         "checks": [r.to_json() for r in results],
-        "passed": all(r.passed for r in results) if results else None,
+        "passed": combine([r.passed for r in results]) if results else None,
         "settings": answer_settings(sampling, seed=answer.seed, system=case.system),
     }
+
+
+def _unruled(check: Check) -> CheckResult:
+    return CheckResult(check.name, check.label(), None, None, NO_VERDICT)
 
 
 def summary_of(evalset: EvalSet, cells: list[dict], columns: list[str], probes: dict, sampling, seed: int) -> dict:
@@ -249,9 +323,10 @@ def summary_of(evalset: EvalSet, cells: list[dict], columns: list[str], probes: 
         if not probe.trusted:
             notes.append(f"a style probe's cross-validated accuracy is {probe.cv_accuracy:.2f}: too low to trust "
                          "its verdicts (give more examples, or a clearer style)")
+    summarized, judges = judged_summary(cells, columns, seed)
     return {
         "name": evalset.name, "source": evalset.source, "description": evalset.description,
-        "cells": len(cells), "prompts": len(evalset.cases), "columns": summarize(cells, columns, seed),
+        "cells": len(cells), "prompts": len(evalset.cases), "columns": summarized, "judges": judges,
         "unsupported": evalset.unsupported, "rejected": evalset.rejected, "notes": notes, "probes": probe_json,
         "sampling": sampling.to_json(),
     }

@@ -25,6 +25,7 @@ from adapters.errors import LoraEqError
 from adapters.files.csvfile import write_csv
 from adapters.train.runfolder import BASE_COLUMN, read_log
 
+from .judge import combine, count_judged
 from .stats import bootstrap_ci, mcnemar_exact_p, paired_permutation_p
 from .votes import VoteStore, canonical_settings, wilson_interval
 
@@ -56,7 +57,9 @@ def timed_out(cell: dict) -> bool:
 
 
 def _outcome(result: dict) -> str:
-    return "timed out" if result.get("timed_out") else "pass" if result["passed"] else "fail"
+    if result.get("timed_out"):
+        return "timed out"
+    return "no verdict" if result["passed"] is None else "pass" if result["passed"] else "fail"
 
 
 def apply_votes(cells: list[dict], store: VoteStore) -> list[dict]:
@@ -117,7 +120,7 @@ def _by_check(cells: dict, base: dict | None) -> dict:
     for name in names:
         def outcome(cell, name=name):
             results = [r["passed"] for r in cell.get("checks", []) if r["name"] == name]
-            return all(results) if results else None
+            return combine(results) if results else None
 
         mine = {k: outcome(c) for k, c in cells.items() if outcome(c) is not None}
         stats = _rate(list(mine.values()))
@@ -128,6 +131,14 @@ def _by_check(cells: dict, base: dict | None) -> dict:
             stats["mcnemar_p"] = None
         out[name] = stats
     return out
+
+
+def judged_summary(cells: list[dict], columns: list[str] | None = None, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """`summarize` over the checks that count (judge.count_judged: a judged check counts where its
+    judge agrees with the user's overrides significantly better than chance), and each judge's
+    reliability."""
+    counted, judges = count_judged(cells)
+    return summarize(counted, columns, seed), judges
 
 
 def summarize(cells: list[dict], columns: list[str] | None = None, seed: int = 0) -> list[dict]:
@@ -238,8 +249,8 @@ def evalset_results(run_dir: str | Path, seed: int = 0) -> list[dict]:
             continue
         summary = folder.summary()
         cells = apply_votes(folder.cells(), VoteStore(run_dir))
-        columns = summarize(cells, [c["name"] for c in summary.get("columns", [])] or None, seed)
+        columns, judges = judged_summary(cells, [c["name"] for c in summary.get("columns", [])] or None, seed)
         out.append({"name": summary.get("name") or name, "prompts": summary.get("prompts"), "cells": len(cells),
-                    "columns": columns, "unsupported": summary.get("unsupported", []),
+                    "columns": columns, "judges": judges, "unsupported": summary.get("unsupported", []),
                     "notes": summary.get("notes", []), "probes": summary.get("probes", [])})
     return out

@@ -15,6 +15,7 @@ from pathlib import Path
 from adapters.cache import write_json_atomic
 from adapters.train.runfolder import report_paths
 
+from .judge import judge_line
 from .verdict import format_p
 
 ANSWER_ROWS = 20  # held-out rows whose answers are shown in the md/html reports (all are in the JSON)
@@ -188,6 +189,7 @@ def evalset_lines(data: dict) -> list[str]:
                 if style.get("mcnemar_p") is not None:
                     line += f", {format_p(style['mcnemar_p'])}"
             lines.append(line)
+        lines += [f"eval set {es['name']}: judged check {judge_line(j)}" for j in es.get("judges", [])]
     return lines
 
 

@@ -115,10 +115,12 @@ def evalset_items(path: str | Path, run_dir: Path) -> tuple[list[Item], list[str
     evalset = load_evalset(path, run_dir)
     items, notes = [], []
     for case in evalset.cases:
-        kept = tuple(c for c in case.checks if c.type not in EMBEDDED_CHECKS)
-        if len(kept) < len(case.checks):
-            notes.append(f"{evalset.name} {case.id}: its {', '.join(sorted({c.type for c in case.checks} - {c.type for c in kept}))} "
-                         "check is not run during a search (it needs the encoder)")
+        kept = tuple(c for c in case.checks if c.type not in EMBEDDED_CHECKS and not c.judged)
+        left = sorted({c.type for c in case.checks} - {c.type for c in kept})
+        if left:
+            why = "a judged check is counted only where its judge agrees with your decisions, which a search " \
+                "cannot ask" if any(c.judged for c in case.checks) else "it needs the encoder"
+            notes.append(f"{evalset.name} {case.id}: its {', '.join(left)} check is not run during a search ({why})")
         if not kept:
             continue
         messages = ([{"role": "system", "content": case.system}] if case.system else []) + [dict(m) for m in case.messages]

@@ -9,15 +9,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import format_table
+from .common import add_judge_flags, format_table, open_judge
 
 
 def _arena(args: argparse.Namespace) -> dict:
     from evals.arena import BattleStore
 
     store = BattleStore(Path(args.run_dir))
+    judge = open_judge(args)
+    if judge is not None:
+        try:
+            store.ask_judge(judge)
+        finally:
+            judge.close()
     out = {"run_dir": args.run_dir, "battles": len(store.battles()),
-           "ranking": [r.to_json() for r in store.ranking(rounds=args.rounds)]}
+           "ranking": [r.to_json() for r in store.ranking(rounds=args.rounds)],
+           "judges": [store.judge_reliability(name) for name in store.judges()]}
     if args.csv:
         out["csv"] = str(store.export_csv(Path(args.csv)))
     return out
@@ -25,10 +32,13 @@ def _arena(args: argparse.Namespace) -> dict:
 
 def _render(data: dict, args) -> str:
     keys = ("rank", "model", "rating", "low", "high", "battles", "wins", "ties", "both_bad", "losses")
+    from evals.judge import judge_line
+
     head = f"run {data['run_dir']}: {data['battles']} battles"
     if not data["ranking"]:
         return head + " (vote in the Compare tab's blind battle)"
-    return head + "\n" + format_table([{k: r[k] for k in keys} for r in data["ranking"]])
+    judges = [f"battle judge {judge_line(j)}" for j in data.get("judges", [])]
+    return "\n".join([head, format_table([{k: r[k] for k in keys} for r in data["ranking"]]), *judges])
 
 
 def register(sub) -> None:
@@ -37,4 +47,5 @@ def register(sub) -> None:
     p.add_argument("run_dir", help="a run folder (loraeq train --out)")
     p.add_argument("--csv", default=None, metavar="OUT", help="also write the ranking as CSV")
     p.add_argument("--rounds", type=int, default=500, help="bootstrap rounds for the intervals")
+    add_judge_flags(p, "asks this judge for its pick on every battle it has not judged (both orders)")
     p.set_defaults(handler=_arena, render=_render)

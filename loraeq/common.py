@@ -118,6 +118,24 @@ def add_sampling_flags(p: argparse.ArgumentParser, seed_help: str) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help=seed_help)
 
 
+def add_judge_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """The judge (evals/judge.py): a local model, or an OpenAI-compatible endpoint."""
+    from evals.judge import KEY_ENV
+
+    p.add_argument("--judge", default=None, metavar="MODEL",
+                   help=f"{what}: a local causal LM (Hub id, folder or GGUF; 'embedded' for the built-in model)")
+    p.add_argument("--judge-url", default=None, metavar="URL",
+                   help=f"or an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (key from {KEY_ENV})")
+    p.add_argument("--judge-model", default=None, metavar="NAME", help="the model name the --judge-url serves")
+
+
+def open_judge(args: argparse.Namespace):
+    """The judge the flags name (None: none), to be closed by the caller."""
+    from evals.judge import make_judge
+
+    return make_judge(args.judge, args.judge_url, args.judge_model)
+
+
 def add_data_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--data", required=required, help="training data file (JSONL, JSON, CSV/TSV, Parquet, TXT)")
     p.add_argument("--format", default=None, help="row shape, when auto-detection should be overridden")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from adapters.errors import LoraEqError
 
-from .common import add_sampling_flags, format_table, refuse_classification_run
+from .common import add_judge_flags, add_sampling_flags, format_table, open_judge, refuse_classification_run
 from .compare import fetch_adapters
 
 
@@ -75,6 +75,9 @@ def _evalset(args: argparse.Namespace) -> tuple[dict, int]:
     variants = _names(args.columns)
     starting(out, len(evalset.cases))
     with contextlib.ExitStack() as stack:
+        judge = open_judge(args)  # first: a bad judge flag is named before the models load
+        if judge is not None:
+            stack.callback(judge.close)
         folders = fetch_adapters(args.adapter, stack, Path(args.run_dir).resolve().parent, args.allow_pickle)
         trained = None if variants is None else [v for v in variants if v not in folders]
         engine = CompareEngine.from_run(Path(args.run_dir), variants=trained, precision=args.precision,
@@ -82,7 +85,7 @@ def _evalset(args: argparse.Namespace) -> tuple[dict, int]:
         stack.callback(engine.close)
         columns = None if variants is None else variants + [n for n in folders if n not in variants]
         summary = run_evalset(engine, evalset, out, variants=columns, sampling=sampling,
-                              batch_prompts=args.batch_prompts, seed=args.seed)
+                              batch_prompts=args.batch_prompts, seed=args.seed, judge_model=judge)
     if summary.get("status") == "cancelled":
         return {"run_dir": args.run_dir, "folder": str(out), "status": "cancelled"}, 1
     return {"run_dir": args.run_dir, "folder": str(out), **_with_votes(args.run_dir, out, summary)}, 0
@@ -90,18 +93,21 @@ def _evalset(args: argparse.Namespace) -> tuple[dict, int]:
 
 def _with_votes(run_dir: str, out: Path, summary: dict) -> dict:
     """The summary with the user's cell overrides (votes) counted, when there are any."""
-    from evals.matrix import EvalFolder, apply_votes, summarize
+    from evals.matrix import EvalFolder, apply_votes, judged_summary
     from evals.votes import DB_NAME, VoteStore
 
     if not (Path(run_dir) / DB_NAME).is_file():
         return summary
     cells = apply_votes(EvalFolder(out).cells(), VoteStore(run_dir))
     if any(c.get("override") for c in cells):
-        summary = {**summary, "columns": summarize(cells, [c["name"] for c in summary["columns"]])}
+        columns, judges = judged_summary(cells, [c["name"] for c in summary["columns"]])
+        summary = {**summary, "columns": columns, "judges": judges}
     return summary
 
 
 def _render(data: dict, args) -> str:
+    from evals.judge import judge_line
+
     if data.get("cancel_requested") or data.get("status") == "cancelled":
         return f"eval set {data['folder']}: " + ("cancel requested" if data.get("cancel_requested") else "cancelled")
     rows = []
@@ -114,6 +120,7 @@ def _render(data: dict, args) -> str:
              format_table(rows)]
     lines += [f"style probe: cross-validated accuracy {p['cv_accuracy']:.2f} ({p['examples']} examples, "
               f"{p['contrast']} contrast)" for p in data["probes"]]
+    lines += [f"judged check {judge_line(j)}" for j in data.get("judges", [])]
     lines += [f"not run: {u['type']} in {u['test']}" for u in data["unsupported"]]
     lines += [f"skipped: {r['row']}: {r['reason']}" for r in data["rejected"]]
     lines += [f"note: {n}" for n in data["notes"]]
@@ -140,5 +147,6 @@ def register(sub) -> None:
     p.add_argument("--batch-prompts", type=int, default=8, help="prompts per batch (each with all its columns)")
     add_sampling_flags(p, "sampling seed, also of the style check's samples (default 0)")
     p.add_argument("--precision", default=None, choices=PRECISIONS, help="default: the run's precision")
+    add_judge_flags(p, "rules the judged checks (llm-rubric, model-graded-closedqa, factuality, select-best)")
     p.add_argument("--cancel", action="store_true", help="ask a running job of this set to stop")
     p.set_defaults(handler=_evalset, render=_render, reexec=True)

@@ -149,6 +149,8 @@ def build_app(engine, *, api_key: str | None = None, limits=None, window_s: floa
             return JSONResponse(error_body(str(e), e.param, code=e.code), status_code=e.status)
         if isinstance(e, Busy):
             return JSONResponse(error_body(str(e), kind="rate_limit_error"), status_code=429)
+        if isinstance(e, LoraEqError):  # the engine's named refusals are about the request (a prompt too long)
+            return JSONResponse(error_body(str(e)), status_code=400)
         return JSONResponse(error_body(str(e), kind="server_error"), status_code=500)
 
     def check_key(request: Request) -> None:

@@ -82,9 +82,15 @@ def test_style_check_reads_the_probe_probability_and_its_threshold():
 
 
 def test_unsupported_promptfoo_types_are_reported_and_unknown_types_refused():
-    parsed = parse_check({"type": "llm-rubric", "value": "is polite"})
-    assert isinstance(parsed, Unsupported) and parsed.type == "llm-rubric"
-    assert isinstance(parse_check({"type": "not-is-json"}), Unsupported)
+    parsed = parse_check({"type": "not-is-json"})
+    assert isinstance(parsed, Unsupported) and parsed.type == "not-is-json"
+    rubric = parse_check({"type": "llm-rubric", "value": "is polite"})  # a judged check (evals/judge.py)
+    assert rubric.judged and not isinstance(rubric, Unsupported)
+    assert parse_check({"type": "model-graded-factuality", "value": "Paris"}).type == "factuality"
+    with pytest.raises(LoraEqError, match="llm-rubric needs a value"):
+        parse_check({"type": "llm-rubric"})
+    with pytest.raises(LoraEqError, match="select-best cannot be negated"):
+        parse_check({"type": "not-select-best", "value": "x"})
     with pytest.raises(LoraEqError, match="unknown check type 'contians'"):
         parse_check({"type": "contians", "value": "x"}, "check 1")
     with pytest.raises(LoraEqError, match="not a valid regular expression"):
@@ -149,15 +155,15 @@ def test_promptfoo_default_test_unsupported_types_and_bad_tests(tmp_path):
         "defaultTest:\n  assert:\n    - type: not-icontains\n      value: sorry\n"
         "tests:\n"
         "  - vars: {word: hi}\n    assert:\n      - type: equals\n        value: '{{word}}'\n"
-        "      - type: llm-rubric\n        value: friendly\n"
+        "      - type: javascript\n        value: output.length > 1\n"
         "  - vars: {other: x}\n"
         "  - vars: {word: yo}\n    assert:\n      - type: contians\n        value: yo\n"
     )
     evalset = load_evalset(config)
     assert [c.prompt for c in evalset.cases] == ["Say hi"]
     assert [c.label() for c in evalset.cases[0].checks] == ["not-icontains: sorry", "equals: hi"]
-    assert evalset.unsupported == [{"test": "test 1", "type": "llm-rubric",
-                                    "reason": "promptfoo's 'llm-rubric' is not run by LoRA EQ"}]
+    assert evalset.unsupported == [{"test": "test 1", "type": "javascript",
+                                    "reason": "promptfoo's 'javascript' is not run by LoRA EQ"}]
     reasons = {r["row"]: r["reason"] for r in evalset.rejected}
     assert "{{word}}" in reasons["test 2"] and "unknown check type 'contians'" in reasons["test 3"]
 

@@ -114,6 +114,10 @@ def test_bad_requests_get_one_line_in_openais_shape(server):
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(model="base", **kwargs)
         assert e.value.body["param"] == field and "\n" not in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:  # longer than the model reads: the request's fault
+        client.chat.completions.create(model="base", messages=[{"role": "user", "content": "w1 " * 120}],
+                                       max_tokens=32)
+    assert "the model reads at most 128" in e.value.body["message"]
     import urllib.request
 
     req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=b"{not json",
