@@ -1,7 +1,12 @@
 """Eval sets tab: run many prompts x the base and the variants (a worker job running `loraeq
 evalset`), follow its progress, and read the matrix: pass / fail cells that open their whole
 answer and checks and take the user's override (a vote), per-column statistics, a heatmap and
-downloads. Results live in RUN/evalsets/NAME, so a reload shows them again."""
+downloads. Results live in RUN/evalsets/NAME, so a reload shows them again.
+
+The judged checks (llm-rubric, model-graded-closedqa, factuality, select-best) are ruled by a judge
+chosen from a list: only the judges the operator offers (`evals.judge.judge_choices`: the built-in
+model and the endpoints in LORAEQ_JUDGES), never a URL or a model a user types. The pass rates shown
+count a judged check only where its judge agrees with the user's overrides better than chance."""
 
 from __future__ import annotations
 
@@ -14,13 +19,14 @@ import pandas as pd
 from adapters.errors import LoraEqError
 from adapters.limits import check_new_tokens
 from evals.evalset import HELDOUT, load_evalset
+from evals.judge import judge_choices, judge_line
 from evals.matrix import (
     EvalFolder,
     apply_votes,
     cells_csv,
     evalset_dir,
+    judged_summary,
     list_evalsets,
-    summarize,
     summary_csv,
     summary_rows,
     timed_out,
@@ -36,6 +42,9 @@ from playground.shared import Shared
 from playground.workspace import receive
 
 MARKS = {True: "✓ pass", False: "✗ fail", None: "·"}
+CHECK_MARKS = {True: "✓", False: "✗", None: "· no verdict"}
+NO_JUDGE = "no judge"
+RAW_SHOWN = 300  # characters of a judge's reply shown under its check
 COLOURS = {"✓": "background-color: #c8f0c8", "✗": "background-color: #f6c6c6"}
 TICK_SECONDS = 3.0
 SUMMARY_COLUMNS = ["name", "passed", "total", "pass_rate", "ci_low", "ci_high", "mean_similarity",
@@ -65,10 +74,29 @@ def set_path(shared: Shared, state: Session, file, use_heldout: bool) -> str:
     return str(receive(shared, state, Path(file if isinstance(file, str) else file.name)))
 
 
+def judge_labels() -> list[str]:
+    """A Judge dropdown's choices: no judge, then the judges the operator offers."""
+    return [NO_JUDGE, *judge_choices()]
+
+
+def judge_flags(label) -> list[str]:
+    """The `loraeq` flags of the judge chosen in a Judge dropdown ([] for no judge). Only the
+    offered judges are accepted: a served app never asks a URL or loads a model a user names."""
+    if label in (None, "", NO_JUDGE):
+        return []
+    offered = judge_choices()
+    if not isinstance(label, str) or label not in offered:
+        raise LoraEqError(f"judge {str(label)[:60]!r}: choose one of the judges offered "
+                          f"({', '.join(judge_labels())})")
+    return list(offered[label])
+
+
 def job_argv(run: Path, path: str, variants, n: int, skip_bad: bool, style: str | None,
-             adapters: dict[str, str] | None = None) -> list[str]:
+             adapters: dict[str, str] | None = None, judge=None) -> list[str]:
     """The `loraeq evalset` command line; `adapters` are the session's added adapters (name -> its
-    folder): the chosen ones, or all of them when no column was chosen, go along as `--adapter`."""
+    folder): the chosen ones, or all of them when no column was chosen, go along as `--adapter`;
+    `judge` is a Judge dropdown's label (its flags go along)."""
+    flags = judge_flags(judge)
     if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
         raise LoraEqError("columns: a list of variant names is needed")
     argv = ["evalset", str(run), "--set", path, "--max-new-tokens", str(n), "--json"]
@@ -76,11 +104,14 @@ def job_argv(run: Path, path: str, variants, n: int, skip_bad: bool, style: str 
     for name, folder in (adapters or {}).items():
         argv += ["--adapter", f"{name}={folder}"] if name in variants or not variants else []
     argv += ["--skip-bad-rows"] if skip_bad else []
-    return argv + (["--style", style] if style else [])
+    return argv + (["--style", style] if style else []) + flags
 
 
-def start(shared: Shared, file, use_heldout, style_file, style_heldout, variants, n, skip_bad, state: Session):
-    """Check the set here (bad rows named at once), then run it in a worker."""
+def start(shared: Shared, file, use_heldout, style_file, style_heldout, variants, n, skip_bad, judge,
+          state: Session):
+    """Check the set here (bad rows named at once), then run it in a worker (with the chosen judge
+    where the set has judged checks: a judge is not loaded for nothing)."""
+    judge_flags(judge)  # a judge not offered is refused before anything is read
     run = shared.require_run(state)
     path = set_path(shared, state, file, bool(use_heldout))
     evalset = bounded(load_evalset, path, run, limits=shared.limits, what=f"reading {Path(path).name}")
@@ -90,8 +121,9 @@ def start(shared: Shared, file, use_heldout, style_file, style_heldout, variants
     style = HELDOUT if style_heldout else str(receive(shared, state, Path(getattr(style_file, "name", style_file)))) \
         if style_file else None
     n = check_new_tokens(n, shared.limits)
+    judged = any(c.judged for case in evalset.cases for c in case.checks)
     shared.jobs.submit(job_key(run, evalset.name), job_argv(run, path, variants or [], n, bool(skip_bad), style,
-                                                         state.adapters),
+                                                         state.adapters, judge if judged else None),
                        owner=shared.area.owner(state), kind="evalset")
     return gr.Dropdown(shown_names(shared, state, run), value=evalset.name), status_line(shared, state, evalset.name)
 
@@ -196,14 +228,18 @@ def view(shared: Shared, name, state: Session):
     if not cells:
         return status, pd.DataFrame(), pd.DataFrame(), None, ""
     frame, cases, columns = matrix_frames(cells)
-    table = pd.DataFrame(summary_rows(summarize(cells, columns)))[SUMMARY_COLUMNS].round(4)
+    summarized, judges = judged_summary(cells, columns)  # a judged check counts only where its judge is calibrated
+    table = pd.DataFrame(summary_rows(summarized))[SUMMARY_COLUMNS].round(4)
     by_key = {(c["case"], c["column"]): verdict(c) for c in cells}
     figure = evalset_heatmap(cases, columns, [[by_key.get((k, col)) for col in columns] for k in cases])
-    return status, styled(frame), table, figure, notes_markdown(summary)
+    return status, styled(frame), table, figure, notes_markdown(summary, judges)
 
 
-def notes_markdown(summary: dict) -> str:
-    lines = [f"- style probe: cross-validated accuracy **{p['cv_accuracy']:.2f}** ({p['examples']} examples vs "
+def notes_markdown(summary: dict, judges: list[dict] | None = None) -> str:
+    """What the summary says besides the table; `judges`: each judge's reliability against the
+    user's overrides now (default: the summary's, from when the set ran)."""
+    lines = [f"- judged check {judge_line(j)}" for j in (summary.get("judges", []) if judges is None else judges)]
+    lines += [f"- style probe: cross-validated accuracy **{p['cv_accuracy']:.2f}** ({p['examples']} examples vs "
              f"{p['contrast']} contrast)" + ("" if p["trusted"] else " — too low to trust") for p in
              summary.get("probes", [])]
     lines += [f"- not run: `{u['type']}` in {u['test']}" for u in summary.get("unsupported", [])]
@@ -233,8 +269,22 @@ def open_cell(shared: Shared, name, evt: gr.SelectData, state: Session):
     return cell_markdown(cell), {"case": cell["case"], "column": cell["column"]}
 
 
+def check_markdown(result: dict) -> str:
+    """One check of a cell: its mark (a judge's missing verdict is "no verdict", never a fail) and,
+    for a judged check, the judge's reply (its start)."""
+    line = f"- {CHECK_MARKS[result['passed']]} `{result['label']}` {result['detail']}"
+    judge = result.get("judge")
+    if not judge:
+        return line
+    if judge.get("raw") is None:  # the endpoint refused the prompt or did not answer
+        return line + f"\n  - judge {judge.get('name')} gave no reply"
+    raw = " ".join(judge["raw"].split())
+    said = raw[:RAW_SHOWN] + "…" if len(raw) > RAW_SHOWN else raw
+    return line + f"\n  - judge {judge.get('name')} replied: {said or '(nothing)'}"
+
+
 def cell_markdown(cell: dict) -> str:
-    checks = "\n".join(f"- {'✓' if r['passed'] else '✗'} `{r['label']}` {r['detail']}" for r in cell["checks"])
+    checks = "\n".join(check_markdown(r) for r in cell["checks"])
     sims = [f"to reference {cell['similarity_reference']:.3f}" if cell["similarity_reference"] is not None else "",
             f"to base {cell['similarity_base']:.3f}" if cell["similarity_base"] is not None else ""]
     override = f"\n\nYour override: **{cell['override']}**" if cell.get("override") else ""
@@ -272,7 +322,7 @@ def download(shared: Shared, kind: str, name, state: Session):
     if kind == "cells.csv":
         return shared.downloads.hand_out(cells_csv(cells, out / f"{name}-cells.csv"))
     columns = list(dict.fromkeys(c["column"] for c in cells))
-    return shared.downloads.hand_out(summary_csv(summarize(cells, columns), out / f"{name}-summary.csv"))
+    return shared.downloads.hand_out(summary_csv(judged_summary(cells, columns)[0], out / f"{name}-summary.csv"))
 
 
 def build(shared: Shared, session: gr.State) -> None:
@@ -285,6 +335,9 @@ def build(shared: Shared, session: gr.State) -> None:
     with gr.Row():
         style_file = gr.File(label="Style examples (optional): adds a style check to every prompt", scale=2)
         style_heldout = gr.Checkbox(label="Style examples: the run's held-out answers")
+        judge = gr.Dropdown(judge_labels(), value=NO_JUDGE, label="Judge for judged checks",
+                            info="rules llm-rubric, model-graded-closedqa, factuality and select-best; "
+                                 "without one they are listed as not run", allow_custom_value=False)
     with gr.Row():
         load = gr.Button("Load my run")
         variants = gr.CheckboxGroup([], label="Variants next to the base")
@@ -308,7 +361,7 @@ def build(shared: Shared, session: gr.State) -> None:
     selected, timer, shown_outputs = gr.State(None), gr.Timer(TICK_SECONDS), [status, matrix, summary, heatmap, notes]
     load.click(handler(choices, shared), [session], [variants, shown], api_name="evalset_load")
     run.click(handler(start, shared), [upload, use_heldout, style_file, style_heldout, variants, max_new, skip_bad,
-                                       session], [shown, status], api_name="evalset_run")
+                                       judge, session], [shown, status], api_name="evalset_run")
     stop.click(handler(cancel, shared), [shown, session], status, api_name="evalset_cancel")
     shown.change(handler(view, shared), [shown, session], shown_outputs, api_name="evalset_view")
     timer.tick(handler(tick, shared), [shown, session], shown_outputs, api_name=False)

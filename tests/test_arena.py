@@ -158,3 +158,79 @@ def test_the_compare_tabs_ranking_shows_both_bad(tmp_path):
     frame = ranking_frame(run).set_index("model")
     assert frame.loc["uniform", "both_bad"] == 2 and frame.loc["uniform", "ties"] == 1
     assert "every battle is between these two" in pair_note(["base", "uniform"]) and pair_note(["base", "a", "b"]) == ""
+
+
+def test_the_battle_tabs_judge_gives_its_pick_only_after_the_vote(tmp_path, monkeypatch):
+    import shutil
+    import time
+
+    import gradio as gr
+    from test_judge import Endpoint
+    from test_votes import run_dir as make_run
+
+    from adapters.limits import Limits
+    from playground import tab_battle
+    from playground.jobs import JobQueue
+    from playground.sessions import Session, SessionArea
+    from playground.shared import ModelRegistry, Shared
+
+    shared = Shared(ModelRegistry(), JobQueue(), SessionArea(tmp_path / "runs"), None, "fp32", Limits())
+    state = Session()
+    shared.area.ensure_id(state)
+    state.run, run = shared.area.new_run(state)
+    shutil.copytree(make_run.__wrapped__(tmp_path), run, dirs_exist_ok=True)
+    mode = {"fair": True}  # fair: picks the answer "hi there" whichever side shows it; else always "A"
+
+    def pick(prompt: str) -> str:
+        return ("A" if "Answer A: hi there" in prompt else "B") if mode["fair"] else "A"
+
+    def battle(seed: int) -> BattleRound:
+        state.battle = BattleRound.draw(["uniform", "attention"], random.Random(seed))
+        turn = state.battle.conversation.ask("hello")
+        for name, text in ((state.battle.model_a, "hi there"), (state.battle.model_b, "good day")):
+            turn.replies[name].text, turn.replies[name].done = text, True
+        return state.battle
+
+    def shown(asked) -> tuple[str, dict]:
+        deadline = time.monotonic() + 120
+        while True:
+            line, asked, timer = tab_battle.judge_pick(shared, asked, state)
+            if asked.get("done") or time.monotonic() > deadline:
+                assert timer.active is False and asked["done"], (line, shared.jobs.get(
+                    tab_battle.judge_key(run, label)))
+                return line, asked
+            assert line.startswith(f"Asking the judge ({label}) for its pick") and timer.active
+            time.sleep(0.3)
+
+    with Endpoint(pick) as endpoint:
+        monkeypatch.setenv("LORAEQ_JUDGES", f"fair@{endpoint.url}")
+        label = f"fair at {endpoint.url}"
+        assert tab_battle.judge_labels()[-1] == label
+        round_ = battle(3)
+        with pytest.raises(LoraEqError, match="choose one of the judges offered") as refused:
+            tab_battle.battle_vote(shared, "a", f"fair@{endpoint.url}", state)  # typed, not offered
+        assert "\n" not in str(refused.value) and BattleStore(run).battles() == [] and round_.outcome is None
+        forged = {"battle": 1, "judge": label, "tries": 0, "done": False}
+        assert tab_battle.judge_pick(shared, forged, state)[:2] == ("", None)  # no pick before the vote
+        assert endpoint.asked == []
+        *frame, board, asked = tab_battle.battle_vote(shared, "a", label, state)
+        assert "You voted **A is better**" in frame[2] and asked["battle"] == BattleStore(run).battles()[0].id
+        line, asked = shown(asked)
+        assert line.startswith(f"The judge (fair at {endpoint.url}) picked **A** ({round_.model_a}).\n\nSo far: ")
+        assert f"pairwise (judge fair at {endpoint.url}): agrees with 100% of your 1 decisions" in line
+        assert len(endpoint.asked) == 2  # both orders, only after the vote
+        assert tab_battle.judge_pick(shared, asked, state)[:2] == (gr.skip(), gr.skip())  # shown once, then quiet
+
+        mode["fair"] = False  # the next battle: a judge that always says "A" flips with the order
+        battle(4)
+        *_, asked = tab_battle.battle_vote(shared, "b", label, state)
+        line, _ = shown(asked)
+        assert "picked **a tie** (its two orders disagreed: position bias)" in line
+        assert "of your 2 decisions" in line and "position bias 50%" in line
+        battle(5)
+        *_, none_asked = tab_battle.battle_vote(shared, "tie", "no judge", state)
+        assert none_asked is None and len(endpoint.asked) == 4  # no judge chosen: none asked
+        # A battle voted while the judge's job was already running is not in that job: the tab asks again.
+        late = {"battle": BattleStore(run).battles()[-1].id, "judge": label, "tries": 1, "done": False}
+        line, _ = shown(late)
+        assert "picked **a tie**" in line and "of your 3 decisions" in line and len(endpoint.asked) == 6

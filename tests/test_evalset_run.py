@@ -219,10 +219,10 @@ def test_the_tab_runs_a_set_as_a_job_shows_the_matrix_opens_cells_takes_override
     shutil.copytree(tiny_run, run, dirs_exist_ok=True, ignore=shutil.ignore_patterns("evalsets", "votes.sqlite*"))
     bad = _write_set(tmp_path / "bad.jsonl", [{"prompt": "w1 ?"}, {"reference": "x"}])
     with pytest.raises(LoraEqError, match="1 bad rows \\(row 2: needs a prompt"):
-        tab_evalsets.start(shared, str(bad), False, None, False, ["uniform"], 4, False, state)
+        tab_evalsets.start(shared, str(bad), False, None, False, ["uniform"], 4, False, "no judge", state)
     good = _write_set(tmp_path / "small.jsonl", [{"prompt": p, "assert": [{"type": "contains", "value": "w"}]}
                                                 for p in PROMPTS[:3]])
-    shown, _ = tab_evalsets.start(shared, str(good), False, None, False, ["uniform"], 4, False, state)
+    shown, _ = tab_evalsets.start(shared, str(good), False, None, False, ["uniform"], 4, False, "no judge", state)
     assert shown.value == "small"
     job = shared.jobs.get(tab_evalsets.job_key(run, "small"))
     deadline = time.monotonic() + 300
@@ -243,3 +243,151 @@ def test_the_tab_runs_a_set_as_a_job_shows_the_matrix_opens_cells_takes_override
     for kind in ("cells.csv", "cells.jsonl", "summary.csv"):
         assert Path(tab_evalsets.download(shared, kind, "small", state)).stat().st_size > 0
     assert tab_evalsets.choices(shared, state)[1].value == "small"  # after a reload, the results are listed
+
+
+JUDGE = "always at http://127.0.0.1:9/v1"  # a judge's name as evals.judge names an endpoint
+
+
+def test_the_tab_offers_only_the_operators_judges_and_puts_the_chosen_ones_flags_on_the_job(monkeypatch):
+    from adapters.errors import LoraEqError
+    from playground import tab_evalsets
+
+    monkeypatch.setenv("LORAEQ_JUDGES", "fair@http://127.0.0.1:9/v1")
+    assert tab_evalsets.judge_labels() == ["no judge", "the built-in model", "fair at http://127.0.0.1:9/v1"]
+    argv = tab_evalsets.job_argv(Path("RUN"), "set.jsonl", ["uniform"], 8, False, None, {},
+                                 "fair at http://127.0.0.1:9/v1")
+    assert argv[-4:] == ["--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "fair"]
+    built_in = tab_evalsets.job_argv(Path("RUN"), "set.jsonl", [], 8, False, None, {}, "the built-in model")
+    assert built_in[-2:] == ["--judge", "embedded"]
+    for none in ("no judge", None):
+        argv = tab_evalsets.job_argv(Path("RUN"), "s", [], 8, False, None, {}, none)
+        assert not {"--judge", "--judge-url"} & set(argv)
+    for typed in ("http://10.0.0.1/v1", "fair@http://10.0.0.1/v1", "--judge", ["the built-in model"]):
+        with pytest.raises(LoraEqError, match="choose one of the judges offered") as refused:
+            tab_evalsets.job_argv(Path("RUN"), "s", [], 8, False, None, {}, typed)
+        assert "\n" not in str(refused.value) and "10.0.0.1" not in str(refused.value).split("(")[-1]
+
+
+def _judged_cells(n: int = 12) -> list[dict]:
+    """One column's cells: a `contains` check that passes, an llm-rubric that an always-fail judge
+    failed, and on the last cell a rubric with no verdict (an unreadable reply)."""
+    cells = []
+    for i in range(n):
+        raw = "I am not sure " * 40 if i == n - 1 else "FAIL. It does not."
+        judge = {"name": JUDGE, "prompt": f"grade {i}", "raw": raw, "parsed": None if i == n - 1 else "fail"}
+        checks = [{"name": "contains", "label": "contains: w", "passed": True, "score": None, "detail": "found",
+                   "timed_out": False},
+                  {"name": "llm-rubric", "label": "llm-rubric: is kind", "passed": None if i == n - 1 else False,
+                   "score": None, "detail": "judge gave no verdict" if i == n - 1 else "judge: fail",
+                   "timed_out": False, "judge": judge}]
+        cells.append({"case": f"row {i + 1}", "prompt": f"w{i} ?", "history": None, "system": None, "reference": None,
+                      "tags": [], "column": "uniform", "variant": "uniform", "text": f"w{i} answer", "tokens": 3,
+                      "finish_reason": "stop", "similarity_reference": None, "similarity_base": None,
+                      "checks": checks, "passed": None if i == n - 1 else False, "settings": {"temperature": 0.0}})
+    return cells
+
+
+def test_a_judged_check_without_a_verdict_reads_no_verdict_with_the_judges_reply():
+    from playground.tab_evalsets import cell_markdown, notes_markdown
+
+    cells = _judged_cells()
+    unsure = cell_markdown({**cells[-1], "passed": None})
+    rubric = next(line for line in unsure.splitlines() if "llm-rubric" in line)
+    assert rubric.startswith("- · no verdict `llm-rubric: is kind`") and "✗" not in rubric
+    reply = next(line for line in unsure.splitlines() if "replied:" in line)
+    assert reply.startswith(f"  - judge {JUDGE} replied: I am not sure I am")
+    assert len(reply) < 300 + 80 and reply.endswith("…")  # the start of a long reply, not all of it
+    failed = cell_markdown(cells[0])
+    assert "- ✗ `llm-rubric: is kind` judge: fail" in failed and "replied: FAIL. It does not." in failed
+    assert "- ✓ `contains: w` found" in failed and "replied" not in failed.split("contains: w")[1].split("\n")[0]
+    refused = {**cells[0]["checks"][1], "passed": None, "judge": {**cells[0]["checks"][1]["judge"], "raw": None}}
+    assert f"judge {JUDGE} gave no reply" in cell_markdown({**cells[0], "checks": [refused]})
+    summary = {"judges": [{"check": "llm-rubric", "judge": JUDGE, "n": 0, "agreement": None, "kappa": None,
+                           "kappa_ci": None, "position_bias": None, "counted": False, "note": "too few"}]}
+    assert notes_markdown(summary).splitlines()[0].startswith(
+        f"- judged check llm-rubric (judge {JUDGE}): no decisions of yours on its cells yet")
+
+
+def test_the_tab_counts_a_judge_only_where_it_agrees_with_the_users_overrides(tmp_path):
+    import shutil
+
+    from test_votes import run_dir as make_run
+
+    from adapters.limits import Limits
+    from evals.matrix import write_cells
+    from playground import tab_evalsets
+    from playground.jobs import JobQueue
+    from playground.sessions import Session, SessionArea
+    from playground.shared import ModelRegistry, Shared
+
+    shared = Shared(ModelRegistry(), JobQueue(), SessionArea(tmp_path / "runs"), None, "fp32", Limits())
+    state = Session()
+    shared.area.ensure_id(state)
+    state.run, run = shared.area.new_run(state)
+    shutil.copytree(make_run.__wrapped__(tmp_path), run, dirs_exist_ok=True)
+    cells, folder = _judged_cells(), evalset_dir(run, "judged")
+    write_cells(cells, folder / "cells.jsonl")
+    (folder / "summary.json").write_text(json.dumps({"name": "judged", "judges": [], "columns": []}))
+    _, matrix, table, _, notes = tab_evalsets.view(shared, "judged", state)
+    # The raw verdicts fail every cell the judge failed; its judge is not calibrated (no decision of
+    # the user's yet), so the shown pass rate counts the contains check alone.
+    assert summarize(cells)[0]["pass_rate"] == 0.0 and list(table["pass_rate"]) == [1.0]
+    assert f"- judged check llm-rubric (judge {JUDGE}): no decisions of yours" in notes
+    store = VoteStore(run)
+    for cell in cells[:10]:  # the user agrees with the judge on half of them: no better than chance
+        store.cast(cell["prompt"], cell["column"], "fail" if int(cell["case"].split()[1]) % 2 else "pass",
+                   settings=cell["settings"])
+    _, _, table, _, notes = tab_evalsets.view(shared, "judged", state)
+    assert f"judge {JUDGE}): agrees with 50% of your 10 decisions" in notes and "not counted" in notes
+    # 5 of the 10 overridden cells pass (the user's word), and the two others pass their contains check
+    assert list(table["pass_rate"]) == [pytest.approx(7 / 12, abs=1e-4)] and list(table["overrides"]) == [10]
+    assert summarize(apply_votes(cells, store))[0]["pass_rate"] == pytest.approx(5 / 11)  # the judge counted
+    with open(tab_evalsets.download(shared, "summary.csv", "judged", state), newline="") as f:
+        [row] = list(__import__("csv").DictReader(f))
+    assert float(row["pass_rate"]) == pytest.approx(7 / 12)  # the download counts as the table does
+
+
+def test_the_tab_sends_the_chosen_judge_only_with_a_set_that_has_judged_checks(tmp_path, monkeypatch):
+    import shutil
+
+    from test_votes import run_dir as make_run
+
+    from adapters.errors import LoraEqError
+    from adapters.limits import Limits
+    from playground import tab_evalsets
+    from playground.sessions import Session, SessionArea
+    from playground.shared import ModelRegistry, Shared
+
+    class Line:  # the job line, holding the command lines it is given
+        def __init__(self):
+            self.argv = {}
+
+        def submit(self, key, argv, owner="", kind="train"):
+            self.argv[key] = argv
+
+        def keys(self, owner):
+            return list(self.argv)
+
+        def get(self, key):
+            return None
+
+        def position(self, key):
+            return 1
+
+    monkeypatch.setenv("LORAEQ_JUDGES", "fair@http://127.0.0.1:9/v1")
+    shared = Shared(ModelRegistry(), Line(), SessionArea(tmp_path / "runs"), None, "fp32", Limits())
+    state = Session()
+    shared.area.ensure_id(state)
+    state.run, run = shared.area.new_run(state)
+    shutil.copytree(make_run.__wrapped__(tmp_path), run, dirs_exist_ok=True)
+    judged = _write_set(tmp_path / "judged.jsonl",
+                        [{"prompt": "w1 ?", "assert": [{"type": "llm-rubric", "value": "kind"}]}])
+    plain = _write_set(tmp_path / "plain.jsonl", [{"prompt": "w1 ?", "assert": [{"type": "contains", "value": "w"}]}])
+    label = "fair at http://127.0.0.1:9/v1"
+    for path in (judged, plain):
+        tab_evalsets.start(shared, str(path), False, None, False, ["uniform"], 4, False, label, state)
+    argv = {key.rsplit(":", 1)[-1]: a for key, a in shared.jobs.argv.items()}
+    assert argv["judged"][-4:] == ["--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "fair"]
+    assert "--judge-url" not in argv["plain"]  # no judged check: no judge is loaded for nothing
+    with pytest.raises(LoraEqError, match="choose one of the judges offered"):
+        tab_evalsets.start(shared, str(judged), False, None, False, ["uniform"], 4, False, "http://evil/v1", state)
