@@ -234,12 +234,24 @@ def _json_pass(raw: str) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
+_MEETS = re.compile(r"\b(satisf\w*|meets?|fulfil\w*|compl(?:y|ies))\b", re.I)
+_NOT = re.compile(r"\bnot\b|\bnever\b|\bfails?\b|n't\b", re.I)
+
+
 def parse_pass(raw: str) -> bool | None:
-    """PASS / FAIL (Y / N, yes / no, or promptfoo's JSON {"pass": ...}) at the start of a reply."""
-    if (raw or "").lstrip().startswith("{"):  # JSON: its "pass" alone decides
-        return _json_pass(raw)
-    word = re.match(r"\W*([A-Za-z]+)", raw or "")
-    return _WORDS.get(word.group(1).lower()) if word else None
+    """PASS / FAIL (Y / N, yes / no, or promptfoo's JSON {"pass": ...}) at the start of a reply, or a
+    first sentence that says the answer does (not) satisfy / meet the rubric, as small models
+    write it; anything else (both PASS and FAIL, no such verb) is no verdict."""
+    text = raw or ""
+    if text.lstrip().startswith("{"):  # JSON: its "pass" alone decides
+        return _json_pass(text)
+    word = re.match(r"\W*([A-Za-z]+)", text)
+    if word and word.group(1).lower() in _WORDS:
+        return _WORDS[word.group(1).lower()]
+    first = re.split(r"(?<=[.!?])\s|\n", text.strip(), maxsplit=1)[0][:300]
+    if not _MEETS.search(first) or (re.search(r"\bpass\b", first, re.I) and re.search(r"\bfail\b", first, re.I)):
+        return None
+    return not _NOT.search(first)
 
 
 def parse_letter(raw: str, choices: tuple[str, ...]) -> str | None:

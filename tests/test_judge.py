@@ -112,6 +112,9 @@ def _vote_by_taste(run, cells: list[dict], n: int = 20) -> list[dict]:
     ("PASS. It answers in w-words.", True), ("fail: no", False), ("Yes, it does", True), ("N", False),
     ('{"reason": "fits", "pass": true, "score": 1}', True), ('{"pass": "maybe"}', None),
     ("The answer seems fine", None), ("", None), ("Passable", None),
+    ("The answer does not meet the rubric.", False), ("The answer satisfies the rubric: it is polite.", True),
+    ("The answer doesn't satisfy it", False), ("The answer is not a PASS or FAIL, but meets it", None),
+    ("The answer is not a perfect fit for the rubric.", None),
 ])
 def test_a_reply_is_a_verdict_only_when_it_says_one(raw, verdict):
     assert parse_pass(raw) is verdict
