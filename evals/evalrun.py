@@ -293,7 +293,8 @@ def _style_scores(cases: list[EvalCase], answers: list, probes: dict, embed_fn: 
 
 def _cell(case: EvalCase, column, answer, evidence: Evidence, vectors: _Vectors, base_text, sampling,
           seconds: float | None = None, judged: dict | None = None) -> dict:
-    results = [(judged or {}).get(k) or _unruled(c) if c.judged else judge(c, answer.text, evidence, seconds)
+    judged = judged or {}
+    results = [(judged.get(k) or _unruled(c)) if c.judged else judge(c, answer.text, evidence, seconds)
                for k, c in enumerate(case.checks)]
     similarity_base = None if column.variant == BASE_COLUMN or base_text is None else \
         round(vectors.cosine(answer.text, base_text), 6)

@@ -171,6 +171,34 @@ def judge_choices() -> dict[str, list[str]]:
     return out
 
 
+NO_JUDGE = "no judge"
+
+
+def judge_labels() -> list[str]:
+    """A served app's judge choices: no judge, then the judges its operator offers."""
+    return [NO_JUDGE, *judge_choices()]
+
+
+def judge_flags(label) -> list[str]:
+    """The `loraeq` flags of an offered judge's label ([] for no judge); any other label is refused:
+    a served app never asks a URL or loads a model a user names."""
+    if label in (None, "", NO_JUDGE):
+        return []
+    offered = judge_choices()
+    if not isinstance(label, str) or label not in offered:
+        raise LoraEqError(f"judge {str(label)[:60]!r}: choose one of the judges offered "
+                          f"({', '.join(judge_labels())})")
+    return list(offered[label])
+
+
+def flags_name(flags: list[str]) -> str:
+    """The name the judge these flags name keeps its rulings and picks under, without loading it."""
+    def value(flag: str) -> str | None:
+        return flags[flags.index(flag) + 1] if flag in flags else None
+
+    return judge_name(value("--judge"), value("--judge-url"), value("--judge-model"))
+
+
 # ---- prompts and parsing ----------------------------------------------------------------------
 
 

@@ -31,9 +31,9 @@ def _arena(args: argparse.Namespace) -> dict:
 
 
 def _render(data: dict, args) -> str:
-    keys = ("rank", "model", "rating", "low", "high", "battles", "wins", "ties", "both_bad", "losses")
     from evals.judge import judge_line
 
+    keys = ("rank", "model", "rating", "low", "high", "battles", "wins", "ties", "both_bad", "losses")
     head = f"run {data['run_dir']}: {data['battles']} battles"
     if not data["ranking"]:
         return head + " (vote in the Compare tab's blind battle)"

@@ -2,7 +2,7 @@
 the user votes A / B / tie / both bad, then the names are revealed. The draw, the storage and the
 ranking are evals/arena.py; this file only draws the form and calls it.
 
-A judge (one the operator offers: `tab_evalsets.judge_flags`) may give its own pick, asked only
+A judge (one the operator offers: `evals.judge.judge_flags`) may give its own pick, asked only
 once the user's vote is stored, so it never sways the vote. Asking it is a job on the job line
 (`loraeq arena RUN --judge ...`: it judges every battle of the run it has not judged yet, both
 orders), as the app's other long work is: loading a local judge model takes seconds and memory,
@@ -26,12 +26,11 @@ from adapters.infer.conversation import respond
 from adapters.infer.engine import BASE_COLUMN, Column
 from adapters.limits import check_text
 from evals.arena import BattleRound, BattleStore, Rating
-from evals.judge import judge_line, judge_name
+from evals.judge import NO_JUDGE, flags_name, judge_flags, judge_labels, judge_line
 from playground.guard import handler, public_message
 from playground.jobs import ACTIVE
 from playground.sessions import Session
 from playground.shared import Shared, sampling_for
-from playground.tab_evalsets import NO_JUDGE, judge_flags, judge_labels
 
 VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "bad": "Both are bad"}
 JUDGE_TICK_SECONDS = 2.0
@@ -120,14 +119,6 @@ def judge_key(run: Path, label: str) -> str:
     return f"{run}#battle-judge:{label}"
 
 
-def picks_name(flags: list[str]) -> str:
-    """The name the judge these flags name keeps its picks under, without loading it."""
-    def value(flag: str) -> str | None:
-        return flags[flags.index(flag) + 1] if flag in flags else None
-
-    return judge_name(value("--judge"), value("--judge-url"), value("--judge-model"))
-
-
 def ask_judge(shared: Shared, run: Path, asked: dict, state: Session) -> dict:
     """Put the judge's job on the line (`loraeq arena RUN --judge ...`: every battle it has not
     judged); a refusal (the line is full) is kept in `asked` to be shown."""
@@ -164,7 +155,7 @@ def judge_pick(shared: Shared, asked, state: Session):
 def _judge_state(shared: Shared, run: Path, battle: BattleRound, asked: dict, state: Session) -> tuple[str, dict]:
     if asked.get("error"):
         return asked["error"], {**asked, "done": True}
-    store, name = BattleStore(run), picks_name(judge_flags(asked["judge"]))
+    store, name = BattleStore(run), flags_name(judge_flags(asked["judge"]))
     pick = store.judge_picks(name).get(asked["battle"])
     if pick is not None:
         return pick_line(battle, name, pick, store.judge_reliability(name)), {**asked, "done": True}

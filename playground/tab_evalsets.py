@@ -4,7 +4,7 @@ answer and checks and take the user's override (a vote), per-column statistics, 
 downloads. Results live in RUN/evalsets/NAME, so a reload shows them again.
 
 The judged checks (llm-rubric, model-graded-closedqa, factuality, select-best) are ruled by a judge
-chosen from a list: only the judges the operator offers (`evals.judge.judge_choices`: the built-in
+chosen from a list: only the judges the operator offers (`evals.judge.judge_flags`: the built-in
 model and the endpoints in LORAEQ_JUDGES), never a URL or a model a user types. The pass rates shown
 count a judged check only where its judge agrees with the user's overrides better than chance."""
 
@@ -19,7 +19,7 @@ import pandas as pd
 from adapters.errors import LoraEqError
 from adapters.limits import check_new_tokens
 from evals.evalset import HELDOUT, load_evalset
-from evals.judge import judge_choices, judge_line
+from evals.judge import NO_JUDGE, judge_flags, judge_labels, judge_line
 from evals.matrix import (
     EvalFolder,
     apply_votes,
@@ -43,7 +43,6 @@ from playground.workspace import receive
 
 MARKS = {True: "✓ pass", False: "✗ fail", None: "·"}
 CHECK_MARKS = {True: "✓", False: "✗", None: "· no verdict"}
-NO_JUDGE = "no judge"
 RAW_SHOWN = 300  # characters of a judge's reply shown under its check
 COLOURS = {"✓": "background-color: #c8f0c8", "✗": "background-color: #f6c6c6"}
 TICK_SECONDS = 3.0
@@ -72,23 +71,6 @@ def set_path(shared: Shared, state: Session, file, use_heldout: bool) -> str:
         raise LoraEqError("upload an eval set (JSONL, JSON, CSV, Parquet or a promptfoo YAML) "
                           "or use the held-out split")
     return str(receive(shared, state, Path(file if isinstance(file, str) else file.name)))
-
-
-def judge_labels() -> list[str]:
-    """A Judge dropdown's choices: no judge, then the judges the operator offers."""
-    return [NO_JUDGE, *judge_choices()]
-
-
-def judge_flags(label) -> list[str]:
-    """The `loraeq` flags of the judge chosen in a Judge dropdown ([] for no judge). Only the
-    offered judges are accepted: a served app never asks a URL or loads a model a user names."""
-    if label in (None, "", NO_JUDGE):
-        return []
-    offered = judge_choices()
-    if not isinstance(label, str) or label not in offered:
-        raise LoraEqError(f"judge {str(label)[:60]!r}: choose one of the judges offered "
-                          f"({', '.join(judge_labels())})")
-    return list(offered[label])
 
 
 def job_argv(run: Path, path: str, variants, n: int, skip_bad: bool, style: str | None,
