@@ -1,20 +1,21 @@
 """The fast paths: where LoRA EQ computes what a library computes, its own faster way, and the one
 contract they all keep.
 
-Five places give a library's own result faster or in less memory (each module says how):
+Six places give a library's own result faster or in less memory (each module says how):
 
 - `packed4bit`: bitsandbytes' CPU NF4 kernel called without the layer's Python, while decoding;
 - `lora_train`: LoRA's training step on a PEFT layer as one autograd function;
 - `label_loss`: the training loss computed at the labelled positions only;
 - `packed_attention`: a decoded token's grouped query heads packed per key/value head;
-- `fused_router`: every row's LoRA update in two batched matmuls (adapter_rows.py).
+- `fused_router`: every row's LoRA update in two batched matmuls (adapter_rows.py);
+- `few_rows_linear`: a float32 linear layer over a decode step's few rows as weight x rows.
 
 The contract:
 
 - Each says whether it applies and, when not, why, in one short reason: `off_reason` here (the
   switch, the library releases), then its module's check of what is in front of it
   (`packed4bit.applies`, `lora_train.applies`, `label_loss.label_only_reason`, `attention.applies`,
-  `mixing.fusable`).
+  `adapter_rows.fusable`, `few_rows.route`).
 - Each reads internals of some libraries (`FastPath.reads`) and runs only on the releases of them
   it was tested on (`TESTED`); on any other release the library's own path runs and one line is
   logged (once per fast path and process).
@@ -77,9 +78,10 @@ PATHS = (
     FastPath("label_loss", "train/label_loss.py", ("transformers",), "the training loss at labelled positions only"),
     FastPath("packed_attention", "base/attention.py", ("transformers",), "one decoded token's query heads packed"),
     FastPath("fused_router", "infer/adapter_rows.py", ("peft",), "every row's LoRA update in two batched matmuls"),
+    FastPath("few_rows_linear", "infer/few_rows.py", (), "a float32 linear layer over a few rows as weight x rows"),
 )
 NAMES = tuple(p.name for p in PATHS)
-PACKED4BIT, LORA_TRAIN, LABEL_LOSS, PACKED_ATTENTION, FUSED_ROUTER = NAMES
+PACKED4BIT, LORA_TRAIN, LABEL_LOSS, PACKED_ATTENTION, FUSED_ROUTER, FEW_ROWS_LINEAR = NAMES
 _ALL, _NONE = ("on", "all"), ("off", "none")
 
 

@@ -19,6 +19,7 @@ from adapters.infer import packed4bit
 from adapters.train import lora_train
 from adapters.errors import LoraEqError
 from adapters.fastpath import (
+    FEW_ROWS_LINEAR,
     FUSED_ROUTER,
     LORA_TRAIN,
     NAMES,
@@ -216,7 +217,7 @@ def test_with_every_fast_path_off_training_and_compare_give_the_same_losses_and_
     ran = {n for n, v in fast["fast_paths"].items() if v == fastpath.RAN}
     assert ran == runs_here - {PACKED4BIT}  # an fp32 base has no 4-bit layer
     assert {n for n, v in fast_answers["fast_paths"].items() if v == fastpath.RAN} == runs_here & {
-        FUSED_ROUTER, "packed_attention"}
+        FUSED_ROUTER, "packed_attention", FEW_ROWS_LINEAR}
     assert fast_answers["fast_paths"]["lora_train"] == "not used by this command"
     for report in (plain["fast_paths"], plain_answers["fast_paths"]):
         assert set(report.values()) == {"switched off (LORAEQ_FAST_PATHS=off)"}

@@ -24,7 +24,8 @@ take it (switched off by LORAEQ_FAST_PATHS, a PEFT release it was not tested on,
 not plain LoRA by `fastpath.plain_lora_reason`, the test `lora_train` uses too), and `ROUTERS["fused"]`
 gives PEFT's router where the fast path is off. Under either router a bitsandbytes 4-bit layer packed
 for the CPU is called through its kernel directly (the `packed4bit` fast path: the same bits,
-without the layer's Python around the call). Each router's changes to the model are one
+without the layer's Python around the call), and a float32 linear layer over a step's few rows as
+weight x rows (the `few_rows_linear` fast path, few_rows.py: MKL's faster product). Each router's changes to the model are one
 `fastpath.Patch`, which its `close` restores.
 
 Live equalizer: the fused router takes a multiplier per row and LoRA layer and multiplies that
@@ -47,7 +48,7 @@ from torch import nn
 from adapters.errors import LoraEqError
 from adapters.fastpath import FUSED_ROUTER, Patch, note, off_reason, plain_lora_reason
 
-from . import packed4bit
+from . import few_rows, packed4bit
 
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in mixed batches
 # PEFT LoRA layer classes whose one-adapter forward casts the update to the output dtype before adding
@@ -131,7 +132,9 @@ class PeftRouter(_Forward):
         self.names = list(row_adapters)
         self._modules = _lora_modules(model)
         self._patch = Patch("peft_router")
-        packed4bit.route(list(_plain_model(model).modules()), self._patch)
+        layers = list(_plain_model(model).modules())
+        few_rows.route(layers, self._patch)
+        packed4bit.route(layers, self._patch)
 
     def forward(self, **inputs) -> torch.Tensor:
         if not self._modules:  # a base without any adapter
@@ -237,6 +240,8 @@ class FusedRouter(_Forward):
                 self._rows[module] = rows
         note(FUSED_ROUTER, None)
         self._patch = Patch(FUSED_ROUTER)
+        # float32 linear layers (base layers included: read below as their forward) over few rows.
+        few_rows.route(list(_plain_model(model).modules()), self._patch)
         for module in self._modules:
             rows = self._rows.get(module)
             # A 4-bit base layer on the CPU: its kernel called directly (`packed4bit`, the same bits).
