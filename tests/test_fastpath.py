@@ -230,3 +230,30 @@ def test_with_every_fast_path_off_training_and_compare_give_the_same_losses_and_
     assert texts == [c["text"] for c in plain_answers["columns"]]
     assert [c["tokens"] for c in fast_answers["columns"]] == [c["tokens"] for c in plain_answers["columns"]]
     assert texts[0] != texts[1]  # not vacuous: the variant answers otherwise than the base
+
+
+def test_few_rows_linear_gives_the_layers_result_and_steps_aside_where_it_does_not_apply(monkeypatch):
+    from torch import nn
+
+    from adapters.infer import few_rows
+
+    torch.manual_seed(0)
+    layer, half = nn.Linear(64, 96), nn.Linear(64, 96).to(torch.bfloat16)
+    x = torch.randn(4, 3, 64)
+    with torch.no_grad():
+        expected = layer(x)
+        with Patch(FEW_ROWS_LINEAR) as patch:
+            assert few_rows.route([layer, half, nn.ReLU()], patch) == [layer]  # fp32 nn.Linear only
+            assert torch.allclose(layer(x), expected, atol=1e-5)
+            assert torch.equal(layer(x[:1, :1]), nn.functional.linear(x[:1, :1], layer.weight, layer.bias))
+            many = torch.randn(few_rows.MAX_ROWS + 1, 64)
+            assert torch.equal(layer(many), nn.functional.linear(many, layer.weight, layer.bias))
+        assert "forward" not in layer.__dict__  # restored
+    with torch.enable_grad(), Patch(FEW_ROWS_LINEAR) as patch:
+        few_rows.route([layer], patch)
+        out = layer(x)
+        assert out.requires_grad and torch.equal(out, nn.functional.linear(x, layer.weight, layer.bias))
+    monkeypatch.setenv(fastpath.ENV, "-few_rows_linear")
+    with fastpath.recording() as record, Patch(FEW_ROWS_LINEAR) as patch:
+        assert few_rows.route([layer], patch) == [] and patch.forwards == 0
+    assert record[FEW_ROWS_LINEAR] == "switched off (LORAEQ_FAST_PATHS=-few_rows_linear)"
