@@ -248,6 +248,8 @@ def test_few_rows_linear_gives_the_layers_result_and_steps_aside_where_it_does_n
             assert torch.equal(layer(x[:1, :1]), nn.functional.linear(x[:1, :1], layer.weight, layer.bias))
             many = torch.randn(few_rows.MAX_ROWS + 1, 64)
             assert torch.equal(layer(many), nn.functional.linear(many, layer.weight, layer.bias))
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's bf16 layer, as without the patch
+                assert torch.equal(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
         assert "forward" not in layer.__dict__  # restored
     with torch.enable_grad(), Patch(FEW_ROWS_LINEAR) as patch:
         few_rows.route([layer], patch)

@@ -14,8 +14,8 @@ as `nn.Linear`'s own result already does between one row and several. bfloat16 w
 
 This is the `few_rows_linear` fast path (fastpath.py): both routers (`adapter_rows.py`) set every
 plain float32 `nn.Linear` of the model to `forward` here for a batch, through their `Patch`;
-training never uses it. One row, more than `MAX_ROWS` rows, a gradient or another dtype run the
-layer's own forward.
+training never uses it. One row, more than `MAX_ROWS` rows, a gradient, another dtype or autocast
+run the layer's own forward.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def _plain_fp32(module: nn.Module) -> bool:
 def forward(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """`layer(x)` for the rows of `x` (the last dimension is the layer's input)."""
     rows = x.numel() // max(x.shape[-1], 1)
-    if rows < 2 or rows > MAX_ROWS or x.dtype != torch.float32 or torch.is_grad_enabled() or not x.is_cpu:
+    if (rows < 2 or rows > MAX_ROWS or x.dtype != torch.float32 or torch.is_grad_enabled() or not x.is_cpu
+            or torch.is_autocast_enabled("cpu")):  # (autocast computes the layer in bf16: its own path)
         return F.linear(x, layer.weight, layer.bias)
     out = torch.mm(layer.weight, x.reshape(rows, x.shape[-1]).t()).t()
     if layer.bias is not None:
