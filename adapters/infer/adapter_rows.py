@@ -25,8 +25,8 @@ not plain LoRA by `fastpath.plain_lora_reason`, the test `lora_train` uses too),
 gives PEFT's router where the fast path is off. Under either router a bitsandbytes 4-bit layer packed
 for the CPU is called through its kernel directly (the `packed4bit` fast path: the same bits,
 without the layer's Python around the call), and a float32 linear layer over a step's few rows as
-weight x rows (the `few_rows_linear` fast path, few_rows.py: MKL's faster product). Each router's changes to the model are one
-`fastpath.Patch`, which its `close` restores.
+weight x rows (the `few_rows_linear` fast path, few_rows.py: MKL's faster product). Each router's
+changes to the model are one `fastpath.Patch`, which its `close` restores.
 
 Live equalizer: the fused router takes a multiplier per row and LoRA layer and multiplies that
 row's scaling by it, so one adapter can answer scaled and as trained in the same batch without a
