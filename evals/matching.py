@@ -12,12 +12,17 @@ every one of them (`missing_facts`):
 - a proper name word by word, in any case (`Sea of Marnholt`: sea, marnholt).
 "The Glasswren Mini costs $59" does not match "The Glasswren Mini costs $89": the wording is
 the same, the fact is not. A reference with none of these (a trade, a food, a piece of advice)
-matches on its key words: an answer must contain at least half of the words of the reference
-that are neither in the question nor common function words. When it has no key word either (it
-only repeats the question), embedding similarity >= 0.85 decides.
+matches on its key words, the words that are neither in the question nor common function words:
+an answer must contain at least half of their weight. A word weighs by how rare it is in the
+data (`vocabulary`: log of the texts over the texts holding it), so the words every answer of a
+kind repeats weigh little: "The orash survives by eating cave lichen." does not match "The orash
+survives by eating silver minnows." when the data has other creatures that survive by eating
+something; "It eats silver minnows." does. Without the data's texts every word weighs the same.
+When the reference has no key word either (it only repeats the question), embedding similarity
+>= 0.85 decides.
 
 A capitalized word that starts a sentence is a name only when the data never writes it in lower
-case (`vocabulary`: the proof passes the words of its questions and references) and it is not a
+case (`vocabulary`: the proof passes its questions and references) and it is not a
 common sentence opener; "Priced at $149" has one fact, 149, not two.
 
 Calibrated with `benchmarks/calibrate_proof.py --calibrate` on invented catalogs and fact sets
@@ -32,11 +37,13 @@ verdicts (`verdict.py`).
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-KEY_RECALL = 0.5  # share of the reference's key words an answer must contain (references without facts)
+KEY_RECALL = 0.5  # share of the weight of the reference's key words an answer must contain (references without facts)
 SIMILARITY_MATCH = 0.85  # cosine to the reference, when the reference has no fact and no key word
 
 # Agreement with "the answer contains the fact's answer", per kind of fact: (answers checked, share
@@ -139,10 +146,43 @@ def words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text or "")]
 
 
-def vocabulary(texts) -> frozenset[str]:
-    """Words written in lower case somewhere in `texts`: a capitalized one of them that starts a
-    sentence is an ordinary word, not a name."""
-    return frozenset(w for t in texts for w in _WORD.findall(t or "") if w[:1].islower())
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the data's texts say about words: which ones it writes in lower case (`word in vocab`:
+    a capitalized one of them that starts a sentence is an ordinary word, not a name), and in how
+    many of its texts each word is (`weight`: a key word's share of a reference)."""
+
+    lower: frozenset[str] = frozenset()
+    holding: Counter = field(default_factory=Counter)  # word (lower case) -> texts that hold it
+    texts: int = 0
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.lower
+
+    def __or__(self, other: "Vocabulary") -> "Vocabulary":
+        return Vocabulary(self.lower | other.lower, self.holding + other.holding, self.texts + other.texts)
+
+    def weight(self, word: str) -> float:
+        """log(texts / texts holding the word), smoothed by one, and at least a tenth of the weight
+        of a word only one text holds (a word every text holds still counts a little); 1 for every
+        word when there are no texts."""
+        if not self.texts:
+            return 1.0
+        return max(math.log((self.texts + 1) / (self.holding[word] + 1)), 0.1 * math.log((self.texts + 1) / 2))
+
+
+def vocabulary(texts) -> Vocabulary:
+    """The `Vocabulary` of `texts` (the data's questions and references)."""
+    lower, holding, count = set(), Counter(), 0
+    for text in texts:
+        found = _WORD.findall(text or "")
+        lower.update(w for w in found if w[:1].islower())
+        holding.update({w.lower() for w in found})
+        count += 1
+    return Vocabulary(frozenset(lower), holding, count)
+
+
+NO_DATA = Vocabulary()
 
 
 @dataclass(frozen=True)
@@ -245,7 +285,7 @@ def _sentence_starts(text: str) -> set[int]:
     return {0} | {m.end() for m in re.finditer(r"[.!?:;\n]\s+[\"'(\[*-]*\s*", text)}
 
 
-def _names(text: str, vocab: frozenset[str]) -> set[str]:
+def _names(text: str, vocab: Vocabulary) -> set[str]:
     starts = _sentence_starts(text)
     found = set()
     for m in _WORD.finditer(text):
@@ -264,9 +304,9 @@ def _looks_common(word: str) -> bool:
     return len(word) > 4 and word.endswith(("ly", "ing", "ed"))
 
 
-def facts_of(text: str, question: str = "", vocab: frozenset[str] = frozenset()) -> Facts:
+def facts_of(text: str, question: str = "", vocab: Vocabulary = NO_DATA) -> Facts:
     """The numbers, dates, codes and names `text` states that `question` does not (see the module
-    docstring); `vocab`: words the data writes in lower case (`vocabulary`)."""
+    docstring); `vocab`: the data's words (`vocabulary`)."""
     dates, date_spans = _dates(text)
     codes, code_spans = _codes(_blank(text, date_spans))
     rest = _blank(text, date_spans + code_spans)
@@ -321,13 +361,14 @@ def key_words(reference: str, question: str = "") -> set[str]:
     return {w for w in words(reference) if w not in COMMON and w not in asked and (len(w) > 2 or w.isdigit())}
 
 
-def key_recall(answer: str, reference: str, question: str = "") -> float | None:
-    """Share of the reference's key words found in the answer; None when it has none."""
+def key_recall(answer: str, reference: str, question: str = "", vocab: Vocabulary = NO_DATA) -> float | None:
+    """Share of the weight of the reference's key words (`Vocabulary.weight`) found in the answer;
+    None when it has none."""
     keys = key_words(reference, question)
     if not keys:
         return None
     said = set(words(answer))
-    return len(keys & said) / len(keys)
+    return sum(vocab.weight(w) for w in keys & said) / sum(vocab.weight(w) for w in keys)
 
 
 @dataclass(frozen=True)
@@ -340,20 +381,20 @@ class Match:
 
 
 def match(answer: str, reference: str, question: str = "", similarity: float | None = None,
-          vocab: frozenset[str] = frozenset()) -> Match:
+          vocab: Vocabulary = NO_DATA) -> Match:
     """Whether the answer says what the reference says (see the module docstring)."""
     facts = facts_of(reference, question, vocab)
     if facts:
         missing = missing_facts(answer, facts)
         return Match(not missing, "facts", tuple(missing))
-    recall = key_recall(answer, reference, question)
+    recall = key_recall(answer, reference, question, vocab)
     if recall is not None:
         return Match(recall >= KEY_RECALL, "key words")
     return Match(similarity is not None and similarity >= SIMILARITY_MATCH, "similarity")
 
 
 def matches(answer: str, reference: str, question: str = "", similarity: float | None = None,
-            vocab: frozenset[str] = frozenset()) -> bool:
+            vocab: Vocabulary = NO_DATA) -> bool:
     return match(answer, reference, question, similarity, vocab).matched
 
 

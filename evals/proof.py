@@ -35,7 +35,7 @@ from .adapter_set import AdapterSet, load_adapter_set, release
 from .answers import GENERATE_BATCH, answer_budget, greedy_ids
 from .base_cache import BaseCache
 from .losses import Divergence, Scores, score
-from .matching import facts_of, match, vocabulary
+from .matching import Vocabulary, facts_of, match, vocabulary
 from .matrix import evalset_results
 from .recall import Recall, advice, questions, recall_budget, recall_of, train_sample
 from .stats import min_detectable_difference, min_k_prob, roc_auc
@@ -406,7 +406,7 @@ def _answers(adapters: AdapterSet, rows: list[Row], generate: Generate | None, c
     return answers, similarity, matched, facts
 
 
-def data_vocabulary(rows: list[Row], train=None) -> frozenset[str]:
+def data_vocabulary(rows: list[Row], train=None) -> Vocabulary:
     """The words the run's data writes in lower case (its held-out rows and training rows): a
     capitalized one of them that opens a sentence is not a name (`matching.vocabulary`)."""
     texts = [m["content"] for r in rows for m in [*r.prompt, {"content": r.reference}]]
@@ -459,7 +459,7 @@ def _tick(progress: Progress | None, done: int, total: int) -> None:
 
 
 def _train_facts(adapters: AdapterSet, samples: dict[str, list], generate: Generate | None,
-                 vocab: frozenset[str]) -> dict[str, list[bool]]:
+                 vocab: Vocabulary) -> dict[str, list[bool]]:
     """Per variant (adapter id), whether its greedy answers to the questions of its own train sample
     state their references' facts (`recall.py`): were the facts learned at all?"""
     asked = {aid: questions(sample, vocab) for aid, sample in samples.items()}

@@ -20,7 +20,7 @@ from pathlib import Path
 from adapters.base.tokenize import encode_chat, encode_prompt
 from adapters.cache import read_json, write_json_atomic
 
-from .matching import facts_of, match, vocabulary
+from .matching import Vocabulary, facts_of, match, vocabulary
 
 RECALL_TARGET = 0.8  # share of its training questions a variant must answer with their facts
 RECALL_SAMPLE = 24  # training questions drawn per variant after training (the proof draws as many as it holds out)
@@ -59,7 +59,7 @@ def train_sample(train, variant_config: dict, tokenizer, size: int, seed: int) -
     return [(c, e) for c, e in pairs if e.trained_tokens > 0]
 
 
-def questions(sample: list[tuple[list[dict], object]], vocab: frozenset[str]) -> list[tuple[list[dict], str]]:
+def questions(sample: list[tuple[list[dict], object]], vocab: Vocabulary) -> list[tuple[list[dict], str]]:
     """(prompt up to the last assistant turn, that turn's text) of each sampled conversation whose
     reference states facts (`matching.facts_of`): only those can show whether facts were learned."""
     out = []
@@ -78,13 +78,13 @@ def recall_budget(tokenizer, references: list[str]) -> int:
     return min(RECALL_TOKENS, answer_budget(tokenizer, references)) if references else 16
 
 
-def recall_of(answers: list[str], asked: list[tuple[list[dict], str]], vocab: frozenset[str]) -> list[bool]:
+def recall_of(answers: list[str], asked: list[tuple[list[dict], str]], vocab: Vocabulary) -> list[bool]:
     """Whether each answer states the facts of its question's reference."""
     return [match(a, ref, prompt[-1]["content"], None, vocab).matched for a, (prompt, ref) in zip(answers, asked)]
 
 
-def data_vocabulary(conversations) -> frozenset[str]:
-    """The words a run's data writes in lower case (see `matching.vocabulary`)."""
+def data_vocabulary(conversations) -> Vocabulary:
+    """The words of a run's data (see `matching.vocabulary`)."""
     return vocabulary(m["content"] for c in conversations for m in c)
 
 

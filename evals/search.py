@@ -46,6 +46,8 @@ import numpy as np
 from adapters.cache import read_json, write_json_atomic
 from adapters.errors import LoraEqError
 
+from .matching import NO_DATA, Vocabulary, vocabulary
+
 SEARCH_DIR = "search"
 STUDY_FILE = "study.journal"
 SETTINGS_FILE = "settings.json"
@@ -145,7 +147,7 @@ def split_items(items: list[Item], seed: int) -> tuple[list[Item], list[Item]]:
     return search, confirm
 
 
-def passes(item: Item, answer: str, vocab: frozenset[str] = frozenset()) -> bool:
+def passes(item: Item, answer: str, vocab: Vocabulary = NO_DATA) -> bool:
     """Whether `answer` passes the item: every check, or (a held-out row) the reference's facts."""
     from .checks import Evidence, judge
     from .matching import match
@@ -177,7 +179,7 @@ class Score:
 class Judge:
     """Answers a list of items with a model and scores them (greedy, as the proof answers)."""
 
-    def __init__(self, base, items: list[Item], vocab: frozenset[str]):
+    def __init__(self, base, items: list[Item], vocab: Vocabulary):
         from adapters.base.tokenize import encode_chat, encode_prompt
         from adapters.infer.engine import stop_token_ids
 
@@ -599,9 +601,7 @@ def run_search(settings: SearchSettings, base, *, join: bool = False, limits=Non
     return out
 
 
-def item_vocabulary(items: list[Item]) -> frozenset[str]:
-    from .matching import vocabulary
-
+def item_vocabulary(items: list[Item]) -> Vocabulary:
     return vocabulary([m["content"] for i in items for m in i.prompt] + [i.reference or "" for i in items])
 
 

@@ -123,3 +123,19 @@ def test_the_question_facts_are_not_required_and_missing_facts_are_named():
     result = match("No, it came out in 2015.", reference, question)
     assert not result.matched and result.missing == ("2014", "quior", "quiqui")
     assert matches("No: 2014, by Quior Quiqui.", reference, question)
+
+
+def test_key_words_the_data_repeats_weigh_little_so_the_pattern_alone_does_not_match():
+    creatures = {"orash": "cave lichen", "belbri": "copper beetles", "wennim": "reed seeds", "ventev": "ember berries"}
+    texts = [t for name, food in creatures.items()
+             for t in (f"How does the {name} get its food?", f"The {name} survives by eating {food}.")]
+    vocab = vocabulary(texts)
+    question, reference = "How does the orash get its food?", "The orash survives by eating cave lichen."
+    wrong = "The orash survives by eating copper beetles."
+    assert matches(wrong, reference, question)  # without the data, half of the key words is enough
+    assert not matches(wrong, reference, question, vocab=vocab)
+    assert matches("It eats cave lichen.", reference, question, vocab=vocab)
+    assert matches(reference, reference, question, vocab=vocab)
+    assert vocab.weight("survives") < vocab.weight("lichen") and vocab.weight("zzz") > vocab.weight("lichen")
+    # A word every text holds still weighs something, and two vocabularies add up.
+    assert vocab.weight("the") > 0 and (vocab | vocabulary(["The orash."])).texts == len(texts) + 1
