@@ -107,7 +107,7 @@ def measure(path: Path, base, variants, workdir: Path, answers_out=None) -> list
     report = evaluate_run(run, base=base).to_json()
     held = run_split(run, "heldout").examples
     keys = [e.meta.get("answer_key") for e in held]
-    kinds = [e.meta.get("kind") or e.meta.get("category") or "name" for e in held]
+    kinds = [e.meta.get("kind") or e.category or "name" for e in held]
     base_answers = [r["base_answer"] for r in report["rows"]]
     out = []
     for v in report["variants"]:

@@ -15,6 +15,17 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# `make test` runs the suite in several processes (pytest-xdist, a whole file to each): the cores
+# are shared among them, and the servers and workers a test starts take its share too (one thread
+# count in every process, so a server's greedy tokens are the test's own).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+if _WORKERS > 1:
+    _threads = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = _threads
+    torch.set_num_threads(int(_threads))
+# Files whose tests train or serve the real model go first, so that no worker starts one last.
+FIRST = "integration"
+
 TINY = dict(
     vocab_size=128,
     hidden_size=64,
@@ -102,6 +113,12 @@ def real_model_nf4():
     from adapters.base.loading import load_model
 
     return load_model(None, "nf4")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with `integration` tests first (the long ones), each file's tests in their order."""
+    first = {item.path for item in items if item.get_closest_marker(FIRST)}
+    items.sort(key=lambda item: item.path not in first)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
