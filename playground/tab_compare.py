@@ -119,10 +119,10 @@ def conversation_for(state: Session, labels: list[str], system: str) -> Conversa
     return conv
 
 
-def chat_frame(conv: Conversation | None, votes: bool = True) -> list:
+def chat_frame(conv: Conversation | None, votes: bool = True, streaming: bool = False) -> list:
     """Updates for every column's chatbot, reply line, vote buttons (shown when `votes`: a run
-    keeps them) and the column itself: unused columns are hidden whole, so the shown ones share
-    the page's width."""
+    keeps them, once the turn is answered and scored, never while `streaming`) and the column
+    itself: unused columns are hidden whole, so the shown ones share the page's width."""
     labels = conv.labels if conv else []
     done = bool(conv and conv.turns and all(r.done for r in conv.last.replies.values()))
     bots, lines = [], []
@@ -132,7 +132,7 @@ def chat_frame(conv: Conversation | None, votes: bool = True) -> list:
                                visible=shown))
         line = reply_line(conv.last.replies[labels[i]]) if shown and conv.turns else ""
         lines.append(gr.Markdown(line, visible=shown))
-    buttons = [gr.Button(visible=votes and done and i < len(labels)) for i in range(MAX_COLUMNS)]
+    buttons = [gr.Button(visible=votes and done and not streaming and i < len(labels)) for i in range(MAX_COLUMNS)]
     columns = [gr.Column(visible=i < max(1, len(labels))) for i in range(MAX_COLUMNS)]
     return bots + lines + buttons + buttons + columns
 
@@ -144,7 +144,7 @@ def _turn(conv: Conversation, engine, cols, sampling, ref: str, votes: bool):
     for _ in respond(engine, conv, cols, sampling):
         if time.monotonic() - shown >= STREAM_EVERY:
             shown = time.monotonic()
-            yield chat_frame(conv, votes)
+            yield chat_frame(conv, votes, streaming=True)  # the votes wait for the scores
     score_turn(conv.last, sampling, reference=ref.strip() or None, system=conv.system)
     dropped = max(r.dropped_turns for r in conv.last.replies.values())
     if dropped:

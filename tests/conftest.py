@@ -23,8 +23,6 @@ if _WORKERS > 1:
     _threads = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = _threads
     torch.set_num_threads(int(_threads))
-# Files whose tests train or serve the real model go first, so that no worker starts one last.
-FIRST = "integration"
 
 TINY = dict(
     vocab_size=128,
@@ -113,12 +111,6 @@ def real_model_nf4():
     from adapters.base.loading import load_model
 
     return load_model(None, "nf4")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Files with `integration` tests first (the long ones), each file's tests in their order."""
-    first = {item.path for item in items if item.get_closest_marker(FIRST)}
-    items.sort(key=lambda item: item.path not in first)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

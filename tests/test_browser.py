@@ -139,7 +139,7 @@ def test_full_flow_in_chromium(server, page):
     shown = {i: [" ".join(t.split()) for t in page.locator(f"#chat-col-{i} [data-testid='bot']").all_inner_texts()]
              for i in range(2)}
     tokens = {i: int(re.search(r"(\d+) tokens", page.locator(f"#chat-info-{i}").inner_text()).group(1)) for i in range(2)}
-    assert page.get_by_text(re.compile(r"to reference \d\.\d{3}")).first.is_visible()
+    assert page.get_by_text(re.compile(r"to reference \d\.\d{3}")).first.is_visible()  # the votes came with it
     _check_against_the_engine(server["runs"], turns, shown, tokens)
     page.locator("#pass-1").click()
     first_row = page.locator("#leaderboard [data-testid='cell-0-0']")

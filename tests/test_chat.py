@@ -205,3 +205,17 @@ def test_the_served_app_chats_regenerates_undoes_votes_and_battles(served, share
     assert [row[ranking["headers"].index("model")] for row in ranking["data"]][0] == battle.model_a
     with pytest.raises(Exception, match="already decided"):
         client.predict(api_name="/battle_vote_b")
+
+
+def test_the_votes_show_only_with_the_answered_and_scored_turn(engine, monkeypatch):
+    from playground import tab_compare
+    from playground.tab_compare import MAX_COLUMNS, _turn
+
+    monkeypatch.setattr(tab_compare, "STREAM_EVERY", 0.0)  # every step redrawn, the last one too
+    conv = Conversation([c.label for c in _columns()])
+    conv.ask("w1 w2 ?")
+    frames = list(_turn(conv, engine, _columns(), Sampling(max_new_tokens=8), "w5 w6 ?", True))
+    n = len(_columns())
+    votes = [[b.visible for b in f[2 * MAX_COLUMNS: 2 * MAX_COLUMNS + n]] for f in frames]
+    assert len(frames) >= 2 and not any(any(v) for v in votes[:-1]) and all(votes[-1]), votes
+    assert all("to reference" in m.value for m in frames[-1][MAX_COLUMNS: MAX_COLUMNS + n])
