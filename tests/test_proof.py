@@ -53,7 +53,7 @@ def tiny_run(tmp_path_factory):
     run = root / "run"
     create_run(run, variants=[
         Variant("zero", "uniform", Hyper(max_steps=0)),
-        Variant("hard", "uniform", Hyper(max_steps=80, learning_rate=3e-2, batch_size=8, rank=16)),
+        Variant("hard", "uniform", Hyper(max_steps=80, learning_rate=5e-3, batch_size=8, rank=16)),
     ], split=split, data_info=data_info(dataset, split, str(data)), model=str(model_dir), precision="fp32", bands=2)
     results = run_queue(run)
     assert [r["status"] for r in results] == ["done", "done"]
