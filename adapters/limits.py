@@ -121,16 +121,24 @@ def check_rows(count: int, limit: int, where: str) -> None:
                           f"({env_name('rows')})")
 
 
-def check_number(name: str, value, limit: float, *, minimum: float = 0, whole: bool = True):
-    """`value` as a number within [minimum, limit], or a LoraEqError naming the value and the limit."""
-    if value is None or isinstance(value, bool):
-        raise LoraEqError(f"{name}: a number is needed (got {value!r})")
+def finite_number(name: str, value) -> float:
+    """`value` (a number or its text) as a finite float, or a LoraEqError naming `name` and the value."""
+    if isinstance(value, bool):
+        raise LoraEqError(f"{name}={value!r}: not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise LoraEqError(f"{name}={value!r}: not a number") from None
     if not math.isfinite(number):
-        raise LoraEqError(f"{name}={value!r}: must be a finite number")
+        raise LoraEqError(f"{name}={value!r}: not a finite number")
+    return number
+
+
+def check_number(name: str, value, limit: float, *, minimum: float = 0, whole: bool = True):
+    """`value` as a number within [minimum, limit], or a LoraEqError naming the value and the limit."""
+    if value is None or isinstance(value, bool):
+        raise LoraEqError(f"{name}: a number is needed (got {value!r})")
+    number = finite_number(name, value)
     if whole and number != int(number):
         raise LoraEqError(f"{name}={value!r}: must be a whole number")
     if number < minimum:

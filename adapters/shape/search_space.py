@@ -15,10 +15,10 @@ turns a point into the variant to train. Nothing here trains or scores.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields, replace
 
 from adapters.errors import LoraEqError
+from adapters.limits import finite_number
 
 from .equalizer import PRESETS, Equalizer, _band_curve, role_families
 from .variants import Hyper, Variant, check_value, hyper_params
@@ -110,15 +110,7 @@ def _split(setting: str) -> tuple[str, str]:
 
 
 def _number(name: str, text) -> float:
-    if isinstance(text, bool):
-        raise LoraEqError(f"search setting {name}={text!r}: not a number")
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise LoraEqError(f"search setting {name}={text!r}: not a number") from None
-    if not math.isfinite(value):
-        raise LoraEqError(f"search setting {name}={text!r}: not a finite number")
-    return value
+    return finite_number(f"search setting {name}", text)
 
 
 def _bounds(name: str, value) -> tuple[float, float]:
