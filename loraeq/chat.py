@@ -84,11 +84,12 @@ def _chat(args: argparse.Namespace) -> dict:
     from adapters.infer.chat import Chat
     from adapters.infer.decoding import Sampling
 
-    from .compare import _split_names, open_engine
+    from .common import name_list
+    from .compare import open_engine
 
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         seed=args.seed)
-    wanted = _split_names(args.variants)
+    wanted = name_list(args.variants, "--variants")
     turns = 0
     with contextlib.ExitStack() as stack:
         engine = open_engine(args, stack, variants=wanted)

@@ -84,6 +84,16 @@ def parse_pairs(items: list[str] | None, flag: str, convert: Callable = str, for
     return out
 
 
+def name_list(value: str | None, flag: str) -> list[str] | None:
+    """A comma-separated list of variant names from `flag` (None: every one), or one line naming the flag."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise LoraEqError(f"{flag}: give at least one variant name")
+    return names
+
+
 def add_json_flag(p: argparse.ArgumentParser, nested: bool = False) -> None:
     """`--json`; a nested subcommand's flag leaves the value its parent command already set."""
     default = argparse.SUPPRESS if nested else False

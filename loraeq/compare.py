@@ -18,16 +18,7 @@ from pathlib import Path
 
 from adapters.errors import LoraEqError
 
-from .common import add_sampling_flags, format_table, refuse_classification_run
-
-
-def _split_names(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise LoraEqError("--variants: give at least one variant name")
-    return names
+from .common import add_sampling_flags, format_table, name_list, refuse_classification_run
 
 
 def _read_history(path: str | None) -> list[dict] | None:
@@ -73,7 +64,7 @@ def _compare(args: argparse.Namespace) -> dict:
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
     )
     refuse_classification_run(args.run_dir, "compare")
-    wanted = _split_names(args.variants)
+    wanted = name_list(args.variants, "--variants")
     scaled_names = [s.partition("=")[0].strip() for s in args.scale]
     load = None if wanted is None else list(dict.fromkeys(wanted + scaled_names))
     with contextlib.ExitStack() as stack:

@@ -18,17 +18,8 @@ from pathlib import Path
 
 from adapters.errors import LoraEqError
 
-from .common import add_judge_flags, add_sampling_flags, format_table, open_judge, refuse_classification_run
+from .common import add_judge_flags, add_sampling_flags, format_table, name_list, open_judge, refuse_classification_run
 from .compare import fetch_adapters
-
-
-def _names(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise LoraEqError("--columns: give at least one variant name")
-    return names
 
 
 def _read_set(args: argparse.Namespace):
@@ -72,7 +63,7 @@ def _evalset(args: argparse.Namespace) -> tuple[dict, int]:
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         seed=args.seed)
     out = _out_dir(args, evalset.name)
-    variants = _names(args.columns)
+    variants = name_list(args.columns, "--columns")
     starting(out, len(evalset.cases))
     with contextlib.ExitStack() as stack:
         judge = open_judge(args)  # first: a bad judge flag is named before the models load
