@@ -24,7 +24,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,43 +34,27 @@ RUNS = ("before", "now", "before-reseeded")
 
 def run(mode: str, steps: int) -> list[float]:
     import os
-    import shutil
 
     import torch
-    from train_speed import conversations
-    from transformers import PrinterCallback, TrainerCallback
+    from train_speed import train_as_loraeq
+    from transformers import TrainerCallback
 
     from adapters.base.loading import load_model
-    from adapters.shape.variants import Hyper, Variant
+    from adapters.shape.variants import Hyper
     from adapters.train.label_loss import label_only_loss
-    from adapters.train.training import (
-        EncodedDataset,
-        PadCollator,
-        TokenCounter,
-        _trainer_class,
-        attach_lora,
-        encode_all,
-        training_arguments,
-    )
 
     base = load_model(None, "auto")
-    variant = Variant("curve", "uniform", Hyper(rank=8, alpha=16, dropout=0.05, max_steps=steps, batch_size=8,
-                                                 max_length=256, learning_rate=2e-4, save_steps=10_000))
-    examples = encode_all(base.tokenizer, conversations(), 256)
     if mode != "now":  # PEFT's own LoRA layers (this worker process only)
         os.environ["LORAEQ_FAST_PATHS"] = "-lora_train"
-    model = attach_lora(base, variant)
-    out = Path(tempfile.mkdtemp(prefix="loraeq-curve-"))
-    args = training_arguments(variant, out, base, len(examples))
-    args.save_strategy = "no"
-    trainer_class = _trainer_class(out / "train_log.jsonl")
-    if mode != "now":
+
+    def before(trainer_class):
         class Before(trainer_class):
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
                 self.loss_is_scaled_for_ga = num_items_in_batch is not None
                 return label_only_loss(model, inputs, num_items_in_batch)  # no autocast, as before
 
-        trainer_class = Before
+        return Before
+
     losses: list[float] = []
 
     class Record(TrainerCallback):
@@ -83,11 +66,9 @@ def run(mode: str, steps: int) -> list[float]:
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
-    trainer = trainer_class(model=model, args=args, train_dataset=EncodedDataset(examples),
-                            data_collator=PadCollator(base.tokenizer.pad_token_id, TokenCounter()), callbacks=[Record()])
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
-    shutil.rmtree(out, ignore_errors=True)
+    train_as_loraeq(base, Hyper(rank=8, alpha=16, dropout=0.05, max_steps=steps, batch_size=8, max_length=256,
+                                learning_rate=2e-4, save_steps=10_000),
+                    callbacks=[Record()], wrap_trainer=None if mode == "now" else before)
     return losses
 
 

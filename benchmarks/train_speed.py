@@ -96,12 +96,13 @@ def conversations() -> list[list[dict]]:
     return [e.messages for e in load_dataset(DATA).examples]
 
 
-def run_ours(steps: int) -> dict:
+def train_as_loraeq(base, hyper, callbacks=(), on_model=None, wrap_trainer=None) -> None:
+    """Train `hyper` on the Dolly sample with the trainer `loraeq train` runs (the loss at labelled
+    positions only, activations by the budget), saving nothing. `on_model(model)` sees the LoRA model
+    before training; `wrap_trainer(cls)` may subclass the trainer class."""
     from transformers import PrinterCallback
 
-    from adapters.base.loading import load_model
-    from adapters.runtime import active_allocator
-    from adapters.shape.variants import Hyper, Variant
+    from adapters.shape.variants import Variant
     from adapters.train.training import (
         EncodedDataset,
         PadCollator,
@@ -112,25 +113,41 @@ def run_ours(steps: int) -> dict:
         training_arguments,
     )
 
-    base = load_model(None, "auto")
-    variant = Variant("bench", "uniform", Hyper(rank=8, alpha=16, dropout=0.05, max_steps=steps + WARMUP,
-                                                 batch_size=BATCH, max_length=MAX_LENGTH, learning_rate=2e-4,
-                                                 save_steps=10_000))
-    examples = encode_all(base.tokenizer, conversations(), MAX_LENGTH)
+    variant = Variant("bench", "uniform", hyper)
+    examples = encode_all(base.tokenizer, conversations(), hyper.max_length)
     model = attach_lora(base, variant)
-    meter = Meter()
-    # On the decoder: the label-only loss calls it directly, not the model's own forward.
-    model.get_base_model().get_decoder().register_forward_pre_hook(meter.hook, with_kwargs=True)
-    out = Path(tempfile.mkdtemp(prefix="loraeq-bench-ours-"))
+    if on_model is not None:
+        on_model(model)
+    out = Path(tempfile.mkdtemp(prefix="loraeq-bench-"))
     args = training_arguments(variant, out, base, len(examples))
     args.save_strategy = "no"
-    # The trainer `loraeq train` runs: the loss at labelled positions only, activations by the budget.
-    trainer = _trainer_class(out / "train_log.jsonl")(
-        model=model, args=args, train_dataset=EncodedDataset(examples),
-        data_collator=PadCollator(base.tokenizer.pad_token_id, TokenCounter()), callbacks=[meter.callback()])
+    trainer_class = _trainer_class(out / "train_log.jsonl")
+    if wrap_trainer is not None:
+        trainer_class = wrap_trainer(trainer_class)
+    trainer = trainer_class(model=model, args=args, train_dataset=EncodedDataset(examples),
+                            data_collator=PadCollator(base.tokenizer.pad_token_id, TokenCounter()),
+                            callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)
-    trainer.train()
-    shutil.rmtree(out, ignore_errors=True)
+    try:
+        trainer.train()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def run_ours(steps: int) -> dict:
+    from adapters.base.loading import load_model
+    from adapters.runtime import active_allocator
+    from adapters.shape.variants import Hyper
+
+    base = load_model(None, "auto")
+    meter = Meter()
+
+    def count_tokens(model):  # on the decoder: the label-only loss calls it, not the model's own forward
+        model.get_base_model().get_decoder().register_forward_pre_hook(meter.hook, with_kwargs=True)
+
+    train_as_loraeq(base, Hyper(rank=8, alpha=16, dropout=0.05, max_steps=steps + WARMUP, batch_size=BATCH,
+                                max_length=MAX_LENGTH, learning_rate=2e-4, save_steps=10_000),
+                    callbacks=[meter.callback()], on_model=count_tokens)
     return {**meter.result(), "precision": base.precision, "allocator": active_allocator()}
 
 
