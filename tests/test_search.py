@@ -20,6 +20,7 @@ from adapters.errors import LoraEqError
 from adapters.train.runfolder import RunFolder
 from adapters.train.runs import create_run, data_info
 from adapters.data.split import split_heldout
+from conftest import write_chats
 from evals.search import (
     Item,
     SearchSettings,
@@ -38,14 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write_data(path: Path, n: int = 40) -> Path:
-    with path.open("w") as f:
-        for i in range(n):
-            fact = i % 10
-            row = {"messages": [{"role": "user", "content": f"w{fact} w{(i * 7) % 30} ?"},
-                                {"role": "assistant", "content": f"w{40 + fact} paris w{50 + fact}"}],
-                   "fact_id": f"f{fact}"}
-            f.write(json.dumps(row) + "\n")
-    return path
+    return write_chats(path, ((f"w{i % 10} w{(i * 7) % 30} ?", f"w{40 + i % 10} paris w{50 + i % 10}",
+                               {"fact_id": f"f{i % 10}"}) for i in range(n)))
 
 
 @pytest.fixture
