@@ -407,8 +407,9 @@ def _answers(adapters: AdapterSet, rows: list[Row], generate: Generate | None, c
 
 
 def data_vocabulary(rows: list[Row], train=None) -> Vocabulary:
-    """The words the run's data writes in lower case (its held-out rows and training rows): a
-    capitalized one of them that opens a sentence is not a name (`matching.vocabulary`)."""
+    """The words of the run's data (its held-out rows and training rows, `matching.vocabulary`): the
+    ones it writes in lower case are not names when capitalized to open a sentence, and a key word
+    weighs by how few of its texts hold it."""
     texts = [m["content"] for r in rows for m in [*r.prompt, {"content": r.reference}]]
     if train is not None:
         texts += [m["content"] for e in train.examples for m in e.messages]

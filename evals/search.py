@@ -46,7 +46,7 @@ import numpy as np
 from adapters.cache import read_json, write_json_atomic
 from adapters.errors import LoraEqError
 
-from .matching import NO_DATA, Vocabulary, vocabulary
+from .matching import NO_DATA, Vocabulary, match, vocabulary
 
 SEARCH_DIR = "search"
 STUDY_FILE = "study.journal"
@@ -150,7 +150,6 @@ def split_items(items: list[Item], seed: int) -> tuple[list[Item], list[Item]]:
 def passes(item: Item, answer: str, vocab: Vocabulary = NO_DATA) -> bool:
     """Whether `answer` passes the item: every check, or (a held-out row) the reference's facts."""
     from .checks import Evidence, judge
-    from .matching import match
 
     if item.checks:
         evidence = Evidence(reference=item.reference)
