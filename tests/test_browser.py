@@ -71,6 +71,14 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def _upload(page, path: Path) -> None:
+    """Put a file in the Data tab's upload box and wait until it has landed: the box then lists it by name
+    (the name's text is split in two spans, stem and extension, so the list cell's label is what says it)."""
+    box = page.locator("#data-upload")
+    box.locator("input[type=file]").set_input_files(str(path))
+    box.get_by_label(Path(path).name, exact=True).wait_for(timeout=60_000)
+
+
 def _tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
     page.wait_for_timeout(500)
@@ -94,8 +102,7 @@ def test_full_flow_in_chromium(server, page):
     _shot(page, "1-model")
 
     _tab(page, "Data")
-    page.locator("#data-upload input[type=file]").set_input_files(str(DOLLY))
-    page.get_by_text("dolly-15k-sample.jsonl").first.wait_for(timeout=30_000)  # the upload has landed
+    _upload(page, DOLLY)
     page.get_by_role("button", name="Validate").click()
     report = page.locator("#data-report")
     report.get_by_text(re.compile("rows in")).wait_for(timeout=120_000)

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_browser import ROOT, _free_port, _shot, _tab, browser, page  # noqa: F401  (fixtures)
+from test_browser import ROOT, _free_port, _shot, _tab, _upload, browser, page  # noqa: F401  (fixtures)
 from test_encoders import write_rows, write_tiny_encoder
 
 pytestmark = pytest.mark.integration
@@ -52,8 +52,7 @@ def test_encoder_flow_in_chromium(encoder_server, page):  # noqa: F811
     assert not page.get_by_role("tab", name="Compare").is_visible()
 
     _tab(page, "Data")
-    page.locator("#data-upload input[type=file]").set_input_files(str(encoder_server["rows"]))
-    page.get_by_text("rows.jsonl").first.wait_for(timeout=30_000)
+    _upload(page, encoder_server["rows"])
     page.get_by_role("button", name="Validate").click()
     report = page.locator("#data-report")
     report.get_by_text(re.compile("rows in")).wait_for(timeout=120_000)
