@@ -180,7 +180,9 @@ def test_full_flow_in_chromium(server, page):
 
 
 def _switch_off_first_cell(page) -> None:
-    """Brush 0, then a click on the grid's first cell (band 0 x q_proj)."""
+    """Brush 0, then a click on the grid's first cell (band 0 x q_proj); returns once the table shows it off."""
+    from playwright.sync_api import expect
+
     grid = page.locator("#equalizer-grid img")
     grid.wait_for()
     brush = page.get_by_label("number input for Brush strength")
@@ -190,7 +192,7 @@ def _switch_off_first_cell(page) -> None:
     natural = page.evaluate("(img) => [img.naturalWidth, img.naturalHeight]", grid.element_handle())
     sx, sy = box["width"] / natural[0], box["height"] / natural[1]
     grid.click(position={"x": (96 + 40) * sx, "y": (34 + 20) * sy})
-    page.wait_for_timeout(2500)
+    expect(page.locator("#equalizer-table")).to_contain_text(re.compile(r"0-7\s+0\s"), timeout=60_000)  # applied
 
 
 def _check_against_the_engine(runs: Path, turns: list[str], shown: dict, tokens: dict) -> None:
